@@ -1,0 +1,88 @@
+"""Katib's side of the contract: the StdOut metrics format, written by trials and read back exactly as Katib does.
+
+Katib's StdOut collector (``file-metricscollector.go``) keeps a line only if it contains one of the collected
+metric names, takes the text before the first space as an RFC3339 timestamp, and applies its filter regex to the
+whole line, keeping matches whose name equals a collected metric exactly. One writer (:func:`format_metrics_line`)
+and one reader (:func:`parse_metrics_line`) serve the trial, the local engine and the tests.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timezone
+from typing import Iterable, Mapping
+
+from hpo_lib.errors import ConfigError
+
+# Katib's DefaultFilter, written for Go RE2 where \w is ASCII-only; re.ASCII gives Python the same meaning.
+DEFAULT_FILTER = r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"
+METRIC_NAME = re.compile(r"[A-Za-z0-9_-]+")
+ZERO_TIME = datetime(1, 1, 1, tzinfo=timezone.utc)  # what Katib records when the timestamp does not parse
+
+
+def format_value(value: float | int | bool) -> str:
+    """A number in a form the default filter reads back exactly; NaN/inf are refused (Katib would store "" or "-")."""
+    if isinstance(value, bool) or isinstance(value, int):
+        return str(int(value))
+    if not math.isfinite(value):
+        raise ValueError(f"refusing to print non-finite metric value {value}")
+    return f"{value:.6g}"
+
+
+def format_metrics_line(metrics: Mapping[str, float], *, now: datetime | None = None, prefix: str = "") -> str:
+    """``<RFC3339 UTC timestamp> [prefix] name=value ...``, the line Katib's StdOut collector parses."""
+    stamp = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    for name in metrics:
+        if not METRIC_NAME.fullmatch(name):
+            raise ValueError(f"metric name {name!r} must use only [A-Za-z0-9_-] to survive Katib's filter")
+    pairs = " ".join(f"{name}={format_value(value)}" for name, value in metrics.items())
+    return f"{stamp} {prefix + ' ' if prefix else ''}{pairs}"
+
+
+def parse_timestamp(token: str) -> datetime | None:
+    """Go's time.RFC3339Nano, roughly: date 'T' time, optional fraction, then 'Z' or a numeric offset."""
+    if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)", token):
+        return None
+    head, _, rest = token.partition(".")
+    if rest:  # Python parses at most 6 fractional digits
+        digits = re.match(r"\d+", rest).group(0)
+        token = f"{head}.{digits[:6].ljust(6, '0')}{rest[len(digits):]}"
+    try:
+        return datetime.fromisoformat(token.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def compile_filters(filters: Iterable[str] | None = None) -> list[re.Pattern[str]]:
+    """The manifest's ``metricsFormat`` regexes (each with two groups: name, value), or Katib's default."""
+    patterns = list(filters or [DEFAULT_FILTER])
+    compiled = []
+    for pattern in patterns:
+        try:
+            regex = re.compile(pattern, re.ASCII)
+        except re.error as exc:
+            raise ConfigError(f"metrics filter {pattern!r} is not a valid regex: {exc}") from None
+        if regex.groups < 2:
+            raise ConfigError(f"metrics filter {pattern!r} needs two capture groups (name, value)")
+        compiled.append(regex)
+    return compiled
+
+
+def parse_metrics_line(line: str, metric_names: Iterable[str],
+                       filters: list[re.Pattern[str]] | None = None) -> tuple[datetime, dict[str, str]] | None:
+    """Katib's reading of one line: None when the line names no collected metric, else (timestamp, {name: value}).
+
+    Values stay strings, as Katib stores them; an unparsable timestamp becomes Katib's zero time.
+    """
+    names = set(metric_names)
+    if not any(name in line for name in names):
+        return None
+    stamp = parse_timestamp(line.strip().split(" ", 1)[0]) or ZERO_TIME
+    found: dict[str, str] = {}
+    for regex in filters or compile_filters():
+        for match in regex.finditer(line):
+            name, value = match.group(1).strip(), match.group(2).strip()
+            if name in names:
+                found[name] = value
+    return stamp, found

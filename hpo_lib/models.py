@@ -1,0 +1,181 @@
+"""Forecasting networks (MLP, LSTM, GRU, CNN-LSTM) and the registry that maps a name to a model.
+
+Every model maps a window ``(batch, window, features)`` to ``(batch, n_outputs)``: one value for regression
+targets, two logits for the direction target. Each family has a small config dataclass; :func:`build_model`
+picks the fields it needs out of a flat hyperparameter dict (the trial's flags).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from hpo_lib.errors import ConfigError
+
+
+# ----------------------------------------------------------------------------------------------- building blocks
+class AttentionPooling(nn.Module):
+    """Learned softmax weights over time steps; a weighted sum replaces "take the last step"."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (batch, time, dim) -> (batch, dim)
+        weights = torch.softmax(self.score(h), dim=1)  # (batch, time, 1)
+        return (weights * h).sum(dim=1)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_size_mb(model: nn.Module) -> float:
+    """Bytes of parameters and buffers, in MB (10^6 bytes): the Pareto "size" axis."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors) / 1e6
+
+
+# ----------------------------------------------------------------------------------------------- MLP
+@dataclass
+class MLPConfig:
+    n_features: int
+    window: int
+    n_outputs: int = 1
+    num_layers: int = 2  # hidden layers
+    hidden_size: int = 128  # width of the first hidden layer
+    width_decay: float = 0.5  # each next layer is this fraction of the previous width (at least 8 units)
+    dropout: float = 0.1
+
+
+class MLP(nn.Module):
+    """Flattened window -> hidden layers of shrinking width -> head."""
+
+    def __init__(self, cfg: MLPConfig):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width_in, width = cfg.n_features * cfg.window, float(cfg.hidden_size)
+        for _ in range(cfg.num_layers):
+            units = max(8, int(round(width)))
+            layers += [nn.Linear(width_in, units), nn.GELU(), nn.Dropout(cfg.dropout)]
+            width_in, width = units, width * cfg.width_decay
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width_in, cfg.n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x.flatten(1)))  # (batch, window*features) -> (batch, n_outputs)
+
+
+# ----------------------------------------------------------------------------------------------- LSTM / GRU
+@dataclass
+class RecurrentConfig:
+    n_features: int
+    window: int
+    n_outputs: int = 1
+    cell: str = "lstm"  # lstm | gru
+    hidden_size: int = 64
+    num_layers: int = 2
+    dropout: float = 0.1  # between stacked layers (PyTorch ignores it for one layer) and before the head
+    bidirectional: bool = False
+    attention: bool = False  # attention pooling over all steps instead of the last step's state
+
+
+class RecurrentNet(nn.Module):
+    """LSTM or GRU over the window, pooled by the last step or by attention, then a linear head."""
+
+    def __init__(self, cfg: RecurrentConfig):
+        super().__init__()
+        rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cfg.cell]
+        self.rnn = rnn(cfg.n_features, cfg.hidden_size, num_layers=cfg.num_layers, batch_first=True,
+                       dropout=cfg.dropout if cfg.num_layers > 1 else 0.0, bidirectional=cfg.bidirectional)
+        dim = cfg.hidden_size * (2 if cfg.bidirectional else 1)
+        self.pool = AttentionPooling(dim) if cfg.attention else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(dim, cfg.n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, _ = self.rnn(x)  # (batch, window, dim)
+        pooled = self.pool(h) if self.pool is not None else h[:, -1]
+        return self.head(self.drop(pooled))
+
+
+# ----------------------------------------------------------------------------------------------- CNN-LSTM
+@dataclass
+class CNNLSTMConfig:
+    n_features: int
+    window: int
+    n_outputs: int = 1
+    cnn_filters: int = 64
+    kernel_size: int = 3
+    cnn_layers: int = 2
+    max_pool: bool = False  # halve the time axis after each conv layer (while more than 2 steps remain)
+    lstm_hidden: int = 128
+    lstm_layers: int = 1
+    bidirectional: bool = False
+    attention_heads: int = 0  # 0 = off; else multi-head self-attention over the LSTM outputs before pooling
+    dropout: float = 0.1
+
+
+class CNNLSTM(nn.Module):
+    """1-D convolution stack over time (local patterns) -> LSTM (longer memory) -> optional self-attention."""
+
+    def __init__(self, cfg: CNNLSTMConfig):
+        super().__init__()
+        convs: list[nn.Module] = []
+        channels, steps = cfg.n_features, cfg.window
+        for _ in range(cfg.cnn_layers):
+            # "same" padding keeps the time axis for any kernel size, odd or even
+            convs += [nn.Conv1d(channels, cfg.cnn_filters, cfg.kernel_size, padding="same"), nn.GELU()]
+            channels = cfg.cnn_filters
+            if cfg.max_pool and steps > 2:
+                convs.append(nn.MaxPool1d(2))
+                steps //= 2
+        self.convs = nn.Sequential(*convs)
+        self.lstm = nn.LSTM(channels, cfg.lstm_hidden, num_layers=cfg.lstm_layers, batch_first=True,
+                            dropout=cfg.dropout if cfg.lstm_layers > 1 else 0.0, bidirectional=cfg.bidirectional)
+        dim = cfg.lstm_hidden * (2 if cfg.bidirectional else 1)
+        if cfg.attention_heads and dim % cfg.attention_heads:
+            raise ConfigError(f"attention_heads={cfg.attention_heads} must divide the LSTM output width {dim}")
+        self.attn = (nn.MultiheadAttention(dim, cfg.attention_heads, dropout=cfg.dropout, batch_first=True)
+                     if cfg.attention_heads else None)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(dim, cfg.n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.convs(x.transpose(1, 2)).transpose(1, 2)  # (batch, features, window) conv -> (batch, steps, filters)
+        h, _ = self.lstm(z)  # (batch, steps, dim)
+        if self.attn is not None:
+            attended, _ = self.attn(h, h, h, need_weights=False)
+            h = h + attended  # residual keeps the LSTM state when attention adds little
+        return self.head(self.drop(h[:, -1]))
+
+
+# ----------------------------------------------------------------------------------------------- registry
+MODELS: dict[str, tuple[type, type[nn.Module], dict[str, Any]]] = {
+    "mlp": (MLPConfig, MLP, {}),
+    "lstm": (RecurrentConfig, RecurrentNet, {"cell": "lstm"}),
+    "gru": (RecurrentConfig, RecurrentNet, {"cell": "gru"}),
+    "cnn-lstm": (CNNLSTMConfig, CNNLSTM, {}),
+}
+
+
+def config_fields(name: str) -> list[str]:
+    """The hyperparameters a model family reads (beyond the data shape)."""
+    config_cls, _, fixed = _lookup(name)
+    return [f.name for f in fields(config_cls) if f.name not in ("n_features", "window", "n_outputs", *fixed)]
+
+
+def build_model(name: str, *, n_features: int, window: int, n_outputs: int, params: dict[str, Any]) -> nn.Module:
+    """Build a registered model; ``params`` may hold more keys than the family reads (the others are ignored)."""
+    config_cls, model_cls, fixed = _lookup(name)
+    chosen = {k: params[k] for k in config_fields(name) if k in params}
+    return model_cls(config_cls(n_features=n_features, window=window, n_outputs=n_outputs, **chosen, **fixed))
+
+
+def _lookup(name: str) -> tuple[type, type[nn.Module], dict[str, Any]]:
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[name]

@@ -1,0 +1,266 @@
+"""The trial entrypoint: ``--name=value`` flags -> data -> model -> training -> Katib metrics lines -> files.
+
+This is what every trial runs, as a Katib pod or as a local process of the embedded engine::
+
+    hpo trial --model=lstm --lr=0.001 --hidden-size=64 --data=sample:sp500 --epochs=20 --output-dir=out/t1
+    python -m hpo_lib.trial --model=gru ...
+
+stdout carries only Katib StdOut lines, one per epoch (``<RFC3339> epoch=3 val_loss=... ...``) and a final one;
+the human summary goes to stderr. ``--output-dir`` receives ``metrics.json``, ``model.pt`` (a state dict, load it
+with ``torch.load(..., weights_only=True)``) and ``config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from hpo_lib import baselines, data, katib, models, train
+from hpo_lib.data import TARGETS
+from hpo_lib.errors import ConfigError
+
+
+def _flag(default: Any, help: str, **checks: Any) -> Any:
+    return field(default=default, metadata={"help": help, **checks})
+
+
+@dataclass
+class TrialArgs:
+    # data
+    data: str = _flag("sample:sp500", "data spec: yahoo:SPY,QQQ?start=2010-01-01&end=2024-12-31, sample:sp500, "
+                                      "sample:nasdaq or file:PATH")
+    target: str = _flag("return", "what to forecast", choices=TARGETS)
+    horizon: int = _flag(1, "forecast horizon in trading days", min=1, max=60)
+    seq_len: int = _flag(60, "input window length (trading days)", min=2, max=512)
+    split_window: int = _flag(90, "longest window any trial uses: fixes the splits and purge gap so trials "
+                                  "with different --seq-len are scored on the same days", min=2, max=512)
+    val_frac: float = _flag(0.15, "fraction of rows for validation", gt=0, lt=1)
+    test_frac: float = _flag(0.15, "fraction of rows held out for the final test", gt=0, lt=1)
+    cache_dir: str = _flag("", "yahoo Parquet cache folder (default $HPO_CACHE_DIR or ~/.cache/katib-hpo)")
+    # model
+    model: str = _flag("lstm", "model family", choices=tuple(models.MODELS))
+    hidden_size: int = _flag(64, "recurrent hidden size (lstm, gru) or first layer width (mlp)", min=1, max=4096)
+    num_layers: int = _flag(2, "recurrent layers (lstm, gru) or hidden layers (mlp)", min=1, max=16)
+    dropout: float = _flag(0.1, "dropout probability", min=0, lt=1)
+    bidirectional: bool = _flag(False, "bidirectional recurrent layers (lstm, gru, cnn-lstm)")
+    attention: bool = _flag(False, "attention pooling over time instead of the last step (lstm, gru)")
+    width_decay: float = _flag(0.5, "each MLP layer's width as a fraction of the previous one", gt=0, max=1)
+    cnn_filters: int = _flag(64, "convolution filters (cnn-lstm)", min=1, max=4096)
+    kernel_size: int = _flag(3, "convolution kernel size (cnn-lstm)", min=1, max=64)
+    cnn_layers: int = _flag(2, "convolution layers (cnn-lstm)", min=1, max=8)
+    max_pool: bool = _flag(False, "halve the time axis after each convolution (cnn-lstm)")
+    lstm_hidden: int = _flag(128, "LSTM hidden size after the convolutions (cnn-lstm)", min=1, max=4096)
+    lstm_layers: int = _flag(1, "LSTM layers after the convolutions (cnn-lstm)", min=1, max=8)
+    attention_heads: int = _flag(0, "self-attention heads over LSTM outputs, 0 = off (cnn-lstm)", min=0, max=64)
+    # training
+    epochs: int = _flag(30, "maximum epochs", min=1, max=10_000)
+    batch_size: int = _flag(64, "training batch size", min=1, max=65_536)
+    lr: float = _flag(1e-3, "learning rate", gt=0, max=10)
+    weight_decay: float = _flag(1e-5, "weight decay", min=0, max=1)
+    optimizer: str = _flag("adamw", "optimizer", choices=train.OPTIMIZERS)
+    scheduler: str = _flag("none", "learning-rate schedule", choices=train.SCHEDULERS)
+    warmup_epochs: int = _flag(0, "linear warmup epochs", min=0, max=1000)
+    loss: str = _flag("auto", "training loss: mse, mae, huber (regression), ce, focal (direction); auto = mse or ce",
+                      choices=("auto", *train.REGRESSION_LOSSES, *train.CLASSIFICATION_LOSSES))
+    focal_alpha: float = _flag(0.5, "focal loss weight of the up class", gt=0, lt=1)
+    focal_gamma: float = _flag(2.0, "focal loss focusing exponent", min=0, max=10)
+    grad_clip: float = _flag(1.0, "max gradient norm, 0 = off", min=0)
+    patience: int = _flag(10, "early-stopping patience in epochs", min=1, max=10_000)
+    seed: int = _flag(0, "random seed", min=0)
+    device: str = _flag("auto", "auto, cpu or cuda[:N]")
+    threads: int = _flag(0, "CPU threads for torch, 0 = torch's default", min=0, max=1024)
+    # outputs
+    output_dir: str = _flag("", "where metrics.json, model.pt and config.json go (default local_outputs/trials/...)")
+    eval_test: bool = _flag(False, "also score the held-out test split (for final retrains; tuning never should)")
+
+
+# ----------------------------------------------------------------------------------------------- flags
+def usage() -> str:
+    lines = ["usage: hpo trial [--name=value ...]", "", "Train one model and print Katib metrics lines.", ""]
+    for f in fields(TrialArgs):
+        choices = f.metadata.get("choices")
+        extra = f" {{{', '.join(choices)}}}" if choices else ""
+        lines.append(f"  --{f.name.replace('_', '-'):<18} {f.metadata['help']}{extra} (default: {f.default!r})")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str]) -> TrialArgs:
+    """``--name=value`` / ``--name value`` / ``--flag`` (booleans); ``-`` and ``_`` are the same in names."""
+    known = {f.name: f for f in fields(TrialArgs)}
+    values: dict[str, Any] = {}
+    items = list(argv)
+    while items:
+        item = items.pop(0)
+        if not item.startswith("--"):
+            raise ConfigError(f"unexpected argument {item!r}; flags look like --name=value (see hpo trial --help)")
+        name, eq, raw = item[2:].partition("=")
+        key = name.replace("-", "_")
+        if key not in known:
+            raise ConfigError(f"unknown flag --{name} (see hpo trial --help)")
+        spec = known[key]
+        if not eq:
+            if spec.type in (bool, "bool"):
+                raw = "true"
+            elif items and not items[0].startswith("--"):
+                raw = items.pop(0)
+            else:
+                raise ConfigError(f"flag --{name} needs a value")
+        values[key] = _convert(name, spec.type, raw)
+    args = TrialArgs(**values)
+    validate(args)
+    return args
+
+
+def _convert(name: str, kind: Any, raw: str) -> Any:
+    kind = {"int": int, "float": float, "bool": bool, "str": str}.get(kind, kind)
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"--{name} expects true or false, got {raw!r}")
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"--{name} expects {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"--{name} must be a finite number, got {raw!r}")
+    return value
+
+
+def validate(args: TrialArgs) -> None:
+    """Range and choice checks from the flag metadata, then the few rules that involve two flags."""
+    for f in fields(TrialArgs):
+        value, meta, flag = getattr(args, f.name), f.metadata, "--" + f.name.replace("_", "-")
+        if "choices" in meta and value not in meta["choices"]:
+            raise ConfigError(f"{flag} must be one of {', '.join(meta['choices'])}, got {value!r}")
+        if "min" in meta and value < meta["min"]:
+            raise ConfigError(f"{flag} must be at least {meta['min']}, got {value}")
+        if "max" in meta and value > meta["max"]:
+            raise ConfigError(f"{flag} must be at most {meta['max']}, got {value}")
+        if "gt" in meta and value <= meta["gt"]:
+            raise ConfigError(f"{flag} must be greater than {meta['gt']}, got {value}")
+        if "lt" in meta and value >= meta["lt"]:
+            raise ConfigError(f"{flag} must be less than {meta['lt']}, got {value}")
+    if args.seq_len > args.split_window:
+        raise ConfigError(f"--seq-len={args.seq_len} exceeds --split-window={args.split_window}")
+    if args.val_frac + args.test_frac >= 1:
+        raise ConfigError(f"--val-frac + --test-frac must be below 1, got {args.val_frac + args.test_frac}")
+    data.parse_spec(args.data)
+
+
+def train_config(args: TrialArgs) -> train.TrainConfig:
+    loss = args.loss if args.loss != "auto" else ("ce" if args.target == "direction" else "mse")
+    names = {f.name for f in fields(train.TrainConfig)} - {"loss"}
+    return train.TrainConfig(loss=loss, **{k: getattr(args, k) for k in names})
+
+
+# ----------------------------------------------------------------------------------------------- run
+def run(args: TrialArgs, *, out=sys.stdout, err=sys.stderr) -> dict[str, Any]:
+    """Run one trial; returns the final metrics record (also written to ``metrics.json``)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    cfg = train_config(args)
+    train.make_loss(cfg, args.target == "direction")  # reject a loss that does not fit the target before loading
+
+    prices = data.load_prices(args.data, cache_dir=args.cache_dir or None)
+    ds = data.prepare(prices, target=args.target, horizon=args.horizon, window=args.seq_len,
+                      split_window=args.split_window, val_frac=args.val_frac, test_frac=args.test_frac)
+    parts = ("val", "test") if args.eval_test else ("val",)
+    base = baselines.baseline_report(ds, parts)
+    best_base = baselines.best_baseline(base)
+
+    model = models.build_model(args.model, n_features=ds.n_features, window=args.seq_len,
+                               n_outputs=2 if ds.is_classification else 1, params=asdict(args))
+    static = {"n_params": models.count_params(model), "model_size_mb": models.model_size_mb(model)}
+    static.update({f"baseline_val_{k}": v for k, v in base[best_base]["val"].items()})
+
+    def report(record: dict[str, float]) -> None:
+        print(katib.format_metrics_line({**record, **static}), file=out, flush=True)
+
+    result = train.fit(model, ds, cfg, reporter=report)
+
+    final: dict[str, Any] = {
+        "model": args.model, "data": args.data, "target": args.target, "horizon": args.horizon,
+        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+        "train_time_s": result.train_time_s, **static,
+        "val": {k.removeprefix("val_"): v for k, v in result.history[result.best_epoch - 1].items()
+                if k.startswith("val_")},
+        "best_baseline": best_base, "baselines": base,
+        "splits": {k: [str(v[0].date()), str(v[-1].date()), len(v)] for k, v in ds.dates.items()},
+        "device": str(train.select_device(cfg.device)), "params": asdict(args),
+    }
+    if args.eval_test:
+        final["test"] = baselines.score(ds, "test", train.to_forecast(ds, train.predict(model, _device_x(ds, model))))
+    summary = {"best_epoch": result.best_epoch, "best_val_loss": final["val"]["loss"],
+               "baseline_val_loss": base[best_base]["val"]["loss"], "epochs_run": result.epochs_run,
+               "train_time_s": result.train_time_s}
+    print(katib.format_metrics_line(summary, prefix="final"), file=out, flush=True)
+    print(comparison(final), file=err, flush=True)
+    write_outputs(Path(args.output_dir or _default_output_dir(args)), final, model, args)
+    return final
+
+
+def _device_x(ds: data.Dataset, model: torch.nn.Module) -> torch.Tensor:
+    return torch.from_numpy(ds.x["test"]).to(next(model.parameters()).device)
+
+
+def comparison(final: dict[str, Any]) -> str:
+    """One human line: the model against its best naive baseline, on validation (and test when scored)."""
+    name = final["best_baseline"]
+    chunks = []
+    for part in ("val", "test"):
+        if part not in final:
+            continue
+        mine, theirs = final[part], final["baselines"][name][part]
+        shown = [f"loss {mine['loss']:.4f} vs {theirs['loss']:.4f} ({_pct(mine['loss'], theirs['loss'])})"]
+        for metric in ("rmse", "mae"):
+            if metric in mine:
+                shown.append(f"{metric} {mine[metric]:.5f} vs {theirs[metric]:.5f}")
+        for metric in ("acc", "dir_acc"):
+            if metric in mine:
+                shown.append(f"{metric} {mine[metric]:.1%} vs {theirs[metric]:.1%}")
+        chunks.append(f"{'validation' if part == 'val' else 'test'}: " + ", ".join(shown))
+    verdict = "beats" if final["val"]["loss"] < final["baselines"][name]["val"]["loss"] else "does not beat"
+    return f"{final['model']} {verdict} the best naive baseline ({name}) on validation loss; " + "; ".join(chunks)
+
+
+def _pct(mine: float, theirs: float) -> str:
+    return f"{(mine - theirs) / theirs:+.2%}" if theirs else "n/a"
+
+
+def _default_output_dir(args: TrialArgs) -> str:
+    trial = os.environ.get("KATIB_TRIAL_NAME") or time.strftime("%Y%m%d-%H%M%S")
+    return os.path.join("local_outputs", "trials", f"{args.model}-{trial}")
+
+
+def write_outputs(directory: Path, final: dict[str, Any], model: torch.nn.Module, args: TrialArgs) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "metrics.json").write_text(json.dumps(final, indent=2))
+    (directory / "config.json").write_text(json.dumps(asdict(args), indent=2))
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, directory / "model.pt")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(usage())
+        return 0
+    run(parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    from hpo_lib.cli import main as cli_main
+
+    sys.exit(cli_main(["trial", *sys.argv[1:]]))

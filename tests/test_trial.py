@@ -1,0 +1,144 @@
+"""The trial entrypoint: Katib-format output, files, and one clear line for every bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from hpo_lib import cli, data, katib, models, train, trial
+from hpo_lib.errors import TrainingError
+
+EPOCH_METRICS = ["epoch", "train_loss", "val_loss", "val_rmse", "val_mae", "val_dir_acc", "lr", "train_time_s",
+                 "n_params", "model_size_mb", "baseline_val_loss", "baseline_val_rmse", "baseline_val_mae",
+                 "baseline_val_dir_acc"]
+FAST = ["--seq-len=10", "--split-window=10", "--hidden-size=8", "--num-layers=1", "--threads=2"]
+
+
+@pytest.mark.e2e
+def test_trial_process_prints_katib_lines_and_writes_outputs(tmp_path):
+    out_dir = tmp_path / "trial"
+    proc = subprocess.run([sys.executable, "-m", "hpo_lib.trial", "--model=lstm", "--data=sample:sp500",
+                           "--epochs=2", "--patience=5", *FAST, f"--output-dir={out_dir}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    # one line per epoch plus the final line, nothing else on stdout
+    assert len(lines) == 3
+    for number, line in enumerate(lines[:2], start=1):
+        stamp, values = katib.parse_metrics_line(line, EPOCH_METRICS)
+        # Katib reads a real timestamp and every expected metric, each a finite number
+        assert stamp != katib.ZERO_TIME
+        assert set(values) == set(EPOCH_METRICS)
+        assert all(math.isfinite(float(v)) for v in values.values())
+        assert float(values["epoch"]) == number
+    assert "final" in lines[2] and "best_val_loss=" in lines[2]
+    # the human comparison with the naive baseline goes to stderr
+    assert "the best naive baseline" in proc.stderr
+    final = json.loads((out_dir / "metrics.json").read_text())
+    assert final["best_baseline"] in final["baselines"] and "test" not in final
+    # weights load safely and fit a model rebuilt from the saved config
+    config = json.loads((out_dir / "config.json").read_text())
+    state = torch.load(out_dir / "model.pt", weights_only=True)
+    model = models.build_model(config["model"], n_features=8, window=config["seq_len"], n_outputs=1, params=config)
+    model.load_state_dict(state)
+
+
+@pytest.mark.parametrize("target, extra, metric", [
+    ("direction", ["--loss=focal"], "acc"),
+    ("volatility", ["--horizon=5"], "rmse"),
+    ("return", ["--eval-test"], "rmse"),
+])
+def test_each_target_runs_end_to_end(tmp_path, capsys, target, extra, metric):
+    code = cli.main(["trial", "--model=mlp", "--data=sample:nasdaq", "--epochs=1", f"--target={target}", *FAST,
+                     *extra, f"--output-dir={tmp_path}"])
+    final = json.loads((tmp_path / "metrics.json").read_text())
+    assert code == 0
+    # the model and its best naive baseline carry the same metrics
+    assert metric in final["val"] and metric in final["baselines"][final["best_baseline"]]["val"]
+    # the test split is scored only when asked for
+    assert ("test" in final) == ("--eval-test" in extra)
+
+
+def _short_file(tmp_path, sp500, rows=120):
+    path = tmp_path / "short.csv"
+    sp500["sp500"].iloc[:rows].reset_index().to_csv(path, index=False)
+    return path
+
+
+def _nan_file(tmp_path, sp500):
+    path = tmp_path / "nan.csv"
+    frame = sp500["sp500"].iloc[:2000].copy()
+    frame.iloc[500, 3] = float("nan")
+    frame.reset_index().to_csv(path, index=False)
+    return path
+
+
+BAD_INPUTS = [
+    (["--model=transformer"], "--model must be one of mlp, lstm, gru, cnn-lstm, got 'transformer'"),
+    (["--data=ftp:SPY"], "unknown data source 'ftp'"),
+    (["--data=sample:dax"], "unknown sample 'dax'"),
+    (["--lr=-0.1"], "--lr must be greater than 0, got -0.1"),
+    (["--dropout=1"], "--dropout must be less than 1, got 1.0"),
+    (["--num-layers=0"], "--num-layers must be at least 1, got 0"),
+    (["--batch-size=abc"], "--batch-size expects an integer, got 'abc'"),
+    (["--lr=nan"], "--lr must be a finite number"),
+    (["--bidirectional=maybe"], "--bidirectional expects true or false"),
+    (["--frobnicate=1"], "unknown flag --frobnicate"),
+    (["positional"], "unexpected argument 'positional'"),
+    (["--seq-len=120"], "--seq-len=120 exceeds --split-window=90"),
+    (["--target=direction", "--loss=mse"], "loss 'mse' does not fit the direction target"),
+    (["--data=file:{short}"], "series too short: 99 rows"),
+    (["--data=file:{nan}"], "nan: 1 row(s) with NaN prices, first on"),
+]
+
+
+@pytest.mark.parametrize("flags, message", BAD_INPUTS)
+def test_bad_input_exits_non_zero_with_one_line(tmp_path, sp500, capsys, flags, message):
+    paths = {"short": _short_file(tmp_path, sp500), "nan": _nan_file(tmp_path, sp500)}
+    flags = [f.format(**paths) for f in flags]
+    code = cli.main(["trial", "--epochs=1", *flags, f"--output-dir={tmp_path / 'out'}"])
+    err = capsys.readouterr().err.strip()
+    # exit code 2, a single line that names the problem, nothing written
+    assert code == 2
+    assert err.count("\n") == 0 and err.startswith("hpo: error: ")
+    assert message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_ticker_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(data, "_yf_download", lambda *a: pd.DataFrame())
+    monkeypatch.setattr(data.time, "sleep", lambda s: None)
+    code = cli.main(["trial", "--data=yahoo:NOSUCHTICKER", f"--cache-dir={tmp_path}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert "yahoo returned no data for NOSUCHTICKER" in err
+
+
+def test_training_failure_is_one_line(tmp_path, capsys, monkeypatch):
+    def explode(*args, **kwargs):
+        raise TrainingError("training loss became nan at epoch 3; lower --lr (now 10)")
+
+    monkeypatch.setattr(train, "fit", explode)
+    code = cli.main(["trial", "--epochs=1", *FAST, f"--output-dir={tmp_path}"])
+    assert code == 2 and capsys.readouterr().err.strip() == \
+        "hpo: error: training loss became nan at epoch 3; lower --lr (now 10)"
+
+
+@pytest.mark.e2e
+def test_bad_flag_in_a_real_process_prints_no_traceback():
+    proc = subprocess.run([sys.executable, "-m", "hpo_lib.trial", "--dropout=1.5"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "hpo: error: --dropout must be less than 1, got 1.5"
+
+
+def test_help_lists_every_flag(capsys):
+    assert cli.main(["trial", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert all(f"--{f.replace('_', '-')}" in text for f in trial.TrialArgs.__dataclass_fields__)
