@@ -15,6 +15,7 @@ Tune deep-learning forecasters for financial time series with Katib, or on one m
 commands:
   trial         train one model; prints Katib metrics lines (what every Katib trial pod runs)
   data fetch    download market data once into the Parquet cache (what the cluster's data-prep Job runs)
+  manifests     render, drift-check and validate the Katib Experiment manifests and cluster resources
 
 Run `hpo COMMAND --help` for the options of a command.
 """
@@ -37,7 +38,52 @@ def _build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("spec", help="data spec: yahoo:T1,T2?start=..&end=..&interval=1d, sample:NAME or file:PATH")
     fetch.add_argument("--cache-dir", default=None, help="cache folder (default $HPO_CACHE_DIR or ~/.cache/katib-hpo)")
     fetch.add_argument("--refresh", action="store_true", help="download again even when the cache has the request")
+
+    manifests = commands.add_parser("manifests", help="Katib Experiment manifests and cluster resources")
+    manifest_commands = manifests.add_subparsers(dest="manifests_command", metavar="SUBCOMMAND")
+    for name, text in (("render", "write manifests/ from the search spaces in hpo_lib/space.py"),
+                       ("check", "fail when a committed manifest differs from what the code renders")):
+        sub = manifest_commands.add_parser(name, help=text, description=text)
+        sub.add_argument("--root", default="manifests", help="manifests folder (default: manifests)")
+    validate = manifest_commands.add_parser(
+        "validate", help="check Experiment files offline against Katib's admission and runtime rules",
+        description="Check Katib Experiment YAML offline: Katib's webhook rules, the failures Katib accepts but "
+                    "then stalls on, the Job template against Kubernetes' schema, and that the trial prints the "
+                    "objective and additional metrics. Exit code 1 when any error is found.")
+    validate.add_argument("files", nargs="+", help="Experiment YAML files")
+    validate.add_argument("--strict", action="store_true", help="treat warnings as errors")
     return parser
+
+
+def _manifests(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hpo_lib import manifests
+
+    root = Path(args.root) if hasattr(args, "root") else None
+    if args.manifests_command == "render":
+        written = manifests.write(root)
+        print(f"rendered {len(manifests.render())} files under {root}/ ({len(written)} changed)")
+        return 0
+    if args.manifests_command == "check":
+        drifted = manifests.drift(root)
+        if drifted:
+            print(f"hpo: error: {len(drifted)} manifest(s) differ from the code: {', '.join(drifted)}; "
+                  f"run `hpo manifests render`", file=sys.stderr)
+            return 1
+        print(f"{len(manifests.render())} manifests under {root}/ match the code")
+        return 0
+    from hpo_lib import validation
+
+    failed = False
+    for file in args.files:
+        findings = validation.validate_file(file)
+        errors = [f for f in findings if f.severity == "error" or args.strict]
+        failed |= bool(errors)
+        for finding in findings:
+            print(f"{file}: {finding}")
+        print(f"{file}: {'INVALID' if errors else 'ok'} ({len(findings)} finding(s))")
+    return 1 if failed else 0
 
 
 def _data_fetch(args: argparse.Namespace) -> int:
@@ -63,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             format="%(levelname)s %(name)s: %(message)s")
         if args.command == "data" and args.data_command == "fetch":
             return _data_fetch(args)
+        if args.command == "manifests" and args.manifests_command:
+            return _manifests(args)
         parser.print_help() if args.command is None else parser.parse_args([args.command, "--help"])
         return 2
     except HpoError as exc:

@@ -9,7 +9,9 @@ A data spec is one string:
 
 * ``yahoo:SPY,QQQ?start=2010-01-01&end=2024-12-31&interval=1d`` downloads with yfinance (auto-adjusted prices),
   with retries, and caches the result as Parquet keyed by the request; the first ticker is the one forecast,
-  the others add features.
+  the others add features. ``yahoo:SPY,QQQ,start=2010-01-01,end=2024-12-31`` is the same request in a form with
+  no shell metacharacters, for Katib trial arguments (Katib runs them through ``sh -c`` unquoted). With
+  ``HPO_OFFLINE=1`` (set in the trial pods) a cache miss is an error instead of a download.
 * ``sample:sp500`` / ``sample:nasdaq``: real daily index data (1999-2018) that ships inside the ``arch`` package.
 * ``file:PATH``: a CSV or Parquet file with a Date column (or index) and Open, High, Low, Close, Volume columns;
   an optional Ticker column holds several series in long form.
@@ -73,11 +75,16 @@ def parse_spec(spec: str) -> DataSpec:
     if kind == "file":
         return DataSpec(kind="file", path=rest)
     if kind == "yahoo":
-        symbols, _, query = rest.partition("?")
-        tickers = tuple(t.strip().upper() for t in symbols.split(",") if t.strip())
+        if "?" in rest:  # URL form: yahoo:SPY,QQQ?start=...&end=...
+            symbols, _, query = rest.partition("?")
+            tokens = symbols.split(",")
+            options = dict(parse_qsl(query, keep_blank_values=True))
+        else:  # shell-safe form for Katib args (no ? or &): yahoo:SPY,QQQ,start=...,end=...
+            tokens = [t for t in rest.split(",") if "=" not in t]
+            options = dict(t.split("=", 1) for t in rest.split(",") if "=" in t)
+        tickers = tuple(t.strip().upper() for t in tokens if t.strip())
         if not tickers:
             raise DataError(f"data spec {spec!r} names no ticker")
-        options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
         unknown = set(options) - {"start", "end", "interval"}
         if unknown:
             raise DataError(f"unknown yahoo option(s) {sorted(unknown)}; use start, end, interval")
@@ -110,6 +117,10 @@ def load_prices(spec: str | DataSpec, *, cache_dir: str | Path | None = None, re
         path = Path(cache_dir or default_cache_dir()) / f"{spec.cache_key()}.parquet"
         if path.exists() and not refresh:
             prices = _from_long(pd.read_parquet(path))
+        elif os.environ.get("HPO_OFFLINE") == "1":
+            raise DataError(f"no cached data for {', '.join(spec.tickers)} ({spec.start} .. {spec.end}, "
+                            f"{spec.interval}) at {path} and HPO_OFFLINE=1; run `hpo data fetch` first "
+                            f"(on a cluster: the data-prep Job)")
         else:
             prices = download_yahoo(spec)
             _write_cache(prices, path)

@@ -86,3 +86,28 @@ def parse_metrics_line(line: str, metric_names: Iterable[str],
             if name in names:
                 found[name] = value
     return stamp, found
+
+
+# ----------------------------------------------------------------------------------------------- trial templates
+PLACEHOLDER = re.compile(r"\$\{trialParameters\.(.+?)\}")
+
+
+def substitute_trial_parameters(trial_spec: Mapping, trial_parameters: Iterable[Mapping],
+                                assignments: Mapping[str, str]) -> dict:
+    """Fill ``${trialParameters.NAME}`` placeholders the way Katib does: raw text substitution in the JSON template.
+
+    ``assignments`` maps Katib parameter names to values; each trialParameter's ``reference`` picks its value.
+    Raises ConfigError naming a placeholder that has no value.
+    """
+    import json
+
+    text = json.dumps(trial_spec)
+    for entry in trial_parameters:
+        reference = entry["reference"]
+        if reference not in assignments:
+            raise ConfigError(f"trialParameter {entry['name']!r} references {reference!r}, which has no value")
+        text = text.replace("${trialParameters.%s}" % entry["name"], str(assignments[reference]))
+    left = PLACEHOLDER.search(text)
+    if left:
+        raise ConfigError(f"placeholder {left.group(0)} is not a declared trialParameter")
+    return json.loads(text)

@@ -19,6 +19,8 @@ from conftest import prices_from_returns
     ("yahoo:spy", data.DataSpec(kind="yahoo", tickers=("SPY",))),
     ("yahoo:SPY,QQQ?start=2010-01-01&end=2024-12-31&interval=1d",
      data.DataSpec(kind="yahoo", tickers=("SPY", "QQQ"), start="2010-01-01", end="2024-12-31", interval="1d")),
+    ("yahoo:SPY,QQQ,start=2010-01-01,end=2024-12-31",
+     data.DataSpec(kind="yahoo", tickers=("SPY", "QQQ"), start="2010-01-01", end="2024-12-31", interval="1d")),
 ])
 def test_parse_spec_accepts_each_source(spec, expected):
     # each documented form parses to its fields
@@ -31,6 +33,7 @@ def test_parse_spec_accepts_each_source(spec, expected):
     ("ftp:SPY", "unknown data source 'ftp'"),
     ("yahoo:?start=2020-01-01", "names no ticker"),
     ("yahoo:SPY?begin=2020-01-01", "unknown yahoo option"),
+    ("yahoo:SPY,begin=2020-01-01", "unknown yahoo option"),
     ("yahoo:SPY?start=yesterday", "is not a date"),
 ])
 def test_parse_spec_rejects_bad_specs_by_name(spec, message):

@@ -111,3 +111,18 @@ def test_cache_serves_repeat_requests_without_calling_yahoo(tmp_path, monkeypatc
     data.fetch(spec, cache_dir=tmp_path, refresh=True)
     # --refresh downloads again
     assert fake.calls == 2
+
+
+def test_offline_mode_refuses_to_download(tmp_path, monkeypatch):
+    fake = FakeYahoo(recorded({"SPY": SPY}))
+    monkeypatch.setattr(data, "_yf_download", fake)
+    monkeypatch.setenv("HPO_OFFLINE", "1")
+    # trial pods run offline: a cache miss names the fix instead of calling Yahoo
+    with pytest.raises(DataError, match="no cached data for SPY .* run `hpo data fetch` first"):
+        data.load_prices("yahoo:SPY,start=2020-01-01", cache_dir=tmp_path)
+    assert fake.calls == 0
+    monkeypatch.delenv("HPO_OFFLINE")
+    data.fetch("yahoo:SPY,start=2020-01-01", cache_dir=tmp_path)
+    monkeypatch.setenv("HPO_OFFLINE", "1")
+    # the shell-safe and URL forms hit the same cache entry
+    assert len(data.load_prices("yahoo:SPY?start=2020-01-01", cache_dir=tmp_path)["SPY"]) == 300
