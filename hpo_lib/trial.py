@@ -82,6 +82,13 @@ class TrialArgs:
     eval_test: bool = _flag(False, "also score the held-out test split (for final retrains; tuning never should)")
 
 
+def metric_names(target: str = "return") -> set[str]:
+    """Every metric name an epoch line carries for a target: the contract Katib manifests are checked against."""
+    scores = {"loss", "acc", "dir_acc"} if target == "direction" else {"loss", "rmse", "mae", "dir_acc"}
+    return ({"epoch", "train_loss", "lr", "train_time_s", "n_params", "model_size_mb"}
+            | {f"val_{k}" for k in scores} | {f"baseline_val_{k}" for k in scores})
+
+
 # ----------------------------------------------------------------------------------------------- flags
 def usage() -> str:
     lines = ["usage: hpo trial [--name=value ...]", "", "Train one model and print Katib metrics lines.", ""]
@@ -165,8 +172,9 @@ def train_config(args: TrialArgs) -> train.TrainConfig:
 
 
 # ----------------------------------------------------------------------------------------------- run
-def run(args: TrialArgs, *, out=sys.stdout, err=sys.stderr) -> dict[str, Any]:
+def run(args: TrialArgs, *, out=None, err=None) -> dict[str, Any]:
     """Run one trial; returns the final metrics record (also written to ``metrics.json``)."""
+    out, err = out or sys.stdout, err or sys.stderr
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

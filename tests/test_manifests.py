@@ -13,7 +13,7 @@ import pytest
 import yaml
 from kubeflow_katib_api.models import V1beta1Experiment
 
-from hpo_lib import cli, katib, manifests, space
+from hpo_lib import cli, katib, manifests, space, trial, validation
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
@@ -132,3 +132,26 @@ def test_kustomize_builds_and_overrides_the_trial_image(tmp_path):
             images += [c["image"] for c in job["spec"]["template"]["spec"]["containers"]]
     # kustomize's images: reaches the trial containers nested inside the Experiments and the data-prep Job
     assert images and set(images) == {"registry.example/hpo:9.9"}
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_committed_experiments_pass_offline_validation(path):
+    namespace = load(MANIFESTS / "cluster" / "namespace.yaml")
+    findings = validation.validate_experiment(load(path), namespace_labels=namespace["metadata"]["labels"],
+                                              printed_metrics=trial.metric_names("return"))
+    # no error and no warning: every Katib rule holds and the trial prints every metric the experiment collects
+    assert findings == []
+
+
+def test_validate_command_reports_rules_and_exit_code(tmp_path, capsys):
+    doc = load(EXPERIMENTS[0])
+    doc["spec"]["parallelTrialCount"] = 50
+    doc["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["args"].append(
+        "--data=yahoo:SPY?start=2020-01-01&end=2021-01-01")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    assert cli.main(["manifests", "validate", str(EXPERIMENTS[0])]) == 0
+    assert cli.main(["manifests", "validate", str(bad)]) == 1
+    out = capsys.readouterr().out
+    # the budget rule and the shell-safety rule are named
+    assert "W-CNT" in out and "S-SHELL" in out and "INVALID" in out
