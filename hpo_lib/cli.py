@@ -15,6 +15,7 @@ Tune deep-learning forecasters for financial time series with Katib, or on one m
 commands:
   trial         train one model; prints Katib metrics lines (what every Katib trial pod runs)
   data fetch    download market data once into the Parquet cache (what the cluster's data-prep Job runs)
+  tune          run a Katib Experiment manifest's trials on this machine (Optuna, SQLite, Katib's rules)
   manifests     render, drift-check and validate the Katib Experiment manifests and cluster resources
 
 Run `hpo COMMAND --help` for the options of a command.
@@ -38,6 +39,27 @@ def _build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("spec", help="data spec: yahoo:T1,T2?start=..&end=..&interval=1d, sample:NAME or file:PATH")
     fetch.add_argument("--cache-dir", default=None, help="cache folder (default $HPO_CACHE_DIR or ~/.cache/katib-hpo)")
     fetch.add_argument("--refresh", action="store_true", help="download again even when the cache has the request")
+
+    tune = commands.add_parser(
+        "tune", help="run a Katib Experiment manifest locally",
+        description="Run the trials of a Katib Experiment manifest as local processes: the manifest's algorithm "
+                    "as an Optuna sampler, its trial command with the parameters substituted, Katib's metrics "
+                    "filter and median stopping rule, its budget. Re-running the same command resumes the study. "
+                    "Example: hpo tune manifests/lstm-experiment.yaml --set data=sample:sp500 --set epochs=5 "
+                    "--max-trials 8")
+    tune.add_argument("manifest", help="Experiment YAML, e.g. manifests/lstm-experiment.yaml")
+    tune.add_argument("--set", dest="overrides", action="append", default=[], metavar="FLAG=VALUE",
+                      help="override or add a trial flag for local runs (repeatable), e.g. data=sample:sp500")
+    tune.add_argument("--max-trials", type=int, default=None, help="override maxTrialCount")
+    tune.add_argument("--parallel", type=int, default=None, help="override parallelTrialCount")
+    tune.add_argument("--pruner", default="manifest",
+                      choices=["manifest", "medianstop", "optuna-median", "hyperband", "none"],
+                      help="early stopping: the manifest's (Katib's medianstop, the default) or a local alternative")
+    tune.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///<state-dir>/studies.db)")
+    tune.add_argument("--state-dir", default=".hpo", help="studies, trial outputs and exports (default .hpo)")
+    tune.add_argument("--trial-timeout", type=float, default=None,
+                      help="seconds per trial (default: the Job's activeDeadlineSeconds)")
+    tune.add_argument("--no-progress", action="store_true", help="no live progress bar")
 
     manifests = commands.add_parser("manifests", help="Katib Experiment manifests and cluster resources")
     manifest_commands = manifests.add_subparsers(dest="manifests_command", metavar="SUBCOMMAND")
@@ -86,6 +108,30 @@ def _manifests(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hpo_lib import engine
+    from hpo_lib.errors import ConfigError
+
+    overrides = {}
+    for item in args.overrides:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--set expects FLAG=VALUE, got {item!r}")
+        overrides[name.removeprefix("--")] = value
+    for name, value in (("--max-trials", args.max_trials), ("--parallel", args.parallel)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
+    options = engine.TuneOptions(overrides=overrides, storage=args.storage, state_dir=Path(args.state_dir),
+                                 max_trials=args.max_trials, parallel=args.parallel, pruner=args.pruner,
+                                 trial_timeout_s=args.trial_timeout, progress=not args.no_progress)
+    study = engine.run(args.manifest, options)
+    print(engine.leaderboard(study))
+    print(f"trials exported to {Path(args.state_dir) / study.study_name}/trials.json and trials.csv")
+    return 0
+
+
 def _data_fetch(args: argparse.Namespace) -> int:
     from hpo_lib import data
 
@@ -109,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             format="%(levelname)s %(name)s: %(message)s")
         if args.command == "data" and args.data_command == "fetch":
             return _data_fetch(args)
+        if args.command == "tune":
+            return _tune(args)
         if args.command == "manifests" and args.manifests_command:
             return _manifests(args)
         parser.print_help() if args.command is None else parser.parse_args([args.command, "--help"])
