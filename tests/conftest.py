@@ -52,3 +52,6 @@ def no_yahoo(monkeypatch):
         raise AssertionError("a test tried to download from Yahoo")
 
     monkeypatch.setattr(yfinance, "download", refuse)
+
+
+collect_ignore_glob = ["fixtures/*"]  # helper programs the tests run as processes, not test modules
