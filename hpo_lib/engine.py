@@ -225,18 +225,21 @@ def run(path: str | Path, options: TuneOptions | None = None) -> optuna.Study:
     running: dict[int, _Running] = {}
     bar = _progress(options.progress, max_trials)
     try:
+        finished_since_check = True  # storage is read for scheduling only when a trial has finished
         while True:
-            counts = _counts(study)
-            finished = counts["complete"] + counts["pruned"] + counts["fail"]
-            stop = (finished + len(running) >= max_trials
-                    or (max_failed is not None and counts["fail"] >= max_failed > 0)
-                    or _goal_reached(study, goal, minimize))
-            while not stop and len(running) < parallel and finished + len(running) < max_trials:
-                trial = study.ask(distributions)
-                if isinstance(pruner, pruners.KatibMedianStopPruner):
-                    pruner.freeze(study, trial)  # Katib freezes the stopping rule when it creates the trial
-                running[trial.number] = _launch(doc, trial, options, events)
-            _update_progress(bar, study, running)
+            if finished_since_check:
+                finished_since_check = False
+                counts = _counts(study)
+                finished = counts["complete"] + counts["pruned"] + counts["fail"]
+                stop = (finished + len(running) >= max_trials
+                        or (max_failed is not None and counts["fail"] >= max_failed > 0)
+                        or _goal_reached(study, goal, minimize))
+                while not stop and len(running) < parallel and finished + len(running) < max_trials:
+                    trial = study.ask(distributions)
+                    if isinstance(pruner, pruners.KatibMedianStopPruner):
+                        pruner.freeze(study, trial)  # Katib freezes the stopping rule when it creates the trial
+                    running[trial.number] = _launch(doc, trial, options, events)
+                _update_progress(bar, study, running)
             if not running:
                 break
             try:
@@ -252,6 +255,7 @@ def run(path: str | Path, options: TuneOptions | None = None) -> optuna.Study:
             else:
                 _finish(study, state, payload, objective)
                 del running[number]
+                finished_since_check = True
     except KeyboardInterrupt:
         for state in running.values():  # stop cleanly: running trials end, finished ones stay in storage
             _terminate(state.process, grace_s=5)

@@ -109,16 +109,8 @@ def search_space(family: str, *, target: str = "return") -> tuple[Param, ...]:
 
 # ----------------------------------------------------------------------------------------------- Optuna
 def to_optuna(param: Param) -> od.BaseDistribution:
-    """The distribution Katib's Optuna service builds for this parameter (its ``_get_optuna_search_space``)."""
-    if param.kind == "categorical":
-        return od.CategoricalDistribution(list(param.choices))
-    if param.kind == "int":
-        if param.log:
-            return od.IntDistribution(max(1, int(param.low)), int(param.high), log=True)
-        return od.IntDistribution(int(param.low), int(param.high), step=param.step or 1)
-    if param.log:
-        return od.FloatDistribution(max(1e-10, float(param.low)), float(param.high), log=True)
-    return od.FloatDistribution(float(param.low), float(param.high))
+    """The distribution Katib's Optuna service builds for this parameter: our Katib rendering, converted back."""
+    return from_katib_parameter(to_katib_parameter(param))
 
 
 def optuna_distributions(params: tuple[Param, ...] | list[Param]) -> dict[str, od.BaseDistribution]:
