@@ -16,6 +16,9 @@ commands:
   trial         train one model; prints Katib metrics lines (what every Katib trial pod runs)
   data fetch    download market data once into the Parquet cache (what the cluster's data-prep Job runs)
   tune          run a Katib Experiment manifest's trials on this machine (Optuna, SQLite, Katib's rules)
+  results       leaderboard and export (CSV, JSON in Katib Trial shape) of a local study
+  report        plots of a local study (history, learning curves, importances, slices, Pareto front)
+  dashboard     serve optuna-dashboard on the local studies (the laptop's Katib UI)
   manifests     render, drift-check and validate the Katib Experiment manifests and cluster resources
 
 Run `hpo COMMAND --help` for the options of a command.
@@ -60,6 +63,40 @@ def _build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--trial-timeout", type=float, default=None,
                       help="seconds per trial (default: the Job's activeDeadlineSeconds)")
     tune.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    tune.add_argument("--tracking-uri", default=None,
+                      help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///<state-dir>/mlflow.db)")
+    tune.add_argument("--no-tracking", action="store_true", help="do not log the study and its trials to MLflow")
+    tune.add_argument("--mo-sampler", default="manifest", choices=["manifest", "nsga2"],
+                      help="sampler of a multi-objective study (katib-hpo.io/objectives annotation): the "
+                           "manifest's algorithm (default) or NSGA-II")
+
+    def study_args(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("manifest", help="the Experiment YAML the study was tuned from")
+        sub.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///<state-dir>/studies.db)")
+        sub.add_argument("--state-dir", default=".hpo", help="where `hpo tune` kept its state (default .hpo)")
+
+    results = commands.add_parser(
+        "results", help="leaderboard and export of a local study",
+        description="Print the leaderboard of a study `hpo tune` ran (top-k or the Pareto front, beside the best "
+                    "naive baseline) and export every trial: JSON shaped like Katib Trial CRs "
+                    "(parameterAssignments, observation.metrics), and CSV with a row per trial.")
+    study_args(results)
+    results.add_argument("--output", default=None, help="export folder (default <state-dir>/<study>/)")
+    results.add_argument("--top", type=int, default=5, help="trials on the leaderboard (default 5)")
+    report = commands.add_parser(
+        "report", help="plots of a local study (HTML and PNG)",
+        description="Write optimization history, learning curves, parameter importances, slice plots and (with "
+                    "several objectives) the Pareto front as PNG files and one offline report.html.")
+    study_args(report)
+    report.add_argument("--output", default=None, help="report folder (default <state-dir>/<study>/report/)")
+    dashboard = commands.add_parser(
+        "dashboard", help="serve optuna-dashboard on the local study storage",
+        description="Serve optuna-dashboard on the studies `hpo tune` stored: trials, curves and plots live in a "
+                    "browser, the local stand-in for the Katib UI. Ctrl-C stops it.")
+    dashboard.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///<state-dir>/studies.db)")
+    dashboard.add_argument("--state-dir", default=".hpo", help="where `hpo tune` kept its state (default .hpo)")
+    dashboard.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port (default 8080)")
 
     manifests = commands.add_parser("manifests", help="Katib Experiment manifests and cluster resources")
     manifest_commands = manifests.add_subparsers(dest="manifests_command", metavar="SUBCOMMAND")
@@ -125,10 +162,86 @@ def _tune(args: argparse.Namespace) -> int:
             raise ConfigError(f"{name} must be at least 1, got {value}")
     options = engine.TuneOptions(overrides=overrides, storage=args.storage, state_dir=Path(args.state_dir),
                                  max_trials=args.max_trials, parallel=args.parallel, pruner=args.pruner,
-                                 trial_timeout_s=args.trial_timeout, progress=not args.no_progress)
+                                 trial_timeout_s=args.trial_timeout, progress=not args.no_progress,
+                                 tracking=not args.no_tracking, tracking_uri=args.tracking_uri,
+                                 mo_sampler=args.mo_sampler)
     study = engine.run(args.manifest, options)
     print(engine.leaderboard(study))
-    print(f"trials exported to {Path(args.state_dir) / study.study_name}/trials.json and trials.csv")
+    folder = Path(args.state_dir) / study.study_name
+    print(f"trials exported to {folder}/trials.json and trials.csv")
+    if options.tracking:
+        from hpo_lib import tracking
+
+        print(f"MLflow runs: {options.tracking_uri or tracking.default_uri(options.state_dir)} "
+              f"(experiment {study.study_name.split('.', 1)[-1]})")
+    print(f"next: hpo report {args.manifest} --state-dir {args.state_dir}   |   "
+          f"hpo dashboard --state-dir {args.state_dir}")
+    return 0
+
+
+def _study_options(args: argparse.Namespace):
+    from pathlib import Path
+
+    from hpo_lib import engine
+
+    return engine.TuneOptions(storage=args.storage, state_dir=Path(args.state_dir), progress=False, tracking=False)
+
+
+def _results(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hpo_lib import engine
+    from hpo_lib.errors import ConfigError
+
+    if args.top < 1:
+        raise ConfigError(f"--top must be at least 1, got {args.top}")
+    options = _study_options(args)
+    study = engine.load_study(args.manifest, options)
+    print(engine.leaderboard(study, k=args.top))
+    folder = Path(args.output) if args.output else options.state_dir / study.study_name
+    json_path, csv_path = engine.export(study, folder)
+    print(f"exported {len(study.trials)} trials to {json_path} and {csv_path}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hpo_lib import engine, report
+    from hpo_lib.errors import ConfigError
+
+    options = _study_options(args)
+    doc = engine.load_experiment(args.manifest)
+    study = engine.load_study(args.manifest, options)
+    folder = Path(args.output) if args.output else options.state_dir / study.study_name / "report"
+    try:
+        written = report.write_report(study, folder, summary=engine.leaderboard(study),
+                                      objective_name=doc["spec"]["objective"]["objectiveMetricName"])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    for path in written:
+        print(path)
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hpo_lib.errors import ConfigError
+
+    try:
+        import optuna_dashboard
+    except ImportError:
+        raise ConfigError("optuna-dashboard is not installed: pip install 'katib-hpo[local]' "
+                          "(make install does)") from None
+    storage = args.storage
+    if storage is None:
+        db = Path(args.state_dir) / "studies.db"
+        if not db.exists():
+            raise ConfigError(f"no studies under {args.state_dir}/: run `hpo tune MANIFEST` first")
+        storage = f"sqlite:///{db}"
+    print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {storage} (Ctrl-C stops it)", flush=True)
+    optuna_dashboard.run_server(storage, host=args.host, port=args.port)
     return 0
 
 
@@ -157,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _data_fetch(args)
         if args.command == "tune":
             return _tune(args)
+        if args.command in ("results", "report", "dashboard"):
+            return {"results": _results, "report": _report, "dashboard": _dashboard}[args.command](args)
         if args.command == "manifests" and args.manifests_command:
             return _manifests(args)
         parser.print_help() if args.command is None else parser.parse_args([args.command, "--help"])

@@ -63,6 +63,32 @@ def _best_so_far(values: Sequence[float], direction: StudyDirection) -> float:
     return best
 
 
+def medianstop_threshold(curves: Sequence[Sequence[float]], min_trials_required: int,
+                         start_step: int) -> float | None:
+    """Katib's threshold from completed trials' objective curves (values in report order); None: no rule yet.
+
+    >>> medianstop_threshold([[4.0, 2.0], [1.0, 1.0], [0.5, 0.5]], 3, 2)
+    1.5
+    """
+    prefix_means = [m for m in (_trial_prefix_mean(dict(enumerate(c)), start_step) for c in curves) if m is not None]
+    return _medianstop_threshold(prefix_means, min_trials_required)
+
+
+def medianstop_stops(curve: Sequence[float], threshold: float | None, start_step: int,
+                     direction: StudyDirection) -> bool:
+    """Katib's check on a running trial's curve: once, at its ``start_step``-th report, best so far vs threshold.
+
+    >>> medianstop_stops([3.0, 2.5], 2.0, 2, StudyDirection.MINIMIZE)
+    True
+    >>> medianstop_stops([3.0, 2.5, 2.4], 2.0, 2, StudyDirection.MINIMIZE)  # checked once, at report 2
+    False
+    """
+    if threshold is None or len(curve) != start_step:
+        return False
+    best = _best_so_far(list(curve), direction)
+    return best < threshold if direction == StudyDirection.MAXIMIZE else best > threshold
+
+
 def _require_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -173,11 +199,8 @@ class KatibMedianStopPruner(BasePruner):
         if threshold is None:
             return False  # no rule: fewer than min_trials_required trials had completed
 
-        direction = study.direction
-        best = _best_so_far([value for _, value in sorted(trial.intermediate_values.items())], direction)
-        if direction == StudyDirection.MAXIMIZE:
-            return best < threshold
-        return best > threshold
+        curve = [value for _, value in sorted(trial.intermediate_values.items())]
+        return medianstop_stops(curve, threshold, self._start_step, study.direction)
 
 
 # ------------------------------------------------------------------------------------------------ factories

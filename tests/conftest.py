@@ -52,6 +52,7 @@ def no_yahoo(monkeypatch):
         raise AssertionError("a test tried to download from Yahoo")
 
     monkeypatch.setattr(yfinance, "download", refuse)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # tracking in tests stays in their tmp folders
 
 
 collect_ignore_glob = ["fixtures/*"]  # helper programs the tests run as processes, not test modules

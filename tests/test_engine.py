@@ -54,7 +54,7 @@ def manifest(tmp_path: Path, **spec_changes) -> Path:
 
 
 def options(tmp_path: Path, **overrides) -> engine.TuneOptions:
-    return engine.TuneOptions(overrides=overrides, state_dir=tmp_path / "state", progress=False)
+    return engine.TuneOptions(overrides=overrides, state_dir=tmp_path / "state", progress=False, tracking=False)
 
 
 def states(study: optuna.Study) -> list[TrialState]:
@@ -149,3 +149,13 @@ def test_tune_command_prints_a_leaderboard(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "2 succeeded, 1 early-stopped, 0 failed" in out and "#1 trial 0: objective 1" in out
     assert cli.main(["tune", str(tmp_path / "missing.yaml")]) == 2
+
+
+@pytest.mark.parametrize("pruner, kind", [("hyperband", optuna.pruners.HyperbandPruner),
+                                          ("optuna-median", optuna.pruners.MedianPruner),
+                                          ("none", optuna.pruners.NopPruner)])
+def test_local_pruners_run_on_a_manifest_with_medianstop_settings(tmp_path, pruner, kind):
+    opts = options(tmp_path, curves="1,3,5")
+    opts.pruner = pruner
+    study = engine.run(manifest(tmp_path), opts)
+    assert isinstance(study.pruner, kind) and len(study.trials) == 3
