@@ -40,11 +40,15 @@ test: $(STAMP) $(TOOLS_STAMP)  ## run the whole suite, end-to-end tests included
 test-fast: $(STAMP)  ## skip the slow end-to-end tests
 	$(PY) -m pytest -q -m 'not e2e'
 
-demo: $(STAMP)  ## the main job: one LSTM trial on the bundled S&P 500 data
-	$(VENV)/bin/hpo trial --model=lstm --data=sample:sp500 --epochs=15 --output-dir=local_outputs/demo
+DEMO_STATE ?= local_outputs/demo
+demo: $(STAMP)  ## the main job: tune the LSTM manifest locally on bundled S&P 500 data (minutes on 2 cores)
+	$(VENV)/bin/hpo tune manifests/lstm-experiment.yaml --state-dir $(DEMO_STATE) \
+	  --set data=sample:sp500,start=2012-01-01 --set epochs=6 --set threads=1 --max-trials 8 --parallel 2
+	$(VENV)/bin/hpo report manifests/lstm-experiment.yaml --state-dir $(DEMO_STATE)
 
 bench: $(STAMP)  ## run every benchmark under bench/
 	$(PY) bench/trial_loop.py
+	$(PY) bench/engine_overhead.py
 
 lock: $(STAMP)  ## re-pin constraints.txt from the current .venv
 	$(PY) -m pip freeze --exclude-editable | grep -v '^torch==' | sort > constraints.body

@@ -20,6 +20,7 @@ commands:
   report        plots of a local study (history, learning curves, importances, slices, Pareto front)
   dashboard     serve optuna-dashboard on the local studies (the laptop's Katib UI)
   manifests     render, drift-check and validate the Katib Experiment manifests and cluster resources
+  pipeline      the KFP pipeline (tune -> winners -> GPU retrains -> test evaluation -> MLflow): compile, run-local
 
 Run `hpo COMMAND --help` for the options of a command.
 """
@@ -98,6 +99,40 @@ def _build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     dashboard.add_argument("--port", type=int, default=8080, help="port (default 8080)")
 
+    pipeline = commands.add_parser("pipeline", help="the KFP pipeline: compile it, or run it on this machine")
+    pipeline_commands = pipeline.add_subparsers(dest="pipeline_command", metavar="SUBCOMMAND")
+    compile_ = pipeline_commands.add_parser(
+        "compile", help="write the compiled pipeline YAML (upload it to Kubeflow Pipelines)",
+        description="Compile pipelines/katib_hpo.py to pipelines/katib_hpo_pipeline.yaml (committed; a test fails "
+                    "when it is stale).")
+    compile_.add_argument("--output", default=None, help="YAML path (default pipelines/katib_hpo_pipeline.yaml)")
+    local = pipeline_commands.add_parser(
+        "run-local", help="run the pipeline with kfp's local runner on `hpo tune`'s trials",
+        description="Run the whole pipeline with kfp's local SubprocessRunner, taking the trials from the embedded "
+                    "engine's export instead of Katib: winners -> retrains on train+val -> test evaluation against "
+                    "the baselines -> MLflow (register <model-name>@champion only if it beats the best baseline). "
+                    "Example: hpo tune manifests/lstm-experiment.yaml --set data=sample:sp500 --set epochs=5 "
+                    "--max-trials 8 && hpo pipeline run-local manifests/lstm-experiment.yaml")
+    local.add_argument("manifest", help="the Experiment YAML `hpo tune` ran")
+    local.add_argument("--state-dir", default=".hpo", help="where `hpo tune` kept its state (default .hpo)")
+    local.add_argument("--trials", default=None, help="trials.json (default <state-dir>/<study>/trials.json)")
+    local.add_argument("--data", default=None, help="data spec (default: the one the local trials used)")
+    local.add_argument("--top-k", type=int, default=3, help="winners by the objective (default 3)")
+    local.add_argument("--no-pareto", action="store_true", help="only the top-k, no Pareto front")
+    local.add_argument("--max-winners", type=int, default=4, help="cap on winners, 0 = none (default 4)")
+    local.add_argument("--include-early-stopped", action="store_true", help="early-stopped trials may win too")
+    local.add_argument("--seeds", type=int, default=2, help="retrains per winner, seeds 0..N-1 (default 2)")
+    local.add_argument("--epochs", type=int, default=0, help="retrain epochs (default: the trials' --epochs)")
+    local.add_argument("--retrain-flags", default=None,
+                       help="extra trial flags for every retrain (default --threads=<half the CPUs>)")
+    local.add_argument("--cost-bps", type=float, default=5.0, help="backtest cost per unit traded (default 5)")
+    local.add_argument("--tracking-uri", default=None,
+                       help="MLflow URI (default $MLFLOW_TRACKING_URI, else sqlite:///<state-dir>/mlflow.db)")
+    local.add_argument("--mlflow-experiment", default="", help="MLflow experiment (default: the Experiment's name)")
+    local.add_argument("--model-name", default="", help="registered model name (default: the Experiment's name)")
+    local.add_argument("--pipeline-root", default="local_outputs/pipeline",
+                       help="where kfp writes every step's artifacts (default local_outputs/pipeline)")
+
     manifests = commands.add_parser("manifests", help="Katib Experiment manifests and cluster resources")
     manifest_commands = manifests.add_subparsers(dest="manifests_command", metavar="SUBCOMMAND")
     for name, text in (("render", "write manifests/ from the search spaces in hpo_lib/space.py"),
@@ -143,6 +178,60 @@ def _manifests(args: argparse.Namespace) -> int:
             print(f"{file}: {finding}")
         print(f"{file}: {'INVALID' if errors else 'ok'} ({len(findings)} finding(s))")
     return 1 if failed else 0
+
+
+def _pipeline_definition():
+    """``pipelines/katib_hpo.py`` of this checkout (the pipeline lives beside the package, not inside it)."""
+    import importlib.util
+    from pathlib import Path
+
+    from hpo_lib.errors import ConfigError
+
+    path = Path(__file__).resolve().parents[1] / "pipelines" / "katib_hpo.py"
+    if not path.exists():
+        raise ConfigError(f"{path} not found: the pipeline commands run from a checkout of the repository")
+    spec = importlib.util.spec_from_file_location("katib_hpo_pipeline", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import re
+    from pathlib import Path
+
+    from hpo_lib import pipeline
+    from hpo_lib.errors import ConfigError, HpoError
+
+    definition = _pipeline_definition()
+    if args.pipeline_command == "compile":
+        print(f"compiled to {definition.compile_pipeline(args.output or definition.COMPILED)}")
+        return 0
+    for name in ("top_k", "seeds"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    arguments = pipeline.local_arguments(args.manifest, state_dir=args.state_dir, trials=args.trials,
+                                         data=args.data, epochs=args.epochs)
+    threads = max(1, (os.cpu_count() or 2) // 2)  # kfp's local runner runs two retrains at a time
+    flags = args.retrain_flags if args.retrain_flags is not None else f"--threads={threads}"
+    arguments.update(top_k=args.top_k, pareto=not args.no_pareto, max_winners=args.max_winners,
+                     include_early_stopped=args.include_early_stopped, n_seeds=args.seeds, retrain_flags=flags,
+                     cost_bps=args.cost_bps, mlflow_experiment=args.mlflow_experiment, model_name=args.model_name,
+                     tracking_uri=pipeline.tracking_uri(args.tracking_uri or "", fallback_dir=args.state_dir))
+    try:
+        task = definition.run_local(pipeline_root=args.pipeline_root, **arguments)
+    except RuntimeError as exc:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
+        message = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+        raise HpoError(f"{message} The task's error is the last traceback above; the finished steps' artifacts "
+                       f"are under {args.pipeline_root}/") from None
+    summary = json.loads((Path(task.outputs["summary"].path) / "summary.json").read_text())
+    print(summary["verdict"])
+    for name in ("leaderboard", "report", "registry"):
+        print(f"{name}: {task.outputs[name].path}")
+    print(f"MLflow: {arguments['tracking_uri']}")
+    return 0
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -255,6 +344,23 @@ def _data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_libraries(args_need_optuna: bool) -> None:
+    """Without -v, only warnings: no Optuna/MLflow INFO lines or SQLAlchemy deprecation noise around our output."""
+    import warnings
+
+    import os
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported (lazily, later)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*noload.* loader strategy is deprecated")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="mlflow")
+    if args_need_optuna:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _build_parser()
@@ -266,12 +372,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
+        if not args.verbose:
+            _quiet_libraries(args.command in ("tune", "results", "report", "dashboard"))
         if args.command == "data" and args.data_command == "fetch":
             return _data_fetch(args)
         if args.command == "tune":
             return _tune(args)
         if args.command in ("results", "report", "dashboard"):
             return {"results": _results, "report": _report, "dashboard": _dashboard}[args.command](args)
+        if args.command == "pipeline" and args.pipeline_command:
+            return _pipeline(args)
         if args.command == "manifests" and args.manifests_command:
             return _manifests(args)
         parser.print_help() if args.command is None else parser.parse_args([args.command, "--help"])

@@ -19,6 +19,12 @@ from hpo_lib.errors import ConfigError
 DEFAULT_FILTER = r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"
 METRIC_NAME = re.compile(r"[A-Za-z0-9_-]+")
 ZERO_TIME = datetime(1, 1, 1, tzinfo=timezone.utc)  # what Katib records when the timestamp does not parse
+# Katib v0.19's default katib-config: algorithmName -> the suggestion service (image suggestion-<service>)
+SUGGESTION_SERVICES = {
+    "random": "hyperopt", "tpe": "hyperopt", "grid": "optuna", "multivariate-tpe": "optuna",
+    "hyperband": "hyperband", "bayesianoptimization": "skopt", "cmaes": "goptuna", "sobol": "goptuna",
+    "enas": "enas", "darts": "darts", "pbt": "pbt",
+}
 
 
 def format_value(value: float | int | bool) -> str:

@@ -54,6 +54,7 @@ from kubeflow_katib_api import models as katib_models
 from kubeflow_katib_api.models import V1beta1Experiment
 from kubernetes_validate.utils import VersionNotSupportedError
 
+from hpo_lib import katib
 from hpo_lib.errors import ConfigError
 
 K8S_SCHEMA_VERSION = "1.32"  # Kubernetes schema for Job templates; kubernetes-validate 1.37 ships 1.25-1.37
@@ -63,11 +64,7 @@ NAMESPACE_LABEL = "katib.kubeflow.org/metrics-collector-injection"
 ISTIO_LABEL = "sidecar.istio.io/inject"
 
 # Default katib-config (manifests/v1beta1/installs/katib-standalone/katib-config.yaml): algorithm -> service.
-SUGGESTION_SERVICES = {
-    "random": "hyperopt", "tpe": "hyperopt", "grid": "optuna", "multivariate-tpe": "optuna",
-    "hyperband": "hyperband", "bayesianoptimization": "skopt", "cmaes": "goptuna", "sobol": "goptuna",
-    "enas": "enas", "darts": "darts", "pbt": "pbt",
-}
+SUGGESTION_SERVICES = katib.SUGGESTION_SERVICES
 EARLY_STOPPINGS = ("medianstop",)
 COLLECTORS_WITH_IMAGE = ("StdOut", "File", "TensorFlowEvent")
 COLLECTOR_KINDS = ("StdOut", "File", "TensorFlowEvent", "PrometheusMetric", "Custom", "Push")

@@ -21,3 +21,16 @@ def test_trial_loop_benchmark_quick_prints_measured_ratios():
     ratios = [float(x) for x in re.findall(r"(?:LSTM|GRU) ([0-9.]+)x", headline)]
     # two measured ratios, each a plausible positive number (not a constant)
     assert len(ratios) == 2 and all(0.2 < r < 5 for r in ratios)
+
+
+@pytest.mark.e2e
+def test_engine_overhead_benchmark_quick_prints_measured_ratios():
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "engine_overhead.py"), "--quick"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in lines if line.split()[0] in ("engine", "in-process")}
+    assert float(rows["in-process"][1]) == 1.0 and float(rows["engine"][0]) > 0
+    match = re.search(r"engine/in-process = ([0-9.]+)x, with MLflow ([0-9.]+)x; fixed cost (-?[0-9.]+) s/trial",
+                      lines[-1])
+    assert match and 0.5 < float(match.group(1)) < 10 and 0.5 < float(match.group(2)) < 10
