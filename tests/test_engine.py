@@ -137,6 +137,8 @@ def test_export_has_katib_trial_shape(tmp_path):
 @pytest.mark.parametrize("change, message", [
     ({"algorithm": {"algorithmName": "bayesianoptimization"}}, "not served by Katib's Optuna service"),
     ({"parallelTrialCount": 9}, "W-CNT"),
+    ({"algorithm": {"algorithmName": "multivariate-tpe", "algorithmSettings": [{"name": "foo", "value": "1"}]}},
+     "setting 'foo' is unknown to multivariate-tpe"),
 ])
 def test_invalid_manifests_are_refused_with_the_rule(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):

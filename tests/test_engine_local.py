@@ -267,3 +267,32 @@ def test_kill_9_of_the_engine_loses_no_finished_trial(tmp_path):
     assert [r["failReason"] for r in records if r["condition"] == "Failed"] == [
         "interrupted: the engine running it was killed"]
     assert sum(t.state == TrialState.COMPLETE for t in after) == 5 and len(after) == 6
+
+
+@pytest.mark.e2e
+def test_ctrl_c_terminates_running_trials_and_keeps_the_study(tmp_path):
+    path = manifest(tmp_path, maxTrialCount=4)
+    state = tmp_path / "state"
+    argv = [sys.executable, "-m", "hpo_lib.cli", "tune", str(path), "--state-dir", str(state), "--no-progress",
+            "--no-tracking", "--set", "curves=1", "--set", "sleep=0.4"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    storage = f"sqlite:///{state / 'studies.db'}"
+    deadline = time.monotonic() + 120
+    while True:
+        time.sleep(0.3)
+        try:
+            trials = optuna.load_study(study_name="local.scripted", storage=storage).get_trials()
+        except Exception:  # noqa: BLE001 - not created yet
+            trials = []
+        if any(t.state == TrialState.COMPLETE for t in trials) and any(t.state == TrialState.RUNNING for t in trials):
+            break
+        assert time.monotonic() < deadline, "no trial finished in 120 s"
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "interrupted" in err
+    after = optuna.load_study(study_name="local.scripted", storage=storage).get_trials()
+    # nothing is left RUNNING: the trial that was cut short is failed with the reason, finished ones stay
+    assert TrialState.RUNNING not in [t.state for t in after]
+    assert [t.user_attrs.get("fail_reason") for t in after if t.state == TrialState.FAIL] == [
+        "interrupted (Ctrl-C)"]
+    assert json.loads((state / "local.scripted" / "trials.json").read_text())  # the export was written too
