@@ -12,7 +12,8 @@ A data spec is one string:
   the others add features. ``yahoo:SPY,QQQ,start=2010-01-01,end=2024-12-31`` is the same request in a form with
   no shell metacharacters, for Katib trial arguments (Katib runs them through ``sh -c`` unquoted). With
   ``HPO_OFFLINE=1`` (set in the trial pods) a cache miss is an error instead of a download.
-* ``sample:sp500`` / ``sample:nasdaq``: real daily index data (1999-2018) that ships inside the ``arch`` package.
+* ``sample:sp500`` / ``sample:nasdaq``: real daily index data (1999-2018) that ships inside the ``arch`` package;
+  ``sample:sp500,start=2012-01-01,end=2018-12-31`` keeps a date range.
 * ``file:PATH``: a CSV or Parquet file with a Date column (or index) and Open, High, Low, Close, Volume columns;
   an optional Ticker column holds several series in long form.
 """
@@ -68,10 +69,17 @@ def parse_spec(spec: str) -> DataSpec:
     kind, sep, rest = spec.partition(":")
     if not sep or not rest:
         raise DataError(f"data spec {spec!r} must look like yahoo:SPY?start=2010-01-01, sample:sp500 or file:PATH")
-    if kind == "sample":
-        if rest not in SAMPLES:
-            raise DataError(f"unknown sample {rest!r}; choose one of {', '.join(SAMPLES)}")
-        return DataSpec(kind="sample", tickers=(rest,))
+    if kind == "sample":  # sample:sp500 or, for a shorter history, sample:sp500,start=2012-01-01,end=...
+        name, *extra = rest.split(",")
+        if name not in SAMPLES:
+            raise DataError(f"unknown sample {name!r}; choose one of {', '.join(SAMPLES)}")
+        options = dict(t.split("=", 1) if "=" in t else (t, "") for t in extra)
+        unknown = set(options) - {"start", "end"}
+        if unknown:
+            raise DataError(f"unknown sample option(s) {sorted(unknown)}; use start, end")
+        _check_dates(options, "sample")
+        return DataSpec(kind="sample", tickers=(name,), start=options.get("start") or None,
+                        end=options.get("end") or None)
     if kind == "file":
         return DataSpec(kind="file", path=rest)
     if kind == "yahoo":
@@ -88,15 +96,19 @@ def parse_spec(spec: str) -> DataSpec:
         unknown = set(options) - {"start", "end", "interval"}
         if unknown:
             raise DataError(f"unknown yahoo option(s) {sorted(unknown)}; use start, end, interval")
-        for key in ("start", "end"):
-            if options.get(key):
-                try:
-                    pd.Timestamp(options[key])
-                except ValueError:
-                    raise DataError(f"yahoo {key}={options[key]!r} is not a date (use YYYY-MM-DD)") from None
+        _check_dates(options, "yahoo")
         return DataSpec(kind="yahoo", tickers=tickers, start=options.get("start") or None,
                         end=options.get("end") or None, interval=options.get("interval") or "1d")
     raise DataError(f"unknown data source {kind!r} in {spec!r}; use yahoo:, sample: or file:")
+
+
+def _check_dates(options: dict[str, str], source: str) -> None:
+    for key in ("start", "end"):
+        if options.get(key):
+            try:
+                pd.Timestamp(options[key])
+            except ValueError:
+                raise DataError(f"{source} {key}={options[key]!r} is not a date (use YYYY-MM-DD)") from None
 
 
 def default_cache_dir() -> Path:
@@ -110,6 +122,7 @@ def load_prices(spec: str | DataSpec, *, cache_dir: str | Path | None = None, re
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     if spec.kind == "sample":
         frame = _load_sample(spec.tickers[0])
+        frame = frame.loc[spec.start:spec.end] if spec.start or spec.end else frame  # inclusive date bounds
         prices = {spec.tickers[0]: frame}
     elif spec.kind == "file":
         prices = _read_file(Path(spec.path))
@@ -322,13 +335,25 @@ def build_features(prices: Prices) -> tuple[pd.DataFrame, pd.Series]:
     return features, returns
 
 
+def variance_proxy(returns: np.ndarray) -> np.ndarray:
+    """The one realized-variance proxy of a day: its squared close-to-close log return.
+
+    The volatility target, every volatility baseline and the variance scores (QLIKE, MSE on variance) use it; an
+    h-day realized variance is its mean over the h days, and realized volatility the square root of that. With
+    daily OHLCV only this is the noisiest unbiased proxy (a range estimator would be less noisy but biased by
+    overnight gaps); QLIKE and MSE on variance rank forecasts consistently under such noise (Patton 2011).
+    """
+    return np.square(np.asarray(returns, dtype=np.float64))
+
+
 def make_target(returns: np.ndarray, kind: str, horizon: int) -> tuple[np.ndarray, np.ndarray]:
     """Target and reference value for each row t, from returns t+1..t+horizon (NaN where the horizon runs out).
 
     * ``return``: the next-``horizon``-day log return; reference 0 (direction = sign).
     * ``direction``: 1 if that return is > 0 else 0 (a zero return counts as not up); reference 0.5.
-    * ``volatility``: realized volatility over the next ``horizon`` days, sqrt(mean r^2); reference the
-      volatility of the previous ``horizon`` days, so direction means "volatility rises".
+    * ``volatility``: realized volatility over the next ``horizon`` days, the square root of the mean of
+      :func:`variance_proxy` over those days; reference the same over the previous ``horizon`` days, so direction
+      means "volatility rises".
     """
     if kind not in TARGETS:
         raise DataError(f"unknown target {kind!r}; choose one of {', '.join(TARGETS)}")
@@ -340,7 +365,7 @@ def make_target(returns: np.ndarray, kind: str, horizon: int) -> tuple[np.ndarra
         future[: n - k, k - 1] = r[k:]
         past[k - 1:, k - 1] = r[: n - k + 1]
     if kind == "volatility":
-        return np.sqrt(np.mean(future**2, axis=1)), np.sqrt(np.mean(past**2, axis=1))
+        return np.sqrt(np.mean(variance_proxy(future), axis=1)), np.sqrt(np.mean(variance_proxy(past), axis=1))
     forward = future.sum(axis=1)
     if kind == "direction":
         y = np.where(np.isnan(forward), np.nan, (forward > 0).astype(np.float64))
@@ -410,6 +435,24 @@ def chronological_split(n_rows: int, *, window: int, horizon: int, val_frac: flo
     return Split(train=parts[0], val=parts[1], test=parts[2], train_rows=bounds[0], gap=gap)
 
 
+def refit_split(split: Split, *, window: int, horizon: int) -> Split:
+    """The split of a final retrain: training spans train and validation rows; the test split is untouched.
+
+    Training samples are every position whose footprint lies in the rows from the start of training to the end of
+    validation (the purge gap between them is no longer needed), so ``train_rows`` and the scaler fit on it grow
+    to the end of validation and never reach the purge gap before test. ``val`` keeps its positions, now inside
+    the training rows: it can only monitor the fit, not measure it.
+
+    >>> s = chronological_split(40, window=3, horizon=1, val_frac=0.25, test_frac=0.25, min_samples=1)
+    >>> r = refit_split(s, window=3, horizon=1)
+    >>> r.train[[0, -1]].tolist(), r.test.tolist(), r.train_rows
+    ([2, 26], [34, 35, 36, 37, 38], (0, 28))
+    """
+    start, stop = split.train_rows[0], int(split.val[-1]) + horizon + 1  # the validation segment's last row + 1
+    train = np.arange(start + window - 1, stop - horizon, dtype=np.int64)
+    return Split(train=train, val=split.val, test=split.test, train_rows=(start, stop), gap=split.gap)
+
+
 # ----------------------------------------------------------------------------------------------- transforms
 @dataclass(frozen=True)
 class Scaler:
@@ -458,6 +501,7 @@ class Dataset:
     dates: dict[str, pd.DatetimeIndex]  # split -> date of each sample's last input row
     feature_scaler: Scaler
     target_scaler: Scaler | None  # None for classification
+    returns: np.ndarray | None = None  # the forecast ticker's daily log return per row (split positions index it)
 
     @property
     def n_features(self) -> int:
@@ -469,11 +513,13 @@ class Dataset:
 
 
 def prepare(prices: Prices, *, target: str = "return", horizon: int = 1, window: int = 60,
-            split_window: int | None = None, val_frac: float = 0.15, test_frac: float = 0.15) -> Dataset:
+            split_window: int | None = None, val_frac: float = 0.15, test_frac: float = 0.15,
+            refit: bool = False) -> Dataset:
     """Features, target, split, train-only scaling and windows in one call.
 
     ``window`` is this model's sequence length; ``split_window`` (default: ``window``) fixes the split and purge gap
-    so that every trial up to that length sees identical splits.
+    so that every trial up to that length sees identical splits. ``refit`` trains on train + validation for a final
+    retrain (:func:`refit_split`): scalers are fit on those rows, the test split stays where it was.
     """
     split_window = split_window or window
     if window > split_window:
@@ -482,6 +528,8 @@ def prepare(prices: Prices, *, target: str = "return", horizon: int = 1, window:
     y_all, ref_all = make_target(returns.to_numpy(), target, horizon)
     split = chronological_split(len(features), window=split_window, horizon=horizon, val_frac=val_frac,
                                 test_frac=test_frac)
+    if refit:
+        split = refit_split(split, window=split_window, horizon=horizon)
     values = features.to_numpy(dtype=np.float64)
     feature_scaler = Scaler.fit(values[slice(*split.train_rows)])
     scaled = feature_scaler.transform(values)
@@ -502,5 +550,5 @@ def prepare(prices: Prices, *, target: str = "return", horizon: int = 1, window:
         ref={k: ref_all[v] for k, v in parts.items()},
         persistence={k: persistence_all[v] for k, v in parts.items()},
         dates={k: features.index[v] for k, v in parts.items()},
-        feature_scaler=feature_scaler, target_scaler=target_scaler,
+        feature_scaler=feature_scaler, target_scaler=target_scaler, returns=returns.to_numpy(dtype=np.float64),
     )

@@ -21,11 +21,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
-from hpo_lib import baselines, data, katib, models, train
+from hpo_lib import baselines, data, evaluation, katib, models, train, volatility
 from hpo_lib.data import TARGETS
-from hpo_lib.errors import ConfigError
+from hpo_lib.errors import ConfigError, DataError
 
 
 def _flag(default: Any, help: str, **checks: Any) -> Any:
@@ -85,6 +86,8 @@ class TrialArgs:
 def metric_names(target: str = "return") -> set[str]:
     """Every metric name an epoch line carries for a target: the contract Katib manifests are checked against."""
     scores = {"loss", "acc", "dir_acc"} if target == "direction" else {"loss", "rmse", "mae", "dir_acc"}
+    if target == "volatility":
+        scores |= {"qlike", "var_mse"}
     return ({"epoch", "train_loss", "lr", "train_time_s", "n_params", "model_size_mb"}
             | {f"val_{k}" for k in scores} | {f"baseline_val_{k}" for k in scores})
 
@@ -185,8 +188,10 @@ def run(args: TrialArgs, *, out=None, err=None) -> dict[str, Any]:
     ds = data.prepare(prices, target=args.target, horizon=args.horizon, window=args.seq_len,
                       split_window=args.split_window, val_frac=args.val_frac, test_frac=args.test_frac)
     parts = ("val", "test") if args.eval_test else ("val",)
-    base = baselines.baseline_report(ds, parts)
-    best_base = baselines.best_baseline(base)
+    results = baselines.evaluate(ds, parts)
+    base, best_base = results.report, results.best
+    for name, reason in results.skipped.items():
+        print(f"hpo: warning: baseline {name} skipped: {reason}", file=err, flush=True)
 
     model = models.build_model(args.model, n_features=ds.n_features, window=args.seq_len,
                                n_outputs=2 if ds.is_classification else 1, params=asdict(args))
@@ -205,11 +210,17 @@ def run(args: TrialArgs, *, out=None, err=None) -> dict[str, Any]:
         "val": {k.removeprefix("val_"): v for k, v in result.history[result.best_epoch - 1].items()
                 if k.startswith("val_")},
         "best_baseline": best_base, "baselines": base,
+        "baseline_params": results.fitted, "baseline_warnings": results.skipped,
         "splits": {k: [str(v[0].date()), str(v[-1].date()), len(v)] for k, v in ds.dates.items()},
         "device": str(train.select_device(cfg.device)), "params": asdict(args),
     }
+    forecasts = {part: train.to_forecast(ds, train.predict(model, _device_x(ds, model, part)))
+                 for part in parts if part == "test" or ds.target == "volatility"}
     if args.eval_test:
-        final["test"] = baselines.score(ds, "test", train.to_forecast(ds, train.predict(model, _device_x(ds, model))))
+        final["test"] = baselines.score(ds, "test", forecasts["test"])
+    if ds.target == "volatility":
+        final["dm"] = {part: dm_against_baseline(ds, part, forecasts[part], results.forecasts[best_base][part])
+                       for part in parts}
     summary = {"best_epoch": result.best_epoch, "best_val_loss": final["val"]["loss"],
                "baseline_val_loss": base[best_base]["val"]["loss"], "epochs_run": result.epochs_run,
                "train_time_s": result.train_time_s}
@@ -219,19 +230,43 @@ def run(args: TrialArgs, *, out=None, err=None) -> dict[str, Any]:
     return final
 
 
-def _device_x(ds: data.Dataset, model: torch.nn.Module) -> torch.Tensor:
-    return torch.from_numpy(ds.x["test"]).to(next(model.parameters()).device)
+def _device_x(ds: data.Dataset, model: torch.nn.Module, part: str) -> torch.Tensor:
+    return torch.from_numpy(ds.x[part]).to(next(model.parameters()).device)
+
+
+def dm_against_baseline(ds: data.Dataset, part: str, model_forecast: np.ndarray,
+                        baseline_forecast: np.ndarray) -> dict[str, Any]:
+    """Diebold-Mariano on per-day QLIKE, model minus baseline (a negative statistic favours the model).
+
+    A split too short for the test gives ``{"error": reason}`` instead: the trial still reports everything else.
+    """
+    y = ds.y[part]
+    try:
+        result = evaluation.diebold_mariano(volatility.sample_qlike(y, model_forecast),
+                                            volatility.sample_qlike(y, baseline_forecast), ds.horizon)
+    except DataError as exc:
+        return {"loss": "qlike", "error": str(exc)}
+    return {"loss": "qlike", **result.as_dict()}
 
 
 def comparison(final: dict[str, Any]) -> str:
-    """One human line: the model against its best naive baseline, on validation (and test when scored)."""
+    """One human line: the model against its best baseline, on validation (and test when scored).
+
+    The ranking metric is ``loss``, or ``qlike`` for volatility (with the Diebold-Mariano p-value on its daily values).
+    """
     name = final["best_baseline"]
+    ranking = baselines.ranking_metric(final["val"])
     chunks = []
     for part in ("val", "test"):
         if part not in final:
             continue
         mine, theirs = final[part], final["baselines"][name][part]
         shown = [f"loss {mine['loss']:.4f} vs {theirs['loss']:.4f} ({_pct(mine['loss'], theirs['loss'])})"]
+        if ranking == "qlike":
+            dm = final.get("dm", {}).get(part, {})
+            p_value = f", DM p={dm['p_value']:.3g}" if "p_value" in dm else ""
+            shown.insert(0, f"qlike {mine['qlike']:.4f} vs {theirs['qlike']:.4f}{p_value}")
+            shown.append(f"var_mse {mine['var_mse']:.3e} vs {theirs['var_mse']:.3e}")
         for metric in ("rmse", "mae"):
             if metric in mine:
                 shown.append(f"{metric} {mine[metric]:.5f} vs {theirs[metric]:.5f}")
@@ -239,8 +274,10 @@ def comparison(final: dict[str, Any]) -> str:
             if metric in mine:
                 shown.append(f"{metric} {mine[metric]:.1%} vs {theirs[metric]:.1%}")
         chunks.append(f"{'validation' if part == 'val' else 'test'}: " + ", ".join(shown))
-    verdict = "beats" if final["val"]["loss"] < final["baselines"][name]["val"]["loss"] else "does not beat"
-    return f"{final['model']} {verdict} the best naive baseline ({name}) on validation loss; " + "; ".join(chunks)
+    verdict = "beats" if final["val"][ranking] < final["baselines"][name]["val"][ranking] else "does not beat"
+    kind, measure = ("volatility", "QLIKE") if ranking == "qlike" else ("naive", "loss")
+    return (f"{final['model']} {verdict} the best {kind} baseline ({name}) on validation {measure}; "
+            + "; ".join(chunks))
 
 
 def _pct(mine: float, theirs: float) -> str:

@@ -47,3 +47,22 @@ def test_volatility_baseline_is_previous_window(sp500):
 def test_best_baseline_is_chosen_on_validation_not_test():
     report = {"a": {"val": {"loss": 1.0}, "test": {"loss": 9.0}}, "b": {"val": {"loss": 2.0}, "test": {"loss": 0.1}}}
     assert baselines.best_baseline(report) == "a"
+
+
+def test_best_volatility_baseline_is_chosen_by_validation_qlike():
+    report = {
+        "previous_window": {"val": {"loss": 0.2, "qlike": -8.1}, "test": {"loss": 0.2, "qlike": -9.9}},
+        "garch": {"val": {"loss": 0.3, "qlike": -8.7}, "test": {"loss": 0.3, "qlike": -8.0}},
+    }
+    # QLIKE ranks volatility forecasts: garch wins on validation QLIKE although its MSE loss is higher
+    assert baselines.ranking_metric(report["garch"]["val"]) == "qlike"
+    assert baselines.best_baseline(report) == "garch"
+
+
+def test_return_target_has_only_naive_baselines(sp500):
+    ds = data.prepare(sp500, window=20)
+    results = baselines.evaluate(ds, ("val",))
+    # nothing is fit for the return target, and the report is the one baseline_report gives
+    assert results.fitted == {} and results.skipped == {}
+    assert results.report == baselines.baseline_report(ds, ("val",))
+    assert "qlike" not in results.report["zero"]["val"]

@@ -198,3 +198,13 @@ def test_constant_prices_do_not_produce_nan_features():
     prices = prices_from_returns(np.zeros(300))
     features, _ = data.build_features(prices)
     assert not features.isna().any().any()
+
+
+def test_sample_spec_keeps_a_date_range():
+    prices = data.load_prices("sample:sp500,start=2012-01-01,end=2012-12-31")
+    frame = next(iter(prices.values()))
+    assert frame.index[0] >= pd.Timestamp("2012-01-01") and frame.index[-1] <= pd.Timestamp("2012-12-31")
+    assert 240 < len(frame) < 260  # one year of trading days
+    for bad, message in (("sample:sp500,foo=1", "unknown sample option"), ("sample:sp500,start=x", "not a date")):
+        with pytest.raises(DataError, match=message):
+            data.parse_spec(bad)

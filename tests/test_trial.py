@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -144,3 +145,49 @@ def test_help_lists_every_flag(capsys):
     assert cli.main(["trial", "--help"]) == 0
     text = capsys.readouterr().out
     assert all(f"--{f.replace('_', '-')}" in text for f in trial.TrialArgs.__dataclass_fields__)
+
+
+def test_volatility_metric_names_are_katib_safe():
+    names = trial.metric_names("volatility")
+    # QLIKE and MSE on variance are reported for the model and for the best baseline, every epoch
+    assert {"val_qlike", "val_var_mse", "baseline_val_qlike", "baseline_val_var_mse", "val_loss"} <= names
+    # lowercase with underscores, which Katib's metrics filter keeps whole
+    assert all(re.fullmatch(r"[a-z0-9_]+", n) and katib.METRIC_NAME.fullmatch(n) for n in names)
+    assert "val_qlike" not in trial.metric_names("return")
+
+
+def test_volatility_trial_reports_qlike_against_the_volatility_baselines(tmp_path, capsys):
+    code = cli.main(["trial", "--model=mlp", "--data=sample:sp500", "--epochs=1", "--target=volatility",
+                     "--horizon=5", "--eval-test", *FAST, f"--output-dir={tmp_path}"])
+    out, err = capsys.readouterr()
+    final = json.loads((tmp_path / "metrics.json").read_text())
+    assert code == 0
+    _, values = katib.parse_metrics_line(out.splitlines()[0], trial.metric_names("volatility"))
+    # the epoch line carries the model's and the best baseline's QLIKE
+    assert float(values["val_qlike"]) == pytest.approx(final["val"]["qlike"], rel=1e-5)
+    assert float(values["baseline_val_qlike"]) == pytest.approx(
+        final["baselines"][final["best_baseline"]]["val"]["qlike"], rel=1e-5)
+    # GARCH, HAR-RV, EWMA and previous-window are all scored, on validation and test, with fitted parameters kept
+    assert {"garch", "har", "ewma", "previous_window"} <= set(final["baselines"]) and not final["baseline_warnings"]
+    assert all({"qlike", "var_mse", "rmse"} <= set(final["baselines"][n]["test"]) for n in final["baselines"])
+    assert set(final["baseline_params"]) == {"garch", "har", "ewma"}
+    # the best baseline is the one with the lowest validation QLIKE
+    assert final["best_baseline"] == min(final["baselines"], key=lambda n: final["baselines"][n]["val"]["qlike"])
+    # Diebold-Mariano on daily QLIKE, model against that baseline, on each scored split
+    for part in ("val", "test"):
+        dm = final["dm"][part]
+        assert dm["loss"] == "qlike" and dm["n"] == final["splits"][part][2] and 0 <= dm["p_value"] <= 1
+    assert "the best volatility baseline" in err and "DM p=" in err
+
+
+def test_volatility_trial_on_a_short_series_warns_and_reports_the_other_baselines(tmp_path, sp500, capsys):
+    path = _short_file(tmp_path, sp500, rows=380)
+    code = cli.main(["trial", "--model=mlp", f"--data=file:{path}", "--epochs=1", "--target=volatility",
+                     "--horizon=5", *FAST, f"--output-dir={tmp_path / 'out'}"])
+    err = capsys.readouterr().err
+    final = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    # a warning that names the problem, and the trial goes on
+    assert code == 0
+    assert "hpo: warning: baseline garch skipped: GARCH(1,1) needs at least 250 training returns" in err
+    assert "garch" in final["baseline_warnings"] and "garch" not in final["baselines"]
+    assert {"har", "ewma", "previous_window", "train_mean"} <= set(final["baselines"])
