@@ -80,19 +80,24 @@ class _Running:
 
 
 # ----------------------------------------------------------------------------------------------- manifest
+def parse_experiment(text: str, source: str) -> dict[str, Any]:
+    """The one Experiment in a YAML text (other kinds are skipped); ``source`` names the text in errors."""
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {exc}") from None
+    experiments = [d for d in docs if d.get("kind") == "Experiment"]
+    if len(experiments) != 1:
+        raise ConfigError(f"{source} must hold exactly one Experiment, found {len(experiments)}")
+    return experiments[0]
+
+
 def load_experiment(path: str | Path) -> dict[str, Any]:
     """Load one Experiment and refuse it, naming every failing rule, if Katib would reject or stall on it."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"manifest {path} does not exist")
-    try:
-        docs = [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"manifest {path} is not valid YAML: {exc}") from None
-    experiments = [d for d in docs if d.get("kind") == "Experiment"]
-    if len(experiments) != 1:
-        raise ConfigError(f"manifest {path} must hold exactly one Experiment, found {len(experiments)}")
-    doc = experiments[0]
+    doc = parse_experiment(path.read_text(), f"manifest {path}")
     errors = [f for f in validation.validate_experiment(doc) if f.severity == "error"]
     if errors:
         raise ConfigError(f"manifest {path} is invalid: " + "; ".join(map(str, errors)))
