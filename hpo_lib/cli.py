@@ -220,11 +220,23 @@ def _pipeline(args: argparse.Namespace) -> int:
                      include_early_stopped=args.include_early_stopped, n_seeds=args.seeds, retrain_flags=flags,
                      cost_bps=args.cost_bps, mlflow_experiment=args.mlflow_experiment, model_name=args.model_name,
                      tracking_uri=pipeline.tracking_uri(args.tracking_uri or "", fallback_dir=args.state_dir))
+    import contextlib
+
+    Path(args.pipeline_root).mkdir(parents=True, exist_ok=True)
+    log_path = Path(args.pipeline_root) / "run-local.log"
+    if not args.verbose:  # kfp's local runner echoes every step's full executor input and output
+        print(f"running the pipeline locally (winners -> retrains -> evaluation -> MLflow); every step's output "
+              f"goes to {log_path} (-v shows it here)", flush=True)
     try:
-        task = definition.run_local(pipeline_root=args.pipeline_root, **arguments)
+        with contextlib.ExitStack() as stack:
+            if not args.verbose:
+                log_file = stack.enter_context(open(log_path, "w"))
+                stack.enter_context(contextlib.redirect_stdout(log_file))
+            task = definition.run_local(pipeline_root=args.pipeline_root, **arguments)
     except RuntimeError as exc:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
         message = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-        raise HpoError(f"{message} The task's error is the last traceback above; the finished steps' artifacts "
+        where = "the last traceback above" if args.verbose else f"the last traceback in {log_path}"
+        raise HpoError(f"{message} The task's error is {where}; the finished steps' artifacts "
                        f"are under {args.pipeline_root}/") from None
     summary = json.loads((Path(task.outputs["summary"].path) / "summary.json").read_text())
     print(summary["verdict"])

@@ -130,18 +130,13 @@ def retrain(args: trial.TrialArgs, out_dir: str | Path, *, cost_bps: float = 5.0
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    cfg = trial.setup(args)
+    cfg.patience = cfg.epochs
     started = time.perf_counter()
     prices = data.load_prices(args.data, cache_dir=args.cache_dir or None)
     ds = data.prepare(prices, target=args.target, horizon=args.horizon, window=args.seq_len,
                       split_window=args.split_window, val_frac=args.val_frac, test_frac=args.test_frac, refit=True)
-    n_outputs = 2 if ds.is_classification else 1
-    model = models.build_model(args.model, n_features=ds.n_features, window=args.seq_len, n_outputs=n_outputs,
-                               params=asdict(args))
-    cfg = trial.train_config(args)
-    cfg.patience = cfg.epochs
+    model = trial.build_model(args, ds)
     history: list[dict[str, float]] = []
 
     def record(epoch: dict[str, float]) -> None:
@@ -158,7 +153,7 @@ def retrain(args: trial.TrialArgs, out_dir: str | Path, *, cost_bps: float = 5.0
     report["run"] = {
         "model": args.model, "seed": args.seed, "epochs": result.epochs_run, "train_time_s": result.train_time_s,
         "wall_time_s": time.perf_counter() - started, "n_params": models.count_params(model),
-        "model_size_mb": models.model_size_mb(model), "n_features": ds.n_features, "n_outputs": n_outputs,
+        "model_size_mb": models.model_size_mb(model), "n_features": ds.n_features, "n_outputs": 2 if ds.is_classification else 1,
         "window": args.seq_len, "device": str(train.select_device(cfg.device)),
         "train_samples": int(len(ds.split.train)), "train_period": [str(d.date()) for d in _period(ds, "train")],
     }

@@ -175,26 +175,40 @@ def train_config(args: TrialArgs) -> train.TrainConfig:
 
 
 # ----------------------------------------------------------------------------------------------- run
-def run(args: TrialArgs, *, out=None, err=None) -> dict[str, Any]:
-    """Run one trial; returns the final metrics record (also written to ``metrics.json``)."""
-    out, err = out or sys.stdout, err or sys.stderr
+def setup(args: TrialArgs) -> train.TrainConfig:
+    """Threads, seed and the training config; a loss that does not fit the target is refused before any data load."""
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     cfg = train_config(args)
-    train.make_loss(cfg, args.target == "direction")  # reject a loss that does not fit the target before loading
+    train.make_loss(cfg, args.target == "direction")
+    return cfg
 
+
+def load_dataset(args: TrialArgs) -> data.Dataset:
+    """The trial's prices, features, target and chronological splits."""
     prices = data.load_prices(args.data, cache_dir=args.cache_dir or None)
-    ds = data.prepare(prices, target=args.target, horizon=args.horizon, window=args.seq_len,
-                      split_window=args.split_window, val_frac=args.val_frac, test_frac=args.test_frac)
+    return data.prepare(prices, target=args.target, horizon=args.horizon, window=args.seq_len,
+                        split_window=args.split_window, val_frac=args.val_frac, test_frac=args.test_frac)
+
+
+def build_model(args: TrialArgs, ds: data.Dataset) -> torch.nn.Module:
+    return models.build_model(args.model, n_features=ds.n_features, window=args.seq_len,
+                              n_outputs=2 if ds.is_classification else 1, params=asdict(args))
+
+
+def run(args: TrialArgs, *, out=None, err=None) -> dict[str, Any]:
+    """Run one trial; returns the final metrics record (also written to ``metrics.json``)."""
+    out, err = out or sys.stdout, err or sys.stderr
+    cfg = setup(args)
+    ds = load_dataset(args)
     parts = ("val", "test") if args.eval_test else ("val",)
     results = baselines.evaluate(ds, parts)
     base, best_base = results.report, results.best
     for name, reason in results.skipped.items():
         print(f"hpo: warning: baseline {name} skipped: {reason}", file=err, flush=True)
 
-    model = models.build_model(args.model, n_features=ds.n_features, window=args.seq_len,
-                               n_outputs=2 if ds.is_classification else 1, params=asdict(args))
+    model = build_model(args, ds)
     static = {"n_params": models.count_params(model), "model_size_mb": models.model_size_mb(model)}
     static.update({f"baseline_val_{k}": v for k, v in base[best_base]["val"].items()})
 

@@ -34,3 +34,61 @@ def test_engine_overhead_benchmark_quick_prints_measured_ratios():
     match = re.search(r"engine/in-process = ([0-9.]+)x, with MLflow ([0-9.]+)x; fixed cost (-?[0-9.]+) s/trial",
                       lines[-1])
     assert match and 0.5 < float(match.group(1)) < 10 and 0.5 < float(match.group(2)) < 10
+
+
+def _run_quick(script: str, timeout: int = 600) -> list[str]:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick"], capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().splitlines()
+
+
+@pytest.mark.e2e
+def test_early_stopping_benchmark_quick_counts_epochs_per_pruner():
+    lines = _run_quick("early_stopping.py")
+    header = re.search(r"(\d+) seeds x (\d+) trials x (\d+) epochs", lines[0])
+    seeds, trials, epochs = (int(x) for x in header.groups())
+    rows = {line.split()[0]: line.split() for line in lines
+            if line.split()[0] in ("none", "medianstop", "optuna-median", "hyperband")}
+    run = {name: int(row[1]) for name, row in rows.items()}
+    # without a pruner every trial runs every epoch: the count is exact, not estimated
+    assert run["none"] == seeds * trials * epochs
+    # a pruner never runs more epochs than none, and the variants are measured, not copied (Hyperband prunes here)
+    assert all(run[v] <= run["none"] for v in run) and run["hyperband"] < run["none"] and len(set(run.values())) > 1
+    # the saved share printed in the table is 1 - epochs / none's epochs
+    for name, row in rows.items():
+        assert float(row[2].rstrip("%")) == pytest.approx(100 * (1 - run[name] / run["none"]), abs=0.06)
+    # best val_loss per seed is a plausible positive loss
+    assert all(0 < float(v) < 10 for row in rows.values() for v in row[4:4 + seeds])
+    assert lines[-1].startswith("headline: medianstop saves") and "goal >= 40% saved within 1%" in lines[-1]
+
+
+@pytest.mark.e2e
+def test_samplers_benchmark_quick_reports_best_after_n_trials():
+    lines = _run_quick("samplers.py")
+    seeds = int(re.search(r"(\d+) seeds x", lines[0]).group(1))
+    rows = {line.split()[0]: line for line in lines if line.split()[0] in ("tpe", "random")}
+    per_seed = {name: [[float(v) for v in cell.split()] for cell in re.findall(r"\[([^\]]+)\]", line)]
+                for name, line in rows.items()}
+    # every checkpoint holds one finite positive loss per seed, and the best so far never gets worse
+    for cells in per_seed.values():
+        assert all(len(cell) == seeds and all(0 < v < 10 for v in cell) for cell in cells)
+        assert all(later <= earlier for a, b in zip(cells, cells[1:]) for earlier, later in zip(a, b))
+    # TPE's first 10 trials are its random start-up draws, the very draws of the random sampler with the same seed
+    assert per_seed["tpe"][0] == per_seed["random"][0]
+    match = re.search(r"random search needs (\d+|more than \d+ \(not within \d+\)) trials .* best after (\d+)",
+                      lines[-1])
+    assert match and (not match.group(1).isdigit() or 1 <= int(match.group(1)) <= 24)
+
+
+@pytest.mark.e2e
+def test_gpu_throughput_benchmark_skips_cleanly_or_measures():
+    lines = _run_quick("gpu_throughput.py")
+    import torch
+
+    if not torch.cuda.is_available():
+        # no GPU: one skip line and a headline that says so, exit code 0
+        assert "skipped: no CUDA GPU" in lines[0] and lines[-1] == "headline: skipped, no GPU on this machine"
+    else:
+        ratio = float(re.search(r"give ([0-9.]+)x the epochs/s", lines[-1]).group(1))
+        assert 0.1 < ratio < 10
