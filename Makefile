@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 TOOLS_VENV  ?= .tools-venv
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
 
-.PHONY: install tools lint test test-fast demo bench lock clean help
+.PHONY: install tools lint test test-fast demo bench results lock clean help image image-base
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -45,10 +45,24 @@ demo: $(STAMP)  ## the main job: tune the LSTM manifest locally on bundled S&P 5
 	$(VENV)/bin/hpo tune manifests/lstm-experiment.yaml --state-dir $(DEMO_STATE) \
 	  --set data=sample:sp500,start=2012-01-01 --set epochs=6 --set threads=1 --max-trials 8 --parallel 2
 	$(VENV)/bin/hpo report manifests/lstm-experiment.yaml --state-dir $(DEMO_STATE)
+	$(VENV)/bin/hpo pipeline run-local manifests/lstm-experiment.yaml --state-dir $(DEMO_STATE) \
+	  --max-winners 2 --seeds 3 --pipeline-root $(DEMO_STATE)/pipeline
 
-bench: $(STAMP)  ## run every benchmark under bench/
-	$(PY) bench/trial_loop.py
-	$(PY) bench/engine_overhead.py
+BENCH_OUT ?= local_outputs/bench
+BENCHES   := trial_loop engine_overhead early_stopping samplers gpu_throughput
+bench: $(STAMP)  ## run every benchmark under bench/ (under 30 min on 2 cores); outputs kept in local_outputs/bench/
+	@mkdir -p $(BENCH_OUT)
+	@for b in $(BENCHES); do echo "== bench/$$b.py"; \
+	  $(PY) bench/$$b.py > $(BENCH_OUT)/$$b.txt || exit 1; cat $(BENCH_OUT)/$$b.txt; done
+
+results: $(STAMP)  ## regenerate docs/RESULTS.md: tune, retrain and test on the samples, plus the outputs of `make bench`
+	$(PY) -m hpo_lib.results_page --bench-dir $(BENCH_OUT)
+
+image:  ## build the trial image (docker, else buildah); BASE_IMAGE=stand-in builds it on the local CPU stand-in
+	trial_image/build.sh image $(if $(BASE_IMAGE),--base $(BASE_IMAGE))
+
+image-base:  ## build the CPU stand-in base image (debootstrap + buildah, cached under ~/.cache/katib-hpo)
+	trial_image/build.sh base
 
 lock: $(STAMP)  ## re-pin constraints.txt from the current .venv
 	$(PY) -m pip freeze --exclude-editable | grep -v '^torch==' | sort > constraints.body

@@ -12,7 +12,7 @@ Three variants of the same work, measured side by side in one run:
 The ratio engine / in-process is the engine's overhead; (engine - in-process) / trials is the fixed cost per trial
 (a Python start, ``import torch``, the data load). Variants alternate over repeats and medians are reported.
 
-    python bench/engine_overhead.py           # 4 trials x 4 epochs of the GRU manifest, 2 repeats
+    python bench/engine_overhead.py           # 4 trials x 3 epochs of the MLP manifest, 2 repeats
     python bench/engine_overhead.py --quick   # 2 trials x 1 epoch of the MLP manifest, 1 repeat
 """
 
@@ -57,18 +57,17 @@ def run_in_process(study: optuna.Study, out_dir: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manifest", default=None, help="Experiment YAML (default: gru, or mlp with --quick)")
+    parser.add_argument("--manifest", default=None, help="Experiment YAML (default: the MLP manifest)")
     parser.add_argument("--trials", type=int, default=None, help="trials per variant (default 4, quick 2)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default 4, quick 1)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default 3, quick 1)")
     parser.add_argument("--repeats", type=int, default=None, help="repeats of each variant (default 2, quick 1)")
     parser.add_argument("--data", default="sample:sp500", help="data spec (default sample:sp500)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per trial (default 2)")
     parser.add_argument("--quick", action="store_true", help="a small run, for the test suite")
     args = parser.parse_args()
-    family = "mlp" if args.quick else "gru"
-    manifest = Path(args.manifest or ROOT / "manifests" / f"{family}-experiment.yaml")
+    manifest = Path(args.manifest or ROOT / "manifests" / "mlp-experiment.yaml")
     args.trials = args.trials or (2 if args.quick else 4)
-    args.epochs = args.epochs or (1 if args.quick else 4)
+    args.epochs = args.epochs or (1 if args.quick else 3)
     args.repeats = args.repeats or (1 if args.quick else 2)
     logging.disable(logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -77,11 +76,17 @@ def main() -> None:
     times: dict[str, list[float]] = {"engine": [], "engine+mlflow": [], "in-process": []}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
+            # the order alternates between repeats, so drift on a shared machine hits every variant
             seconds, study = run_engine(manifest, Path(tmp) / f"plain{repeat}", args, tracking=False)
             times["engine"].append(seconds)
-            times["in-process"].append(run_in_process(study, Path(tmp) / f"inproc{repeat}"))
-            seconds, tracked = run_engine(manifest, Path(tmp) / f"tracked{repeat}", args, tracking=True)
-            times["engine+mlflow"].append(seconds)
+            if repeat % 2:
+                seconds, tracked = run_engine(manifest, Path(tmp) / f"tracked{repeat}", args, tracking=True)
+                times["engine+mlflow"].append(seconds)
+                times["in-process"].append(run_in_process(study, Path(tmp) / f"inproc{repeat}"))
+            else:
+                times["in-process"].append(run_in_process(study, Path(tmp) / f"inproc{repeat}"))
+                seconds, tracked = run_engine(manifest, Path(tmp) / f"tracked{repeat}", args, tracking=True)
+                times["engine+mlflow"].append(seconds)
             same = [t.params for t in tracked.trials] == [t.params for t in study.trials]
             if not same:
                 print("# note: the tracked run sampled different parameters (sampler seed not fixed?)")

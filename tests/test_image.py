@@ -1,7 +1,7 @@
 """The trial image: hadolint and checkov find nothing in trial_image/, and the rules Katib and OpenShift rely on hold.
 
 The linters come from `.tools-venv/` (`make tools`, which `make test` runs first); these tests skip without it.
-No test builds the image: that needs a Docker daemon and the base image's registry.
+Building the image and running the manifests' trial commands inside it is tests/test_image_build.py.
 """
 
 from __future__ import annotations
