@@ -151,9 +151,21 @@ def fetch(spec: str, *, cache_dir: str | Path | None = None, refresh: bool = Fal
 
 
 def _load_sample(name: str) -> pd.DataFrame:
-    import importlib
+    """The CSV that ships in ``arch``, read the way ``arch.data.<name>.load()`` reads it, without importing arch.
 
-    frame = importlib.import_module(SAMPLES[name]).load()
+    Importing arch (statsmodels, scipy) costs about 1.4 s, paid again by every trial process; only the GARCH
+    baseline needs it. If the file is not where arch keeps it, arch's own loader is used.
+    """
+    import importlib
+    import importlib.util
+
+    spec = importlib.util.find_spec("arch")  # locates the package without running it
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    path = Path(locations[0]) / "data" / name / f"{name}.csv.gz" if locations else None
+    if path is not None and path.exists():
+        frame = pd.read_csv(path, index_col="Date", parse_dates=["Date"]).apply(pd.to_numeric, errors="coerce")
+    else:
+        frame = importlib.import_module(SAMPLES[name]).load()
     # arch's Close equals its Adj Close (an index has no dividends or splits)
     return frame[list(FIELDS)].astype("float64")
 

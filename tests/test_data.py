@@ -208,3 +208,12 @@ def test_sample_spec_keeps_a_date_range():
     for bad, message in (("sample:sp500,foo=1", "unknown sample option"), ("sample:sp500,start=x", "not a date")):
         with pytest.raises(DataError, match=message):
             data.parse_spec(bad)
+
+
+@pytest.mark.parametrize("name", sorted(data.SAMPLES))
+def test_sample_read_directly_equals_archs_own_loader(name):
+    import importlib
+
+    ours = data._load_sample(name)
+    theirs = importlib.import_module(data.SAMPLES[name]).load()[list(data.FIELDS)].astype("float64")
+    pd.testing.assert_frame_equal(ours, theirs, check_freq=False)
