@@ -119,6 +119,18 @@ class CNNLSTMConfig:
     dropout: float = 0.1
 
 
+def _same_length_conv(in_channels: int, out_channels: int, kernel_size: int) -> list[nn.Module]:
+    """A convolution that keeps the time axis, as ``padding="same"`` does, for odd and even kernels alike.
+
+    For an even kernel torch's "same" pads unevenly by copying the input on every call (and warns each time);
+    padding explicitly the same way (the extra zero on the right) gives the same output without the warning.
+    """
+    if kernel_size % 2:
+        return [nn.Conv1d(in_channels, out_channels, kernel_size, padding="same")]
+    left = (kernel_size - 1) // 2
+    return [nn.ConstantPad1d((left, kernel_size - 1 - left), 0.0), nn.Conv1d(in_channels, out_channels, kernel_size)]
+
+
 class CNNLSTM(nn.Module):
     """1-D convolution stack over time (local patterns) -> LSTM (longer memory) -> optional self-attention."""
 
@@ -127,8 +139,7 @@ class CNNLSTM(nn.Module):
         convs: list[nn.Module] = []
         channels, steps = cfg.n_features, cfg.window
         for _ in range(cfg.cnn_layers):
-            # "same" padding keeps the time axis for any kernel size, odd or even
-            convs += [nn.Conv1d(channels, cfg.cnn_filters, cfg.kernel_size, padding="same"), nn.GELU()]
+            convs += [*_same_length_conv(channels, cfg.cnn_filters, cfg.kernel_size), nn.GELU()]
             channels = cfg.cnn_filters
             if cfg.max_pool and steps > 2:
                 convs.append(nn.MaxPool1d(2))

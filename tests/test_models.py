@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
+from torch import nn
 
 from hpo_lib import baselines, data, models, train
 from hpo_lib.errors import ConfigError
@@ -25,6 +28,22 @@ def test_every_family_maps_windows_to_outputs(name, n_outputs):
     # (batch, window, features) -> (batch, n_outputs), and the model reports its own size
     assert model(torch.randn(5, 20, 8)).shape == (5, n_outputs)
     assert models.count_params(model) > 0 and models.model_size_mb(model) > 0
+
+
+@pytest.mark.parametrize("kernel_size", [2, 3, 4, 7])
+def test_convolutions_keep_the_time_axis_like_same_padding_without_warnings(kernel_size, recwarn):
+    torch.manual_seed(0)
+    layers = nn.Sequential(*models._same_length_conv(3, 5, kernel_size))
+    reference = nn.Conv1d(3, 5, kernel_size, padding="same")
+    reference.load_state_dict(layers[-1].state_dict())
+    x = torch.randn(2, 3, 11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's own "same" warns on even kernels; ours must not
+        expected = reference(x)
+    recwarn.clear()
+    out = layers(x)
+    assert out.shape == (2, 5, 11) and torch.allclose(out, expected, atol=1e-6)
+    assert not [w for w in recwarn if "padding='same'" in str(w.message)]
 
 
 def test_unknown_model_is_rejected():
