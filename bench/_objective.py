@@ -156,7 +156,9 @@ class Bench:
     def run(self, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner,
             n_trials: int) -> "StudyResult":
         """``n_trials`` trials, one after another, with the engine's ask / freeze / report / should_prune / tell."""
-        study = optuna.create_study(direction=self.direction, sampler=sampler, pruner=pruner)
+        # the engine's study name: Hyperband assigns brackets by a hash of it, so a random name made reruns differ
+        study = optuna.create_study(direction=self.direction, sampler=sampler, pruner=pruner,
+                                    study_name=engine.study_name(self.doc))
         epochs_run: list[int] = []
         for _ in range(n_trials):
             current = study.ask(self.distributions)

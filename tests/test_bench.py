@@ -94,3 +94,24 @@ def test_gpu_throughput_benchmark_skips_cleanly_or_measures():
     else:
         ratio = float(re.search(r"give ([0-9.]+)x the epochs/s", lines[-1]).group(1))
         assert 0.1 < ratio < 10
+
+
+def test_hyperband_study_is_reproducible_run_to_run():
+    """Hyperband assigns brackets by a hash of the study name: the bench uses the engine's, never a random one."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from _objective import Bench, with_seed
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    from hpo_lib import engine
+
+    bench = Bench(ROOT / "manifests" / "mlp-experiment.yaml",
+                  fixed={"data": "sample:sp500,start=2014-01-01", "epochs": "4", "patience": "4", "threads": "1",
+                         "seq-len": "10", "hidden-size": "16", "num-layers": "1"})
+
+    def epochs_run() -> list[int]:
+        sampler = engine.make_sampler(with_seed(bench.algorithm, 3), bench.distributions, 8)
+        return bench.run(sampler, bench.pruner("hyperband"), 8).epochs_run
+
+    first, second = epochs_run(), epochs_run()
+    assert first == second and sum(first) < 8 * 4  # same brackets, same pruning; and Hyperband did prune
