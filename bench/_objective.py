@@ -16,9 +16,9 @@ measured separately by ``bench/engine_overhead.py``. Data are prepared once per 
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
-import statistics
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,14 +41,25 @@ def quiet() -> None:
     warnings.simplefilter("ignore")
 
 
-def add_common_arguments(parser) -> None:
-    """The flags every in-process benchmark takes (each adds its own sizes)."""
+def parse_args(description: str, **sizes: tuple[str, int, int]) -> argparse.Namespace:
+    """The flags every in-process benchmark takes, plus its own sizes as ``name=(help, default, quick default)``.
+
+    ``--seeds`` is a size of every benchmark; a size left unset takes its default, or its quick default with
+    ``--quick``.
+    """
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a small run, for the test suite")
     parser.add_argument("--manifest", default=str(ROOT / "manifests" / "mlp-experiment.yaml"))
     parser.add_argument("--data", default="sample:sp500,start=2010-01-01", help="data spec")
     parser.add_argument("--target", default="volatility", choices=("return", "direction", "volatility"))
-    parser.add_argument("--seeds", type=int, default=None, help="sampler seeds (default 3, quick 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    sizes = {"seeds": ("sampler seeds", 3, 2), **sizes}
+    for name, (text, full, quick) in sizes.items():
+        parser.add_argument(f"--{name}", type=int, default=None, help=f"{text} (default {full}, quick {quick})")
+    args = parser.parse_args()
+    for name, (_, full, quick) in sizes.items():
+        setattr(args, name, getattr(args, name) or (quick if args.quick else full))
+    return args
 
 
 def with_seed(algorithm: dict[str, Any], seed: int, name: str | None = None) -> dict[str, Any]:
@@ -81,9 +92,7 @@ class Datasets:
         if key not in self._prepared:
             if args.data not in self._prices:
                 self._prices[args.data] = data.load_prices(args.data, cache_dir=args.cache_dir or None)
-            self._prepared[key] = data.prepare(self._prices[args.data], target=args.target, horizon=args.horizon,
-                                               window=args.seq_len, split_window=args.split_window,
-                                               val_frac=args.val_frac, test_frac=args.test_frac)
+            self._prepared[key] = trial.load_dataset(args, prices=self._prices[args.data])
         return self._prepared[key]
 
     def best_baseline(self, args: trial.TrialArgs) -> tuple[str, float]:
@@ -116,6 +125,13 @@ class Bench:
     doc: dict[str, Any] = field(init=False)
     distributions: dict[str, optuna.distributions.BaseDistribution] = field(init=False)
     datasets: Datasets = field(default_factory=Datasets)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Bench":
+        """The study of ``parse_args``'s flags: ``--epochs`` per trial with patience = epochs (off), so nothing but a
+        pruner stops a trial early."""
+        return cls(args.manifest, fixed={"data": args.data, "target": args.target, "epochs": str(args.epochs),
+                                         "patience": str(args.epochs), "threads": str(args.threads)})
 
     def __post_init__(self) -> None:
         self.manifest = Path(self.manifest)
@@ -207,10 +223,6 @@ class StudyResult:
     @property
     def best(self) -> float:
         return self.best_after(len(self.study.trials))
-
-    def median_value(self) -> float:
-        values = [t.value for t in self.study.trials if t.state == TrialState.COMPLETE]
-        return statistics.median(values) if values else math.nan
 
 
 def machine() -> str:

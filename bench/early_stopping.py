@@ -28,11 +28,10 @@ loss, so "best val_loss" cannot tell a good stopping rule from a bad one; ``--ta
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
-from _objective import add_common_arguments, Bench, machine, quiet, with_seed
+from _objective import Bench, machine, parse_args, quiet, with_seed
 from optuna.trial import TrialState
 
 from hpo_lib import engine
@@ -41,18 +40,11 @@ VARIANTS = ("none", "medianstop", "optuna-median", "hyperband")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(parser)
-    parser.add_argument("--trials", type=int, default=None, help="trials per study (default 30, quick 12)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default 12, quick 8)")
-    args = parser.parse_args()
-    seeds = args.seeds or (2 if args.quick else 3)
-    n_trials = args.trials or (12 if args.quick else 30)
-    epochs = args.epochs or (8 if args.quick else 12)
+    args = parse_args(__doc__, trials=("trials per study", 30, 12), epochs=("epochs per trial", 12, 8))
+    seeds, n_trials, epochs = args.seeds, args.trials, args.epochs
     quiet()
 
-    bench = Bench(args.manifest, fixed={"data": args.data, "target": args.target, "epochs": str(epochs),
-                                        "patience": str(epochs), "threads": str(args.threads)})
+    bench = Bench.from_args(args)
     rule = bench.early_stopping or {}
     settings = ", ".join(f"{s['name']}={s['value']}" for s in rule.get("algorithmSettings") or [])
     epochs_run: dict[str, list[int]] = {v: [] for v in VARIANTS}

@@ -20,12 +20,11 @@ draws the random sampler makes: the two curves can only part after trial 10.
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import time
 
-from _objective import add_common_arguments, Bench, StudyResult, machine, quiet, with_seed
+from _objective import Bench, StudyResult, machine, parse_args, quiet, with_seed
 
 from hpo_lib import engine
 
@@ -41,21 +40,13 @@ def trials_to_reach(result: StudyResult, value: float) -> int | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(parser)
-    parser.add_argument("--trials", type=int, default=None, help="trials per study (default 60, quick 24)")
-    parser.add_argument("--reference", type=int, default=None, help="TPE's trial count to match (default 30, quick 16)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default 4, quick 3)")
-    args = parser.parse_args()
-    seeds = args.seeds or (2 if args.quick else 3)
-    n_trials = args.trials or (24 if args.quick else 60)
-    reference = args.reference or (16 if args.quick else 30)
-    epochs = args.epochs or (3 if args.quick else 4)
+    args = parse_args(__doc__, trials=("trials per study", 60, 24), reference=("TPE's trial count to match", 30, 16),
+                      epochs=("epochs per trial", 4, 3))
+    seeds, n_trials, reference, epochs = args.seeds, args.trials, args.reference, args.epochs
     checkpoints = sorted(n for n in {10, 20, 30, 60, reference} if n <= n_trials)
     quiet()
 
-    bench = Bench(args.manifest, fixed={"data": args.data, "target": args.target, "epochs": str(epochs),
-                                        "patience": str(epochs), "threads": str(args.threads)})
+    bench = Bench.from_args(args)
     results: dict[str, list[StudyResult]] = {s: [] for s in SAMPLERS}
     started = time.perf_counter()
     for seed in range(seeds):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -207,7 +206,8 @@ def _from_long(frame: pd.DataFrame) -> Prices:
     return out
 
 
-def _to_long(prices: Prices) -> pd.DataFrame:
+def to_long(prices: Prices) -> pd.DataFrame:
+    """Prices as one long frame (Date, Ticker, OHLCV): the Parquet layout of the cache and the pipeline's Dataset."""
     return pd.concat([f.rename_axis("Date").reset_index().assign(Ticker=t) for t, f in prices.items()],
                      ignore_index=True)[["Date", "Ticker", *FIELDS]]
 
@@ -215,7 +215,7 @@ def _to_long(prices: Prices) -> pd.DataFrame:
 def _write_cache(prices: Prices, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    _to_long(prices).to_parquet(tmp, index=False)
+    to_long(prices).to_parquet(tmp, index=False)
     tmp.replace(path)  # atomic: concurrent trials never read a half-written file
 
 

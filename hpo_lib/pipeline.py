@@ -52,16 +52,12 @@ def prepare_data(spec: str, out_dir: str | Path, *, cache_dir: str | None = None
     Retrains then read ``file:<out_dir>/prices.parquet``: the same rows and ticker names as the trials, and no
     network access on the GPU nodes.
     """
-    import pandas as pd
-
     from hpo_lib import data
 
     prices = data.load_prices(spec, cache_dir=cache_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    frames = [f.rename_axis("Date").reset_index().assign(Ticker=t) for t, f in prices.items()]
-    pd.concat(frames, ignore_index=True)[["Date", "Ticker", *data.FIELDS]].to_parquet(out / PRICES_FILE,
-                                                                                     index=False)
+    data.to_long(prices).to_parquet(out / PRICES_FILE, index=False)
     first = next(iter(prices.values()))
     meta = {"spec": spec, "tickers": list(prices), "rows": len(first), "first_date": str(first.index[0].date()),
             "last_date": str(first.index[-1].date())}

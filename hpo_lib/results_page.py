@@ -266,9 +266,10 @@ def read_benches(bench_dir: Path) -> list[tuple[str, str, str]]:
     found = []
     for name in BENCHES:
         path = bench_dir / f"{name}.txt"
-        if path.exists() and path.read_text().strip():
+        text = path.read_text() if path.exists() else ""
+        if text.strip():
             when = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-            found.append((name, path.read_text(), when))
+            found.append((name, text, when))
     return found
 
 

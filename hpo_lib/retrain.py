@@ -21,7 +21,7 @@ import json
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -121,8 +121,7 @@ def val_test_gap(tuning_metric: str, tuning_value: float | None, test_metrics: d
 
 
 # ----------------------------------------------------------------------------------------------- retrain
-def retrain(args: trial.TrialArgs, out_dir: str | Path, *, cost_bps: float = 5.0,
-            on_epoch: Callable[[dict[str, float]], Any] | None = None) -> dict[str, Any]:
+def retrain(args: trial.TrialArgs, out_dir: str | Path, *, cost_bps: float = 5.0) -> dict[str, Any]:
     """Train ``args`` on train + validation for every epoch, score the test split, write :data:`FILES`.
 
     Early stopping is off (patience = epochs): with validation inside the training rows there is nothing honest to
@@ -133,17 +132,13 @@ def retrain(args: trial.TrialArgs, out_dir: str | Path, *, cost_bps: float = 5.0
     cfg = trial.setup(args)
     cfg.patience = cfg.epochs
     started = time.perf_counter()
-    prices = data.load_prices(args.data, cache_dir=args.cache_dir or None)
-    ds = data.prepare(prices, target=args.target, horizon=args.horizon, window=args.seq_len,
-                      split_window=args.split_window, val_frac=args.val_frac, test_frac=args.test_frac, refit=True)
+    ds = trial.load_dataset(args, refit=True)
     model = trial.build_model(args, ds)
     history: list[dict[str, float]] = []
 
     def record(epoch: dict[str, float]) -> None:
         renamed = {(f"insample_{k}" if k.startswith("val_") else k): v for k, v in epoch.items()}
         history.append(renamed)
-        if on_epoch:
-            on_epoch(renamed)
 
     result = train.fit(model, ds, cfg, reporter=record)
     x_test = torch.from_numpy(ds.x["test"]).to(next(model.parameters()).device)

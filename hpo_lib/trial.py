@@ -185,11 +185,13 @@ def setup(args: TrialArgs) -> train.TrainConfig:
     return cfg
 
 
-def load_dataset(args: TrialArgs) -> data.Dataset:
-    """The trial's prices, features, target and chronological splits."""
-    prices = data.load_prices(args.data, cache_dir=args.cache_dir or None)
+def load_dataset(args: TrialArgs, *, prices: data.Prices | None = None, refit: bool = False) -> data.Dataset:
+    """The trial's prices (loaded unless given), features, target and chronological splits (``refit``: see
+    :func:`hpo_lib.data.prepare`)."""
+    if prices is None:
+        prices = data.load_prices(args.data, cache_dir=args.cache_dir or None)
     return data.prepare(prices, target=args.target, horizon=args.horizon, window=args.seq_len,
-                        split_window=args.split_window, val_frac=args.val_frac, test_frac=args.test_frac)
+                        split_window=args.split_window, val_frac=args.val_frac, test_frac=args.test_frac, refit=refit)
 
 
 def build_model(args: TrialArgs, ds: data.Dataset) -> torch.nn.Module:
