@@ -56,7 +56,7 @@ bench: $(STAMP)  ## run every benchmark under bench/ (under 30 min on 2 cores); 
 	  $(PY) bench/$$b.py > $(BENCH_OUT)/$$b.txt || exit 1; cat $(BENCH_OUT)/$$b.txt; done
 
 results: $(STAMP)  ## regenerate docs/RESULTS.md: tune, retrain and test on the samples, plus the outputs of `make bench`
-	$(PY) -m hpo_lib.results_page --bench-dir $(BENCH_OUT)
+	$(PY) bench/results_page.py --bench-dir $(BENCH_OUT)
 
 image:  ## build the trial image (docker, else buildah); BASE_IMAGE=stand-in builds it on the local CPU stand-in
 	trial_image/build.sh image $(if $(BASE_IMAGE),--base $(BASE_IMAGE))

@@ -3,10 +3,10 @@
 Each trial is built the way the engine builds it and trained the way ``hpo_lib.trial.run`` trains it:
 
 * the trial's flags are the manifest's trial command with Katib's substitution and the overrides applied
-  (:func:`hpo_lib.engine.trial_argv`), parsed by :func:`hpo_lib.trial.parse_args`;
+  (:func:`hpo_lib.katib.experiment.trial_command`), parsed by :func:`hpo_lib.trial.parse_args`;
 * training is :func:`hpo_lib.trial.setup` -> :func:`hpo_lib.trial.build_model` -> :func:`hpo_lib.train.fit`,
   the reporter calling ``trial.report(val_loss, step)`` and raising ``optuna.TrialPruned`` on ``should_prune()``;
-* samplers and pruners are the engine's (:func:`hpo_lib.engine.make_sampler`, :mod:`hpo_lib.pruners`), and a
+* samplers and pruners are the engine's (:func:`hpo_lib.engine.sampling.make_sampler`, :mod:`hpo_lib.engine.pruners`), and a
   Katib medianstop pruner is frozen right after ``ask()`` as the engine does; the objective value is the trial's
   best ``val_loss`` (the manifests' ``metricStrategies: min``).
 
@@ -28,7 +28,11 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from hpo_lib import baselines, data, engine, pruners, space, train, trial
+from hpo_lib import data, train, trial
+from hpo_lib.data import baselines
+from hpo_lib.engine import pruners
+from hpo_lib.katib import experiment, space
+from hpo_lib.results.render import katib_value
 from hpo_lib.errors import TrainingError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,10 +73,6 @@ def with_seed(algorithm: dict[str, Any], seed: int, name: str | None = None) -> 
         settings = []  # another algorithm's settings do not carry over
     return {"algorithmName": name or algorithm["algorithmName"],
             "algorithmSettings": [*settings, {"name": "random_state", "value": str(seed)}]}
-
-
-def _assignment(value: Any) -> str:
-    return repr(value) if isinstance(value, float) else str(value)  # as Katib passes it: a string, full precision
 
 
 class Datasets:
@@ -135,7 +135,7 @@ class Bench:
 
     def __post_init__(self) -> None:
         self.manifest = Path(self.manifest)
-        self.doc = engine.load_experiment(self.manifest)
+        self.doc = experiment.load_experiment(self.manifest)
         self.distributions = {p["name"]: space.from_katib_parameter(p) for p in self.doc["spec"]["parameters"]
                               if p["name"] not in self.fixed}
 
@@ -153,12 +153,11 @@ class Bench:
 
     def args(self, params: dict[str, Any]) -> trial.TrialArgs:
         """The trial's flags, exactly as the engine would build its command line, parsed by the trial's parser."""
-        options = engine.TuneOptions(overrides=dict(self.fixed))
         searched = {p["name"] for p in self.doc["spec"]["parameters"]}
         assignments = {**{k: v for k, v in self.fixed.items() if k in searched},
-                       **{name: _assignment(value) for name, value in params.items()}}
-        argv, _, _ = engine.trial_argv(self.doc, assignments, options, Path("unused-in-process"))
-        return trial.parse_args([a for a in argv if a.startswith("--")])
+                       **{name: katib_value(value) for name, value in params.items()}}
+        command = experiment.trial_command(self.doc, assignments, {**self.fixed, "output-dir": "unused-in-process"})
+        return trial.parse_args(command.flags)
 
     def pruner(self, name: str) -> optuna.pruners.BasePruner:
         """``medianstop`` from the manifest's earlyStopping; the others via ``make_pruner`` on the same settings."""
@@ -174,7 +173,7 @@ class Bench:
         """``n_trials`` trials, one after another, with the engine's ask / freeze / report / should_prune / tell."""
         # the engine's study name: Hyperband assigns brackets by a hash of it, so a random name made reruns differ
         study = optuna.create_study(direction=self.direction, sampler=sampler, pruner=pruner,
-                                    study_name=engine.study_name(self.doc))
+                                    study_name=experiment.qualified_name(self.doc))
         epochs_run: list[int] = []
         for _ in range(n_trials):
             current = study.ask(self.distributions)

@@ -34,7 +34,7 @@ import time
 from _objective import Bench, machine, parse_args, quiet, with_seed
 from optuna.trial import TrialState
 
-from hpo_lib import engine
+from hpo_lib.engine import sampling
 
 VARIANTS = ("none", "medianstop", "optuna-median", "hyperband")
 
@@ -54,7 +54,7 @@ def main() -> None:
     for seed in range(seeds):
         for variant in VARIANTS:  # interleaved per seed: machine noise hits every variant alike
             algorithm = with_seed(bench.algorithm, seed)
-            sampler = engine.make_sampler(algorithm, bench.distributions, n_trials)
+            sampler = sampling.make_sampler(algorithm, bench.distributions, n_trials)
             result = bench.run(sampler, bench.pruner(variant), n_trials)
             epochs_run[variant].append(result.epochs)
             best[variant].append(result.best)

@@ -39,7 +39,7 @@ def run_engine(manifest: Path, state: Path, args: argparse.Namespace, tracking: 
     options = engine.TuneOptions(overrides={"data": args.data, "epochs": str(args.epochs),
                                             "threads": str(args.threads)},
                                  state_dir=state, max_trials=args.trials, parallel=1, pruner="none",
-                                 progress=False, tracking=tracking)
+                                 tracking=tracking)
     start = time.perf_counter()
     study = engine.run(manifest, options)
     return time.perf_counter() - start, study

@@ -14,7 +14,6 @@ the aggregate at the largest N over that of one trial. Without a CUDA GPU it pri
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import statistics
 import subprocess
@@ -26,7 +25,17 @@ from pathlib import Path
 
 import torch
 
-TRAIN_TIME = re.compile(r"\bepoch=(\d+)\b.*\btrain_time_s=([0-9.eE+-]+)")
+from hpo_lib.katib import contract
+
+
+def cumulative_train_times(text: str) -> list[float]:
+    """``train_time_s`` of every epoch line of a trial's stdout, read as Katib's collector reads it."""
+    times = []
+    for line in text.splitlines():
+        parsed = contract.parse_metrics_line(line, ["epoch", "train_time_s"])
+        if parsed and "epoch" in parsed[1]:  # the final line has train_time_s too, but no epoch
+            times.append(float(parsed[1]["train_time_s"]))
+    return times
 
 
 class UtilisationSampler:
@@ -88,7 +97,7 @@ def run_concurrent(n: int, args: argparse.Namespace, workdir: Path) -> dict[str,
         raise SystemExit(f"a trial process failed (exit codes {[p.returncode for p in procs]})")
     epoch_times, rates = [], []
     for text in outputs:
-        times = [float(t) for _, t in TRAIN_TIME.findall(text)]  # cumulative seconds after each epoch
+        times = cumulative_train_times(text)  # cumulative seconds after each epoch
         steps = [b - a for a, b in zip([0.0, *times], times)][1:]  # the first epoch carries warm-up: left out
         epoch_times.extend(steps)
         rates.append(len(steps) / sum(steps) if steps else len(times) / times[-1])

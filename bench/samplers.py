@@ -2,7 +2,7 @@
 
 For each seed, the manifest's study is run twice with the same trial budget and no pruning: once with the
 manifest's ``spec.algorithm`` (multivariate TPE, ``random_state`` = the seed) and once with ``random`` (the same
-seed), both built by :func:`hpo_lib.engine.make_sampler`. Reported: the best ``val_loss`` among completed trials
+seed), both built by :func:`hpo_lib.sampling.make_sampler`. Reported: the best ``val_loss`` among completed trials
 after 10/20/30/60 trials, and how many random trials it takes to reach TPE's best after 30 (per seed, and over
 every random run: a TPE run's value compared with each random run). Trials run in this process with the engine's
 sampler and trial flags (``bench/_objective.py``); trial cost is kept tiny (MLP manifest, few epochs) so the
@@ -26,7 +26,7 @@ import time
 
 from _objective import Bench, StudyResult, machine, parse_args, quiet, with_seed
 
-from hpo_lib import engine
+from hpo_lib.engine import sampling
 
 SAMPLERS = ("tpe", "random")
 
@@ -52,7 +52,7 @@ def main() -> None:
     for seed in range(seeds):
         for name in SAMPLERS:  # interleaved per seed: machine noise hits both samplers alike
             algorithm = with_seed(bench.algorithm, seed, None if name == "tpe" else "random")
-            sampler = engine.make_sampler(algorithm, bench.distributions, n_trials)
+            sampler = sampling.make_sampler(algorithm, bench.distributions, n_trials)
             results[name].append(bench.run(sampler, bench.pruner("none"), n_trials))
     elapsed = time.perf_counter() - started
 

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpo_lib import data, katib, models, train
+from hpo_lib import data, models, train
+from hpo_lib.katib import contract
 
 
 def bare_epochs(model: nn.Module, ds: data.Dataset, cfg: train.TrainConfig) -> float:
@@ -52,7 +53,7 @@ def bare_epochs(model: nn.Module, ds: data.Dataset, cfg: train.TrainConfig) -> f
 def trial_epochs(model: nn.Module, ds: data.Dataset, cfg: train.TrainConfig) -> float:
     sink = io.StringIO()
     start = time.perf_counter()
-    train.fit(model, ds, cfg, reporter=lambda r: print(katib.format_metrics_line(r), file=sink))
+    train.fit(model, ds, cfg, reporter=lambda r: print(contract.format_metrics_line(r), file=sink))
     return time.perf_counter() - start
 
 

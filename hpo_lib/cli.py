@@ -1,4 +1,8 @@
-"""The ``hpo`` command. Thin: parse, call hpo_lib, print. Bad input ends as one line on stderr and exit code 2."""
+"""The ``hpo`` command, the project's only face: parse flags, call hpo_lib, print (progress bars included).
+
+Bad input ends as one line on stderr and exit code 2 (:func:`hpo_lib.errors.run_main`); an error that names the
+settings that fix it gets them as this command's flags.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import logging
 import sys
 from typing import Sequence
 
-from hpo_lib.errors import HpoError
+from hpo_lib.errors import HpoError, run_main
 
 DESCRIPTION = """\
 Tune deep-learning forecasters for financial time series with Katib, or on one machine.
@@ -152,7 +156,7 @@ def _build_parser() -> argparse.ArgumentParser:
 def _manifests(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hpo_lib import manifests
+    from hpo_lib.katib import manifests
 
     root = Path(args.root) if hasattr(args, "root") else None
     if args.manifests_command == "render":
@@ -167,11 +171,11 @@ def _manifests(args: argparse.Namespace) -> int:
             return 1
         print(f"{len(manifests.render())} manifests under {root}/ match the code")
         return 0
-    from hpo_lib import validation
+    from hpo_lib.katib import lint
 
     failed = False
     for file in args.files:
-        findings = validation.validate_file(file)
+        findings = lint.validate_file(file)
         errors = [f for f in findings if f.severity == "error" or args.strict]
         failed |= bool(errors)
         for finding in findings:
@@ -202,8 +206,9 @@ def _pipeline(args: argparse.Namespace) -> int:
     import re
     from pathlib import Path
 
-    from hpo_lib import pipeline
-    from hpo_lib.errors import ConfigError, HpoError
+    from hpo_lib.errors import ConfigError
+    from hpo_lib.pipeline import steps
+    from hpo_lib.results import tracking
 
     definition = _pipeline_definition()
     if args.pipeline_command == "compile":
@@ -212,14 +217,14 @@ def _pipeline(args: argparse.Namespace) -> int:
     for name in ("top_k", "seeds"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    arguments = pipeline.local_arguments(args.manifest, state_dir=args.state_dir, trials=args.trials,
+    arguments = steps.local_arguments(args.manifest, state_dir=args.state_dir, trials=args.trials,
                                          data=args.data, epochs=args.epochs)
     threads = max(1, (os.cpu_count() or 2) // 2)  # kfp's local runner runs two retrains at a time
     flags = args.retrain_flags if args.retrain_flags is not None else f"--threads={threads}"
     arguments.update(top_k=args.top_k, pareto=not args.no_pareto, max_winners=args.max_winners,
                      include_early_stopped=args.include_early_stopped, n_seeds=args.seeds, retrain_flags=flags,
                      cost_bps=args.cost_bps, mlflow_experiment=args.mlflow_experiment, model_name=args.model_name,
-                     tracking_uri=pipeline.tracking_uri(args.tracking_uri or "", fallback_dir=args.state_dir))
+                     tracking_uri=tracking.tracking_uri(args.tracking_uri, state_dir=args.state_dir))
     import contextlib
 
     Path(args.pipeline_root).mkdir(parents=True, exist_ok=True)
@@ -251,6 +256,7 @@ def _tune(args: argparse.Namespace) -> int:
 
     from hpo_lib import engine
     from hpo_lib.errors import ConfigError
+    from hpo_lib.results import render
 
     overrides = {}
     for item in args.overrides:
@@ -263,17 +269,18 @@ def _tune(args: argparse.Namespace) -> int:
             raise ConfigError(f"{name} must be at least 1, got {value}")
     options = engine.TuneOptions(overrides=overrides, storage=args.storage, state_dir=Path(args.state_dir),
                                  max_trials=args.max_trials, parallel=args.parallel, pruner=args.pruner,
-                                 trial_timeout_s=args.trial_timeout, progress=not args.no_progress,
-                                 tracking=not args.no_tracking, tracking_uri=args.tracking_uri,
-                                 mo_sampler=args.mo_sampler)
-    study = engine.run(args.manifest, options)
-    print(engine.leaderboard(study))
+                                 trial_timeout_s=args.trial_timeout, tracking=not args.no_tracking,
+                                 tracking_uri=args.tracking_uri, mo_sampler=args.mo_sampler)
+    with _ProgressBar(enabled=not args.no_progress) as bar:
+        options.on_progress = bar.update
+        study = engine.run(args.manifest, options)
+    print(render.leaderboard(study))
     folder = Path(args.state_dir) / study.study_name
     print(f"trials exported to {folder}/trials.json and trials.csv")
     if options.tracking:
-        from hpo_lib import tracking
+        from hpo_lib.results import tracking
 
-        print(f"MLflow runs: {options.tracking_uri or tracking.default_uri(options.state_dir)} "
+        print(f"MLflow runs: {tracking.tracking_uri(options.tracking_uri, state_dir=options.state_dir)} "
               f"(experiment {study.study_name.split('.', 1)[-1]})")
     print(f"next: hpo report {args.manifest} --state-dir {args.state_dir}   |   "
           f"hpo dashboard --state-dir {args.state_dir}")
@@ -285,7 +292,7 @@ def _study_options(args: argparse.Namespace):
 
     from hpo_lib import engine
 
-    return engine.TuneOptions(storage=args.storage, state_dir=Path(args.state_dir), progress=False, tracking=False)
+    return engine.TuneOptions(storage=args.storage, state_dir=Path(args.state_dir), tracking=False)
 
 
 def _results(args: argparse.Namespace) -> int:
@@ -293,14 +300,15 @@ def _results(args: argparse.Namespace) -> int:
 
     from hpo_lib import engine
     from hpo_lib.errors import ConfigError
+    from hpo_lib.results import render
 
     if args.top < 1:
         raise ConfigError(f"--top must be at least 1, got {args.top}")
     options = _study_options(args)
     study = engine.load_study(args.manifest, options)
-    print(engine.leaderboard(study, k=args.top))
+    print(render.leaderboard(study, k=args.top))
     folder = Path(args.output) if args.output else options.state_dir / study.study_name
-    json_path, csv_path = engine.export(study, folder)
+    json_path, csv_path = render.export(study, folder)
     print(f"exported {len(study.trials)} trials to {json_path} and {csv_path}")
     return 0
 
@@ -308,15 +316,17 @@ def _results(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hpo_lib import engine, report
+    from hpo_lib import engine
     from hpo_lib.errors import ConfigError
+    from hpo_lib.katib import experiment
+    from hpo_lib.results import plots, render
 
     options = _study_options(args)
-    doc = engine.load_experiment(args.manifest)
+    doc = experiment.load_experiment(args.manifest)
     study = engine.load_study(args.manifest, options)
     folder = Path(args.output) if args.output else options.state_dir / study.study_name / "report"
     try:
-        written = report.write_report(study, folder, summary=engine.leaderboard(study),
+        written = plots.write_report(study, folder, summary=render.leaderboard(study),
                                       objective_name=doc["spec"]["objective"]["objectiveMetricName"])
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -373,37 +383,69 @@ def _quiet_libraries(args_need_optuna: bool) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+class _ProgressBar:
+    """The live bar of ``hpo tune``: trials done of the budget, running/done/pruned/failed and the best value.
+
+    tqdm redraws on its own clock (``miniters``/``mininterval``), so the elapsed time moves even while no trial
+    ends; on a file or pipe (``disable=None``) it prints nothing.
+    """
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled, self.bar = enabled, None
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def update(self, progress) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=progress.total, desc="trials", unit="trial", file=sys.stderr, dynamic_ncols=True,
+                            disable=None)
+        if self.bar.disable:
+            return
+        if progress.front is not None:
+            best = f"{progress.front} on the front"
+        else:
+            best = f"{progress.best[0]:.5g}" if progress.best else "-"
+        self.bar.n = progress.finished
+        self.bar.set_postfix(running=progress.running, done=progress.complete, pruned=progress.pruned,
+                             failed=progress.failed, best=best)
+
+    def __exit__(self, *exc_info) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _build_parser()
-    try:
-        if argv and argv[0] == "trial":  # the trial parses its own Katib-style flags
-            from hpo_lib import trial
+    if argv and argv[0] == "trial":  # the trial parses its own Katib-style flags, behind its own error boundary
+        from hpo_lib import trial
 
-            return trial.main(argv[1:])
-        args = parser.parse_args(argv)
-        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                            format="%(levelname)s %(name)s: %(message)s")
-        if not args.verbose:
-            _quiet_libraries(args.command in ("tune", "results", "report", "dashboard"))
-        if args.command == "data" and args.data_command == "fetch":
-            return _data_fetch(args)
-        if args.command == "tune":
-            return _tune(args)
-        if args.command in ("results", "report", "dashboard"):
-            return {"results": _results, "report": _report, "dashboard": _dashboard}[args.command](args)
-        if args.command == "pipeline" and args.pipeline_command:
-            return _pipeline(args)
-        if args.command == "manifests" and args.manifests_command:
-            return _manifests(args)
-        parser.print_help() if args.command is None else parser.parse_args([args.command, "--help"])
-        return 2
-    except HpoError as exc:
-        print(f"hpo: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("hpo: interrupted", file=sys.stderr)
-        return 130
+        return trial.main(argv[1:])
+    return run_main(lambda: _dispatch(_build_parser(), argv))
+
+
+def _dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        _quiet_libraries(args.command in ("tune", "results", "report", "dashboard"))
+    if args.command == "data" and args.data_command == "fetch":
+        return _data_fetch(args)
+    if args.command == "tune":
+        return _tune(args)
+    if args.command in ("results", "report", "dashboard"):
+        return {"results": _results, "report": _report, "dashboard": _dashboard}[args.command](args)
+    if args.command == "pipeline" and args.pipeline_command:
+        return _pipeline(args)
+    if args.command == "manifests" and args.manifests_command:
+        return _manifests(args)
+    parser.print_help() if args.command is None else parser.parse_args([args.command, "--help"])
+    return 2
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpo_lib.baselines import score
+from hpo_lib.data.scoring import score
+from hpo_lib.metrics import VAL
 from hpo_lib.data import Dataset
 from hpo_lib.errors import ConfigError, TrainingError
 
@@ -65,6 +66,12 @@ def select_device(name: str = "auto") -> torch.device:
     if name != "cpu" and not name.startswith("cuda"):
         raise ConfigError(f"device must be auto, cpu or cuda[:N], got {name!r}")
     return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's and NumPy's global generators (the loop's shuffling has its own generator)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
 
 
 def lr_at(epoch: int, cfg: TrainConfig) -> float:
@@ -148,8 +155,7 @@ def fit(model: nn.Module, ds: Dataset, cfg: TrainConfig,
     ``reporter`` receives one record per epoch: ``epoch`` (1-based), ``train_loss``, ``val_*`` metrics from
     :func:`score`, ``lr`` and cumulative ``train_time_s``. Raises TrainingError if the training loss is not finite.
     """
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
+    seed_everything(cfg.seed)  # the loop's shuffling and dropout start from the seed whatever the model's init drew
     device = select_device(cfg.device)
     model.to(device)
     criterion = make_loss(cfg, ds.is_classification)
@@ -189,16 +195,18 @@ def fit(model: nn.Module, ds: Dataset, cfg: TrainConfig,
             total += loss.detach() * len(idx)
         train_loss = (total / n).item()  # host sync: once per epoch
         if not math.isfinite(train_loss):
-            raise TrainingError(f"training loss became {train_loss} at epoch {epoch + 1}; "
-                                f"lower --lr (now {cfg.lr:g}) or enable --grad-clip")
+            raise TrainingError(f"training loss became {train_loss} at epoch {epoch + 1} with learning rate "
+                                f"{cfg.lr:g}; lower the learning rate or enable gradient clipping",
+                                settings=("lr", "grad_clip"))
         # phase 3: evaluate on validation
         with autocast:
             val_out = predict(model, x_val)
         val = score(ds, "val", to_forecast(ds, val_out))
         if not math.isfinite(val["loss"]):
-            raise TrainingError(f"validation loss became {val['loss']} at epoch {epoch + 1}; lower --lr")
+            raise TrainingError(f"validation loss became {val['loss']} at epoch {epoch + 1} with learning rate "
+                                f"{cfg.lr:g}; lower the learning rate", settings=("lr",))
         elapsed = time.perf_counter() - started
-        record = {"epoch": epoch + 1, "train_loss": train_loss, **{f"val_{k}": v for k, v in val.items()},
+        record = {"epoch": epoch + 1, "train_loss": train_loss, **{VAL + k: v for k, v in val.items()},
                   "lr": lr, "train_time_s": elapsed}
         best.history.append(record)
         # phase 4: keep the best weights, report, early-stop

@@ -5,8 +5,9 @@ This is what every trial runs, as a Katib pod or as a local process of the embed
     hpo trial --model=lstm --lr=0.001 --hidden-size=64 --data=sample:sp500 --epochs=20 --output-dir=out/t1
     python -m hpo_lib.trial --model=gru ...
 
-stdout carries only Katib StdOut lines, one per epoch (``<RFC3339> epoch=3 val_loss=... ...``) and a final one;
-the human summary goes to stderr. ``--output-dir`` receives ``metrics.json``, ``model.pt`` (a state dict, load it
+stdout carries only Katib StdOut lines, one per epoch (``<RFC3339> epoch=3 val_loss=... ...``) and a final one,
+named in :mod:`hpo_lib.metrics`; the human summary goes to stderr. Bad input ends as one line on stderr and exit
+code 2, as for every ``hpo`` command. ``--output-dir`` receives ``metrics.json``, ``model.pt`` (a state dict, load it
 with ``torch.load(..., weights_only=True)``) and ``config.json``.
 """
 
@@ -24,9 +25,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from hpo_lib import baselines, data, evaluation, katib, models, train, volatility
-from hpo_lib.data import TARGETS
-from hpo_lib.errors import ConfigError, DataError
+from hpo_lib import data, metrics, models, train
+from hpo_lib.data import TARGETS, baselines, scoring
+from hpo_lib.errors import ConfigError, DataError, run_main
+from hpo_lib.katib import contract
 
 
 def _flag(default: Any, help: str, **checks: Any) -> Any:
@@ -81,15 +83,6 @@ class TrialArgs:
     # outputs
     output_dir: str = _flag("", "where metrics.json, model.pt and config.json go (default local_outputs/trials/...)")
     eval_test: bool = _flag(False, "also score the held-out test split (for final retrains; tuning never should)")
-
-
-def metric_names(target: str = "return") -> set[str]:
-    """Every metric name an epoch line carries for a target: the contract Katib manifests are checked against."""
-    scores = {"loss", "acc", "dir_acc"} if target == "direction" else {"loss", "rmse", "mae", "dir_acc"}
-    if target == "volatility":
-        scores |= {"qlike", "var_mse"}
-    return ({"epoch", "train_loss", "lr", "train_time_s", "n_params", "model_size_mb"}
-            | {f"val_{k}" for k in scores} | {f"baseline_val_{k}" for k in scores})
 
 
 # ----------------------------------------------------------------------------------------------- flags
@@ -179,7 +172,7 @@ def setup(args: TrialArgs) -> train.TrainConfig:
     """Threads, seed and the training config; a loss that does not fit the target is refused before any data load."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    train.seed_everything(args.seed)  # the model's initial weights; fit() reseeds for the loop's own stream
     cfg = train_config(args)
     train.make_loss(cfg, args.target == "direction")
     return cfg
@@ -194,9 +187,26 @@ def load_dataset(args: TrialArgs, *, prices: data.Prices | None = None, refit: b
                         split_window=args.split_window, val_frac=args.val_frac, test_frac=args.test_frac, refit=refit)
 
 
+def n_outputs(ds: data.Dataset) -> int:
+    """Two logits for the direction target, one value for the others."""
+    return 2 if ds.is_classification else 1
+
+
 def build_model(args: TrialArgs, ds: data.Dataset) -> torch.nn.Module:
-    return models.build_model(args.model, n_features=ds.n_features, window=args.seq_len,
-                              n_outputs=2 if ds.is_classification else 1, params=asdict(args))
+    return models.build_model(args.model, n_features=ds.n_features, window=args.seq_len, n_outputs=n_outputs(ds),
+                              params=asdict(args))
+
+
+def save_model(model: torch.nn.Module, directory: Path, args: TrialArgs) -> None:
+    """``model.pt`` (a CPU state dict: load it with ``torch.load(..., weights_only=True)``) and ``config.json``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(asdict(args), indent=2))
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, directory / "model.pt")
+
+
+def split_x(ds: data.Dataset, model: torch.nn.Module, part: str) -> torch.Tensor:
+    """A split's input windows on the model's device."""
+    return torch.from_numpy(ds.x[part]).to(next(model.parameters()).device)
 
 
 def run(args: TrialArgs, *, out=None, err=None) -> dict[str, Any]:
@@ -212,10 +222,10 @@ def run(args: TrialArgs, *, out=None, err=None) -> dict[str, Any]:
 
     model = build_model(args, ds)
     static = {"n_params": models.count_params(model), "model_size_mb": models.model_size_mb(model)}
-    static.update({f"baseline_val_{k}": v for k, v in base[best_base]["val"].items()})
+    static.update({metrics.BASELINE_VAL + k: v for k, v in base[best_base]["val"].items()})
 
     def report(record: dict[str, float]) -> None:
-        print(katib.format_metrics_line({**record, **static}), file=out, flush=True)
+        print(contract.format_metrics_line({**record, **static}), file=out, flush=True)
 
     result = train.fit(model, ds, cfg, reporter=report)
 
@@ -223,31 +233,26 @@ def run(args: TrialArgs, *, out=None, err=None) -> dict[str, Any]:
         "model": args.model, "data": args.data, "target": args.target, "horizon": args.horizon,
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
         "train_time_s": result.train_time_s, **static,
-        "val": {k.removeprefix("val_"): v for k, v in result.history[result.best_epoch - 1].items()
-                if k.startswith("val_")},
+        "val": {k.removeprefix(metrics.VAL): v for k, v in result.history[result.best_epoch - 1].items()
+                if k.startswith(metrics.VAL)},
         "best_baseline": best_base, "baselines": base,
         "baseline_params": results.fitted, "baseline_warnings": results.skipped,
         "splits": {k: [str(v[0].date()), str(v[-1].date()), len(v)] for k, v in ds.dates.items()},
         "device": str(train.select_device(cfg.device)), "params": asdict(args),
     }
-    forecasts = {part: train.to_forecast(ds, train.predict(model, _device_x(ds, model, part)))
+    forecasts = {part: train.to_forecast(ds, train.predict(model, split_x(ds, model, part)))
                  for part in parts if part == "test" or ds.target == "volatility"}
     if args.eval_test:
-        final["test"] = baselines.score(ds, "test", forecasts["test"])
+        final["test"] = scoring.score(ds, "test", forecasts["test"])
     if ds.target == "volatility":
         final["dm"] = {part: dm_against_baseline(ds, part, forecasts[part], results.forecasts[best_base][part])
                        for part in parts}
-    summary = {"best_epoch": result.best_epoch, "best_val_loss": final["val"]["loss"],
-               "baseline_val_loss": base[best_base]["val"]["loss"], "epochs_run": result.epochs_run,
-               "train_time_s": result.train_time_s}
-    print(katib.format_metrics_line(summary, prefix="final"), file=out, flush=True)
+    summary = dict(zip(metrics.FINAL, (result.best_epoch, final["val"]["loss"], base[best_base]["val"]["loss"],
+                                       result.epochs_run, result.train_time_s)))
+    print(contract.format_metrics_line(summary, prefix=metrics.FINAL_PREFIX), file=out, flush=True)
     print(comparison(final), file=err, flush=True)
     write_outputs(Path(args.output_dir or _default_output_dir(args)), final, model, args)
     return final
-
-
-def _device_x(ds: data.Dataset, model: torch.nn.Module, part: str) -> torch.Tensor:
-    return torch.from_numpy(ds.x[part]).to(next(model.parameters()).device)
 
 
 def dm_against_baseline(ds: data.Dataset, part: str, model_forecast: np.ndarray,
@@ -256,10 +261,9 @@ def dm_against_baseline(ds: data.Dataset, part: str, model_forecast: np.ndarray,
 
     A split too short for the test gives ``{"error": reason}`` instead: the trial still reports everything else.
     """
-    y = ds.y[part]
     try:
-        result = evaluation.diebold_mariano(volatility.sample_qlike(y, model_forecast),
-                                            volatility.sample_qlike(y, baseline_forecast), ds.horizon)
+        result = scoring.diebold_mariano(scoring.sample_losses(ds, part, model_forecast),
+                                         scoring.sample_losses(ds, part, baseline_forecast), ds.horizon)
     except DataError as exc:
         return {"loss": "qlike", "error": str(exc)}
     return {"loss": "qlike", **result.as_dict()}
@@ -271,7 +275,7 @@ def comparison(final: dict[str, Any]) -> str:
     The ranking metric is ``loss``, or ``qlike`` for volatility (with the Diebold-Mariano p-value on its daily values).
     """
     name = final["best_baseline"]
-    ranking = baselines.ranking_metric(final["val"])
+    ranking = scoring.ranking_metric(final["val"])
     chunks = []
     for part in ("val", "test"):
         if part not in final:
@@ -306,14 +310,17 @@ def _default_output_dir(args: TrialArgs) -> str:
 
 
 def write_outputs(directory: Path, final: dict[str, Any], model: torch.nn.Module, args: TrialArgs) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
+    save_model(model, directory, args)
     (directory / "metrics.json").write_text(json.dumps(final, indent=2))
-    (directory / "config.json").write_text(json.dumps(asdict(args), indent=2))
-    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, directory / "model.pt")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``hpo trial`` and ``python -m hpo_lib.trial``: bad input is one line on stderr and exit code 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    return run_main(lambda: _main(argv))
+
+
+def _main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(usage())
         return 0
@@ -322,6 +329,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from hpo_lib.cli import main as cli_main
-
-    sys.exit(cli_main(["trial", *sys.argv[1:]]))
+    sys.exit(main())

@@ -1,7 +1,7 @@
 """The KFP v2 pipeline: prepare data -> tune on Katib -> pick winners -> retrain them on GPUs -> evaluate -> register.
 
 Every component is a lightweight component on the trial image (which has ``hpo_lib`` and ``kfp`` installed), so
-nothing is pip-installed at run time; each body imports :mod:`hpo_lib.pipeline` and calls one function, which is
+nothing is pip-installed at run time; each body imports :mod:`hpo_lib.pipeline.steps` (and the renderers of :mod:`hpo_lib.results`) and calls one function, which is
 where the work and its tests live. The same components run on a cluster and under
 ``kfp.local.SubprocessRunner(use_venv=False)`` (``hpo pipeline run-local``).
 
@@ -16,7 +16,7 @@ from typing import Any, List, NamedTuple
 from kfp import compiler, dsl, kubernetes
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
-from hpo_lib import manifests
+from hpo_lib.katib import manifests
 
 IMAGE = f"{manifests.IMAGE}:{manifests.IMAGE_TAG}"
 COMPILED = Path(__file__).with_name("katib_hpo_pipeline.yaml")
@@ -30,18 +30,18 @@ def _component(func):
 @_component
 def prepare_data(data: str, dataset: Output[Dataset]):
     """Load the market data once (yahoo through its cache) into a Parquet Dataset for every retrain."""
-    from hpo_lib import pipeline
+    from hpo_lib.pipeline import steps
 
-    dataset.metadata.update(pipeline.prepare_data(data, dataset.path))
+    dataset.metadata.update(steps.prepare_data(data, dataset.path))
 
 
 @_component
 def tune(data: str, tune_mode: str, model_family: str, experiment_yaml: str, experiment_name: str, namespace: str,
          trials_export: str, timeout_s: int, poll_s: float, trials: Output[Artifact]):
     """Launch (or read) the Katib Experiment, wait for it, and save every Trial CR before anything else."""
-    from hpo_lib import pipeline
+    from hpo_lib.pipeline import steps
 
-    summary = pipeline.tune(trials.path, mode=tune_mode, data=data, experiment_yaml=experiment_yaml,
+    summary = steps.tune(trials.path, mode=tune_mode, data=data, experiment_yaml=experiment_yaml,
                             model_family=model_family, experiment_name=experiment_name, namespace=namespace,
                             trials_export=trials_export, timeout_s=timeout_s, poll_s=poll_s)
     trials.metadata.update({k: summary[k] for k in ("experiment", "namespace", "state", "n_trials", "progress")})
@@ -54,9 +54,9 @@ def select_winners(trials: Input[Artifact], top_k: int, pareto: bool, max_winner
     """Top-k by the objective plus the Pareto front; one retrain item per winner and seed."""
     import shutil
 
-    from hpo_lib import pipeline
+    from hpo_lib.pipeline import steps
 
-    items = pipeline.select_winners(trials.path, selection.path, top_k=top_k, pareto=pareto,
+    items = steps.select_winners(trials.path, selection.path, top_k=top_k, pareto=pareto,
                                     max_winners=max_winners, include_early_stopped=include_early_stopped,
                                     n_seeds=n_seeds, epochs=epochs, retrain_flags=retrain_flags)
     shutil.copyfile(f"{selection.path}/leaderboard.md", leaderboard.path)
@@ -66,9 +66,9 @@ def select_winners(trials: Input[Artifact], top_k: int, pareto: bool, max_winner
 @_component
 def retrain(item: dict, dataset: Input[Dataset], cost_bps: float, model: Output[Model], metrics: Output[Metrics]):
     """Retrain one winner with one seed on train + validation; score the held-out test split once."""
-    from hpo_lib import pipeline
+    from hpo_lib.pipeline import steps
 
-    values = pipeline.run_retrain(item, dataset.path, model.path, cost_bps=cost_bps)
+    values = steps.run_retrain(item, dataset.path, model.path, cost_bps=cost_bps)
     for name, value in values.items():
         metrics.log_metric(name, value)
     model.metadata.update({"trial": item["trial"], "seed": int(item["seed"]), "framework": "pytorch"})
@@ -81,17 +81,18 @@ def evaluate(models: Input[List[Model]], summary: Output[Artifact], report: Outp
     import json
     import os
 
-    from hpo_lib import pipeline
+    from hpo_lib.pipeline import steps
+    from hpo_lib.results import render
 
-    result = pipeline.summarize([m.path for m in models])
+    result = steps.summarize([m.path for m in models])
     os.makedirs(summary.path, exist_ok=True)
     with open(os.path.join(summary.path, "summary.json"), "w") as handle:
         json.dump(result, handle, indent=2, default=str)
-    text = pipeline.summary_markdown(result)
+    text = render.summary_markdown(result)
     with open(report.path, "w") as handle:
         handle.write(text)
     with open(report_html.path, "w") as handle:
-        handle.write(pipeline.markdown_to_html(text, f"Retrained winners of {result['experiment']}"))
+        handle.write(render.markdown_to_html(text, f"Retrained winners of {result['experiment']}"))
     for name, value in result["champion_scalars"].items():
         metrics.log_metric(f"champion_{name}", value)
     for name in ("n_trials", "n_eligible", "n_winners", "n_retrains"):
@@ -106,16 +107,17 @@ def register(models: Input[List[Model]], summary: Input[Artifact], tracking_uri:
     import json
     import os
 
-    from hpo_lib import pipeline
+    from hpo_lib.pipeline import steps
+    from hpo_lib.results import render, tracking
 
     with open(os.path.join(summary.path, "summary.json")) as handle:
         result = json.load(handle)
     os.makedirs(mlflow_store.path, exist_ok=True)  # the store itself when no tracking URI is configured
-    uri = pipeline.tracking_uri(tracking_uri, fallback_dir=mlflow_store.path)
-    logged = pipeline.register([m.path for m in models], result, uri=uri, mlflow_experiment=mlflow_experiment,
+    uri = tracking.tracking_uri(tracking_uri, state_dir=mlflow_store.path)
+    logged = steps.register([m.path for m in models], result, uri=uri, mlflow_experiment=mlflow_experiment,
                                model_name=model_name, run_name=run_name)
     with open(registry.path, "w") as handle:
-        handle.write(pipeline.registry_markdown(logged, result))
+        handle.write(render.registry_markdown(logged, result))
     mlflow_store.metadata.update({"tracking_uri": uri, "registered_version": logged["registered_version"] or ""})
 
 

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+import importlib.util
+import json
+import socket
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +17,66 @@ import pytest
 from hpo_lib import data
 
 
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def bench_module(name: str) -> ModuleType:
+    """A ``bench/`` script imported as a module (the scripts run as files, with ``bench/`` on their path)."""
+    if str(ROOT / "bench") not in sys.path:
+        sys.path.insert(0, str(ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------------------------- Katib API double
+def fixture(name: str) -> dict:
+    """A recorded Katib object from ``tests/fixtures/katib/``."""
+    return json.loads((FIXTURES / "katib" / name).read_text())
+
+
+class FakeApi:
+    """The four CustomObjectsApi calls the launcher makes; ``gets`` are answered in order (the last one repeats).
+
+    An entry that is an exception is raised instead of returned, the way the Kubernetes client raises ApiException.
+    """
+
+    def __init__(self, *, gets=(), create=None, pages=None):
+        self.gets, self.create_answer, self.pages = list(gets), create, list(pages or [])
+        self.calls: list[tuple] = []
+
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body):
+        self.calls.append(("create", group, version, namespace, plural, body["metadata"]["name"]))
+        if isinstance(self.create_answer, Exception):
+            raise self.create_answer
+        return self.create_answer or body
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name):
+        self.calls.append(("get", group, version, namespace, plural, name))
+        answer = self.gets.pop(0) if len(self.gets) > 1 else self.gets[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return copy.deepcopy(answer)
+
+    def list_namespaced_custom_object(self, group, version, namespace, plural, **kwargs):
+        self.calls.append(("list", group, version, namespace, plural, kwargs))
+        answer = self.pages.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+# ----------------------------------------------------------------------------------------------- data
 @pytest.fixture(scope="session")
 def sp500() -> data.Prices:
     return data.load_prices("sample:sp500")

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from hpo_lib import baselines, data, models, train
+from hpo_lib import data, models, train
+from hpo_lib.data import baselines
 from hpo_lib.errors import ConfigError
 
 FAMILIES = ["mlp", "lstm", "gru", "cnn-lstm"]
@@ -70,7 +71,7 @@ def test_every_family_beats_naive_baselines_on_a_learnable_series(name, ar1_pric
     model = models.build_model(name, n_features=ds.n_features, window=10, n_outputs=1, params=params)
     torch.set_num_threads(2)
     result = train.fit(model, ds, train.TrainConfig(epochs=25, batch_size=64, lr=3e-3, patience=8, seed=0))
-    base = baselines.baseline_report(ds)
+    base = baselines.evaluate(ds).report
     best = baselines.best_baseline(base)
     # AR(1) with phi=0.6: the best achievable MSE is 64% of the variance, the best naive one (persistence) 80%
     assert result.best_val_loss < 0.95 * base[best]["val"]["loss"], (result.best_val_loss, base)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -12,10 +13,12 @@ import pandas as pd
 import pytest
 import torch
 
-from hpo_lib import cli, data, katib, models, train, trial
+from hpo_lib import cli, data, metrics, models, train, trial
+from hpo_lib.data import sources
+from hpo_lib.katib import contract
 from hpo_lib.errors import TrainingError
 
-EPOCH_METRICS = sorted(trial.metric_names("return"))
+EPOCH_METRICS = sorted(metrics.epoch_metrics("return"))
 FAST = ["--seq-len=10", "--split-window=10", "--hidden-size=8", "--num-layers=1", "--threads=2"]
 
 
@@ -30,9 +33,9 @@ def test_trial_process_prints_katib_lines_and_writes_outputs(tmp_path):
     # one line per epoch plus the final line, nothing else on stdout
     assert len(lines) == 3
     for number, line in enumerate(lines[:2], start=1):
-        stamp, values = katib.parse_metrics_line(line, EPOCH_METRICS)
+        stamp, values = contract.parse_metrics_line(line, EPOCH_METRICS)
         # Katib reads a real timestamp and every expected metric, each a finite number
-        assert stamp != katib.ZERO_TIME
+        assert stamp != contract.ZERO_TIME
         # ... which is exactly the advertised metric contract
         assert set(values) == set(EPOCH_METRICS)
         assert all(math.isfinite(float(v)) for v in values.values())
@@ -59,9 +62,9 @@ def test_each_target_runs_end_to_end(tmp_path, capsys, target, extra, metric):
                      *extra, f"--output-dir={tmp_path}"])
     final = json.loads((tmp_path / "metrics.json").read_text())
     assert code == 0
-    _, values = katib.parse_metrics_line(capsys.readouterr().out.splitlines()[0], trial.metric_names(target))
+    _, values = contract.parse_metrics_line(capsys.readouterr().out.splitlines()[0], metrics.epoch_metrics(target))
     # each target prints its own metric contract
-    assert set(values) == trial.metric_names(target)
+    assert set(values) == metrics.epoch_metrics(target)
     # the model and its best naive baseline carry the same metrics
     assert metric in final["val"] and metric in final["baselines"][final["best_baseline"]]["val"]
     # the test split is scored only when asked for
@@ -115,22 +118,23 @@ def test_bad_input_exits_non_zero_with_one_line(tmp_path, sp500, capsys, flags, 
 
 
 def test_unknown_ticker_is_one_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(data, "_yf_download", lambda *a: pd.DataFrame())
-    monkeypatch.setattr(data.time, "sleep", lambda s: None)
+    # Yahoo answers nothing, and the retries wait no real time
+    download = functools.partial(sources.download_yahoo, download=lambda *a: pd.DataFrame(), sleep=lambda s: None)
+    monkeypatch.setattr(sources, "download_yahoo", download)
     code = cli.main(["trial", "--data=yahoo:NOSUCHTICKER", f"--cache-dir={tmp_path}"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0
     assert "yahoo returned no data for NOSUCHTICKER" in err
 
 
-def test_training_failure_is_one_line(tmp_path, capsys, monkeypatch):
-    def explode(*args, **kwargs):
-        raise TrainingError("training loss became nan at epoch 3; lower --lr (now 10)")
-
-    monkeypatch.setattr(train, "fit", explode)
-    code = cli.main(["trial", "--epochs=1", *FAST, f"--output-dir={tmp_path}"])
-    assert code == 2 and capsys.readouterr().err.strip() == \
-        "hpo: error: training loss became nan at epoch 3; lower --lr (now 10)"
+def test_training_failure_is_one_line_with_the_flags_that_fix_it(tmp_path, capsys):
+    # a learning rate that blows the loss up: the loop names the settings, the face turns them into flags
+    code = cli.main(["trial", "--epochs=3", *FAST, "--lr=10", "--grad-clip=0", "--optimizer=sgd",
+                     f"--output-dir={tmp_path}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0, err
+    assert re.fullmatch(r"hpo: error: (training|validation) loss became (nan|inf) at epoch \d with learning rate 10; "
+                        r"lower the learning rate.*; set with --lr.*", err), err
 
 
 @pytest.mark.e2e
@@ -148,12 +152,12 @@ def test_help_lists_every_flag(capsys):
 
 
 def test_volatility_metric_names_are_katib_safe():
-    names = trial.metric_names("volatility")
+    names = metrics.epoch_metrics("volatility")
     # QLIKE and MSE on variance are reported for the model and for the best baseline, every epoch
     assert {"val_qlike", "val_var_mse", "baseline_val_qlike", "baseline_val_var_mse", "val_loss"} <= names
     # lowercase with underscores, which Katib's metrics filter keeps whole
-    assert all(re.fullmatch(r"[a-z0-9_]+", n) and katib.METRIC_NAME.fullmatch(n) for n in names)
-    assert "val_qlike" not in trial.metric_names("return")
+    assert all(re.fullmatch(r"[a-z0-9_]+", n) and contract.METRIC_NAME.fullmatch(n) for n in names)
+    assert "val_qlike" not in metrics.epoch_metrics("return")
 
 
 def test_volatility_trial_reports_qlike_against_the_volatility_baselines(tmp_path, capsys):
@@ -162,7 +166,7 @@ def test_volatility_trial_reports_qlike_against_the_volatility_baselines(tmp_pat
     out, err = capsys.readouterr()
     final = json.loads((tmp_path / "metrics.json").read_text())
     assert code == 0
-    _, values = katib.parse_metrics_line(out.splitlines()[0], trial.metric_names("volatility"))
+    _, values = contract.parse_metrics_line(out.splitlines()[0], metrics.epoch_metrics("volatility"))
     # the epoch line carries the model's and the best baseline's QLIKE
     assert float(values["val_qlike"]) == pytest.approx(final["val"]["qlike"], rel=1e-5)
     assert float(values["baseline_val_qlike"]) == pytest.approx(

@@ -1,0 +1,378 @@
+"""Kubernetes manifests rendered from code: one Katib Experiment per model family plus the cluster resources.
+
+``hpo manifests render`` writes them under ``manifests/``; ``hpo manifests check`` fails when a committed file
+differs from what this module renders, so the YAML can never drift from ``space.py`` or the trial flags.
+
+Layout (kustomize, one concern per folder, one resource per file)::
+
+    manifests/
+      kustomization.yaml            cluster/ + the four experiments; pins the trial image under images:
+      {lstm,gru,cnn-lstm,mlp}-experiment.yaml
+      cluster/                      namespace, RBAC for the pipeline, market-data PVC, data-prep Job
+      overlays/optuna-tpe/          optional: Katib's `tpe` served by Optuna, more memory for suggestions
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hpo_lib import metrics
+from hpo_lib.katib import contract, space
+
+NAMESPACE = "katib-hpo"
+IMAGE = "ghcr.io/katib-hpo/trial"
+IMAGE_TAG = "0.1.0"
+KATIB_VERSION = "v0.19.0"
+DATA_SPEC = "yahoo:SPY,start=2010-01-01,end=2024-12-31"  # shell-safe form: Katib runs args through `sh -c`
+DATA_PVC = "market-data"
+DATA_MOUNT = "/data"
+PIPELINE_SA = "hpo-pipeline"
+UID = 10001  # the trial image's non-root user
+DATA_PREP_LABELS = {"app.kubernetes.io/name": "market-data-prep"}
+
+EPOCHS = 60
+BUDGET = {"parallelTrialCount": 2, "maxTrialCount": 40, "maxFailedTrialCount": 8}
+TPE_SETTINGS = {"n_startup_trials": "10", "n_ei_candidates": "24", "random_state": "42"}
+MEDIANSTOP_SETTINGS = {"min_trials_required": "5", "start_step": "5"}
+
+
+def _settings(values: dict[str, str]) -> list[dict[str, str]]:
+    return [{"name": k, "value": v} for k, v in values.items()]
+
+
+def _pod_security() -> dict[str, Any]:
+    """The pod securityContext of every pod we run: the image's non-root user, the runtime's seccomp profile."""
+    return {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+# ----------------------------------------------------------------------------------------------- experiment
+def trial_command(family: str, params: tuple[space.Param, ...]) -> tuple[list[str], list[str]]:
+    """The trial container's command and args: one ``hpo trial`` process, every knob a ``--name=`` flag."""
+    fixed = [f"--model={family}", f"--data={DATA_SPEC}", f"--cache-dir={DATA_MOUNT}", "--target=return",
+             "--horizon=1", f"--epochs={EPOCHS}", "--output-dir=/tmp/outputs"]
+    return ["hpo", "trial"], fixed + space.trial_flags(params)
+
+
+def trial_job(family: str, params: tuple[space.Param, ...]) -> dict[str, Any]:
+    command, args = trial_command(family, params)
+    container = {
+        "name": "training",
+        "image": f"{IMAGE}:{IMAGE_TAG}",
+        "imagePullPolicy": "IfNotPresent",
+        "command": command,
+        "args": args,
+        "env": [
+            {"name": "PYTHONUNBUFFERED", "value": "1"},  # the sidecar tails the log for early stopping
+            {"name": "HPO_OFFLINE", "value": "1"},  # trials read the data-prep Job's cache, never Yahoo
+            {"name": "HOME", "value": "/tmp"},
+        ],
+        "resources": {
+            "requests": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"},
+            "limits": {"cpu": "4", "memory": "8Gi", "nvidia.com/gpu": "1"},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "market-data", "mountPath": DATA_MOUNT, "readOnly": True},
+            {"name": "scratch", "mountPath": "/tmp"},
+        ],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "spec": {
+            "backoffLimit": 0,  # a failed trial is Katib's to count, not the Job's to retry
+            "activeDeadlineSeconds": 7200,
+            "template": {
+                "metadata": {"labels": {"sidecar.istio.io/inject": "false"}},  # else the pod never completes
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "securityContext": _pod_security(),
+                    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "market-data",
+                         "persistentVolumeClaim": {"claimName": DATA_PVC, "readOnly": True}},
+                        {"name": "scratch", "emptyDir": {"sizeLimit": "2Gi"}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def experiment(family: str) -> dict[str, Any]:
+    """The Katib Experiment for one model family, in Katib's field order."""
+    params = space.search_space(family)
+    return {
+        "apiVersion": "kubeflow.org/v1beta1",
+        "kind": "Experiment",
+        "metadata": {"name": f"{family}-spy-return", "namespace": NAMESPACE,
+                     "labels": {"app.kubernetes.io/part-of": "katib-hpo", "katib-hpo/model": family}},
+        "spec": {
+            "objective": {
+                "type": "minimize",
+                "objectiveMetricName": metrics.OBJECTIVE,
+                "additionalMetricNames": list(metrics.COLLECTED),
+                "metricStrategies": [{"name": metrics.OBJECTIVE, "value": "min"},
+                                     *({"name": k, "value": v} for k, v in metrics.COLLECTED.items())],
+            },
+            "algorithm": {"algorithmName": "multivariate-tpe", "algorithmSettings": _settings(TPE_SETTINGS)},
+            "earlyStopping": {"algorithmName": "medianstop", "algorithmSettings": _settings(MEDIANSTOP_SETTINGS)},
+            **BUDGET,
+            "resumePolicy": "LongRunning",
+            "metricsCollectorSpec": {"collector": {"kind": "StdOut"}},
+            "parameters": [space.to_katib_parameter(p) for p in params],
+            "trialTemplate": {
+                "retain": False,
+                "primaryContainerName": "training",
+                "successCondition": contract.JOB_SUCCESS,
+                "failureCondition": contract.JOB_FAILURE,
+                "trialParameters": space.katib_trial_parameters(params),
+                "trialSpec": trial_job(family, params),
+            },
+        },
+    }
+
+
+EXPERIMENT_COMMENT = """\
+# Katib Experiment: tune the {family} forecaster of next-day SPY log returns.
+# Optuna multivariate TPE (Katib's suggestion-optuna, no katib-config change needed) proposes
+# {parallel} trials at a time; the median stopping rule stops weak trials at their 5th epoch.
+# Each trial is a GPU pod running `hpo trial` from the trial image on the data-prep Job's cache.
+# Generated by `hpo manifests render` from hpo_lib/space.py: edit the code, not this file.
+# Apply after `kubectl apply -k manifests/cluster` (namespace, RBAC, data):
+#   kubectl apply -f manifests/{family}-experiment.yaml
+"""
+
+
+# ----------------------------------------------------------------------------------------------- cluster
+def namespace() -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": NAMESPACE, "labels": {
+                "katib.kubeflow.org/metrics-collector-injection": "enabled",  # Katib injects the metrics sidecar
+                "app.kubernetes.io/part-of": "katib-hpo"}}}
+
+
+def rbac() -> dict[str, dict[str, Any]]:
+    meta = {"namespace": NAMESPACE, "labels": {"app.kubernetes.io/part-of": "katib-hpo"}}
+    return {
+        "serviceaccount.yaml": {"apiVersion": "v1", "kind": "ServiceAccount",
+                                "metadata": {"name": PIPELINE_SA, **meta}, "automountServiceAccountToken": True},
+        "role.yaml": {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "hpo-experiments", **meta},
+            "rules": [
+                {"apiGroups": ["kubeflow.org"], "resources": ["experiments"],
+                 "verbs": ["create", "get", "list", "watch", "delete"]},
+                {"apiGroups": ["kubeflow.org"], "resources": ["trials"], "verbs": ["get", "list", "watch"]},
+            ],
+        },
+        "rolebinding.yaml": {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "hpo-pipeline-experiments", **meta},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "hpo-experiments"},
+            "subjects": [{"kind": "ServiceAccount", "name": PIPELINE_SA, "namespace": NAMESPACE}],
+        },
+    }
+
+
+def data_pvc() -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": DATA_PVC, "namespace": NAMESPACE,
+                         "labels": {"app.kubernetes.io/part-of": "katib-hpo"}},
+            # ReadWriteOnce works on any storage class; trial pods on several GPU nodes need ReadWriteMany
+            # (or ReadOnlyMany after the data-prep Job): patch accessModes in an overlay
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+
+
+def data_prep_job() -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "market-data-prep", "namespace": NAMESPACE,
+                     "labels": {"app.kubernetes.io/part-of": "katib-hpo"},
+                     "annotations": {"checkov.io/skip1": "CKV_K8S_43=the tag is pinned here and replaced by "
+                                                         "kustomize images:, where a digest can be set"}},
+        "spec": {
+            "backoffLimit": 3,  # Yahoo throttles: retry the whole download a few times
+            "activeDeadlineSeconds": 1800,
+            "ttlSecondsAfterFinished": 86400,
+            "template": {
+                "metadata": {"labels": {"sidecar.istio.io/inject": "false", **DATA_PREP_LABELS}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "securityContext": _pod_security(),
+                    "containers": [{
+                        "name": "fetch",
+                        "image": f"{IMAGE}:{IMAGE_TAG}",
+                        "imagePullPolicy": "Always",
+                        "command": ["hpo", "data", "fetch", DATA_SPEC, f"--cache-dir={DATA_MOUNT}"],
+                        "env": [{"name": "HOME", "value": "/tmp"}],
+                        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"},
+                                      "limits": {"cpu": "1", "memory": "1Gi"}},
+                        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+                        "volumeMounts": [{"name": "market-data", "mountPath": DATA_MOUNT},
+                                         {"name": "scratch", "mountPath": "/tmp"}],
+                    }],
+                    "volumes": [{"name": "market-data", "persistentVolumeClaim": {"claimName": DATA_PVC}},
+                                {"name": "scratch", "emptyDir": {"sizeLimit": "1Gi"}}],
+                },
+            },
+        },
+    }
+
+
+def data_prep_network_policy() -> dict[str, Any]:
+    """The data-prep pod may resolve names and reach HTTPS (Yahoo), nothing else; nothing may reach it.
+
+    Trial pods are left out on purpose: Katib's metrics sidecar in them must reach Katib's DB manager and the
+    early-stopping service, whose addresses depend on the install.
+    """
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "market-data-prep", "namespace": NAMESPACE,
+                     "labels": {"app.kubernetes.io/part-of": "katib-hpo"}},
+        "spec": {
+            "podSelector": {"matchLabels": DATA_PREP_LABELS},
+            "policyTypes": ["Ingress", "Egress"],
+            "egress": [
+                {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+                {"ports": [{"protocol": "TCP", "port": 443}]},
+            ],
+        },
+    }
+
+
+# ----------------------------------------------------------------------------------------------- overlay
+def katib_config() -> dict[str, Any]:
+    """Katib v0.19's default katib-config, with `tpe` served by Optuna and more memory for suggestions/collectors.
+
+    Katib reads the `runtime` section live, so no controller restart is needed. This replaces the whole
+    ConfigMap: compare with your cluster's (`kubectl -n kubeflow get cm katib-config -o yaml`) before applying.
+    """
+    registry = "ghcr.io/kubeflow/katib"
+    pod_security = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    container_security = {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
+                          "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+    more_memory = {"limits": {"memory": "512Mi"}}  # the default 100Mi is too little for optuna + numpy
+    services = {**contract.SUGGESTION_SERVICES, "tpe": "optuna"}  # the one change: tpe served by Optuna
+    memory = {"optuna": more_memory, "enas": {"limits": {"memory": "400Mi"}}}
+    suggestions = [(name, f"suggestion-{service}", memory.get(service))
+                   for name, service in services.items() if name != "pbt"]  # pbt needs a volume: below
+    config = {
+        "apiVersion": "config.kubeflow.org/v1beta1",
+        "kind": "KatibConfig",
+        "init": {"certGenerator": {"enable": True},
+                 "controller": {"webhookPort": 8443, "trialResources": [
+                     "TrainJob.v1alpha1.trainer.kubeflow.org", "Job.v1.batch", "TFJob.v1.kubeflow.org",
+                     "PyTorchJob.v1.kubeflow.org", "MPIJob.v1.kubeflow.org", "XGBoostJob.v1.kubeflow.org"]}},
+        "runtime": {
+            "metricsCollectors": [
+                {"kind": kind, "image": f"{registry}/{image}:{KATIB_VERSION}",
+                 "resources": {"limits": {"memory": memory}}, "securityContext": container_security}
+                for kind, image, memory in [("StdOut", "file-metrics-collector", "256Mi"),
+                                            ("File", "file-metrics-collector", "256Mi"),
+                                            ("TensorFlowEvent", "tfevent-metrics-collector", "1Gi")]],
+            "suggestions": [
+                {"algorithmName": name, "image": f"{registry}/{image}:{KATIB_VERSION}",
+                 **({"resources": resources} if resources else {}), "podSecurityContext": pod_security}
+                for name, image, resources in suggestions
+            ] + [{"algorithmName": "pbt", "image": f"{registry}/suggestion-pbt:{KATIB_VERSION}",
+                  "persistentVolumeClaimSpec": {"accessModes": ["ReadWriteMany"],
+                                                "resources": {"requests": {"storage": "5Gi"}}},
+                  "podSecurityContext": pod_security}],
+            "earlyStoppings": [{"algorithmName": "medianstop",
+                                "image": f"{registry}/earlystopping-medianstop:{KATIB_VERSION}",
+                                "securityContext": container_security}],
+        },
+    }
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "katib-config", "namespace": "kubeflow"},
+            "data": {"katib-config.yaml": yaml.safe_dump(config, sort_keys=False)}}
+
+
+# ----------------------------------------------------------------------------------------------- files
+def _kustomization(resources: list[str], comment: str = "", **extra: Any) -> str:
+    body = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": resources, **extra}
+    return comment + _dump(body)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Quotes every string that a YAML 1.2 parser (kubectl's) could read as a number, e.g. ``1e-05``."""
+
+
+_NUMBERISH = re.compile(r"[-+]?(\.?\d[\d_]*\.?\d*|\.\d+)([eE][-+]?\d+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "'" if _NUMBERISH.fullmatch(value) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def _dump(doc: dict[str, Any]) -> str:
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=120, default_flow_style=False)
+
+
+def render() -> dict[str, str]:
+    """Every file under ``manifests/``, path (relative) -> text."""
+    files: dict[str, str] = {}
+    for family in space.FAMILIES:
+        header = EXPERIMENT_COMMENT.format(family=family, parallel=BUDGET["parallelTrialCount"])
+        files[f"{family}-experiment.yaml"] = header + _dump(experiment(family))
+    files["cluster/namespace.yaml"] = _dump(namespace())
+    for name, doc in rbac().items():
+        files[f"cluster/{name}"] = _dump(doc)
+    files["cluster/data-pvc.yaml"] = _dump(data_pvc())
+    files["cluster/data-prep-job.yaml"] = (
+        "# Downloads the market data once into the PVC; the only place that calls Yahoo.\n" + _dump(data_prep_job()))
+    files["cluster/data-prep-networkpolicy.yaml"] = _dump(data_prep_network_policy())
+    files["cluster/kustomization.yaml"] = _kustomization(
+        ["namespace.yaml", "serviceaccount.yaml", "role.yaml", "rolebinding.yaml", "data-pvc.yaml",
+         "data-prep-job.yaml", "data-prep-networkpolicy.yaml"])
+    files["kustomization.yaml"] = _kustomization(
+        ["cluster", *(f"{family}-experiment.yaml" for family in space.FAMILIES)],
+        comment="# Everything: `kubectl apply -k manifests/` (starts all four experiments).\n"
+                "# cluster/: namespace, RBAC for the pipeline, market-data PVC and data-prep Job.\n"
+                "# *-experiment.yaml: one Katib Experiment per model family.\n"
+                "# Point the trials at your registry: kustomize edit set image "
+                f"{IMAGE}=<registry>/<name>:<tag>\n",
+        images=[{"name": IMAGE, "newTag": IMAGE_TAG}],
+    )
+    files["overlays/optuna-tpe/katib-config.yaml"] = (
+        "# Optional, cluster-wide: Katib's `tpe` served by suggestion-optuna instead of Hyperopt, and more memory\n"
+        "# for the Optuna suggestion pods and metrics collectors. Replaces the whole katib-config ConfigMap.\n"
+        "#   kubectl apply -k manifests/overlays/optuna-tpe\n" + _dump(katib_config()))
+    files["overlays/optuna-tpe/kustomization.yaml"] = _kustomization(["katib-config.yaml"])
+    return files
+
+
+def write(root: Path) -> list[Path]:
+    written = []
+    for rel, text in render().items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+            written.append(path)
+    return written
+
+
+def drift(root: Path) -> list[str]:
+    """Files under ``root`` that are missing or differ from what the code renders."""
+    return [rel for rel, text in render().items()
+            if not (root / rel).exists() or (root / rel).read_text() != text]

@@ -1,0 +1,252 @@
+"""The trial image, built for real and run the way the Katib trial pods run it.
+
+`trial_image/build.sh` builds trial_image/Dockerfile with buildah (chroot isolation, vfs storage: no daemon) on the
+local CPU stand-in base (Debian bookworm, Python 3.11, the CPU torch wheel), which it makes once and caches under
+~/.cache/katib-hpo/containers. Then, inside the image, as the manifests' non-root user, with the data folder mounted
+read-only like the PVC and no network at all:
+
+* each Experiment's exact trial `command` + `args`, sample values substituted for every ``${trialParameters.*}``,
+  runs 2 epochs on the bundled sample data, and Katib's StdOut filter reads the objective and every additional metric;
+* the hardening holds: non-zero uid, the data mount and the installed application are not writable, the image's
+  environment, labels and history hold no credentials;
+* `hpo --help` and the data-prep Job's `hpo data fetch` command (with `--help`) run.
+
+Those are slow (about 5 minutes on a cold machine: the stand-in, then a pip install of every pinned dependency), so
+marked e2e; the image is built once per session and reused while its inputs (Dockerfile, context, build.sh, base
+image) are unchanged. The bad-input tests at the end take seconds: no engine installed, a base image that is
+missing, a failing Dockerfile step. Everything with buildah needs root, buildah and debootstrap (`.ci/run` installs
+them) and skips with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hpo_lib.katib import contract, experiment
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = ROOT / "trial_image" / "build.sh"
+MANIFESTS = ROOT / "manifests"
+EXPERIMENTS = sorted(MANIFESTS.glob("*-experiment.yaml"))
+DATA_PREP_JOB = MANIFESTS / "cluster" / "data-prep-job.yaml"
+# its own tag: never replaces an image that `make image` built for pushing
+TEST_TAG = "localhost/katib-hpo/trial:test"
+# what the engine's `--set` overrides for a local run: offline sample data, 2 epochs; everything else is the manifest's
+OVERRIDES = {"data": "sample:sp500", "epochs": "2"}
+# sample parameter values: a list's first choice and a range's lower bound, except the largest batch (fewest steps)
+SAMPLE_CHOICES = {"batch-size": "128"}
+CREDENTIAL = re.compile(r"key|token|secret|passw(or)?d|credential", re.IGNORECASE)
+URL_WITH_PASSWORD = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
+
+_missing = [tool for tool in ("buildah", "debootstrap", "unshare") if shutil.which(tool) is None]
+needs_buildah = pytest.mark.skipif(
+    bool(_missing) or os.geteuid() != 0,
+    reason=f"{', '.join(_missing)} not installed: apt-get install -y --no-install-recommends buildah debootstrap "
+           "(.ci/run does)" if _missing else "building with buildah's chroot isolation and debootstrap needs root")
+
+
+def buildah(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    """buildah on build.sh's store (~/.cache/katib-hpo/containers), not the system one."""
+    proc = subprocess.run([str(BUILD), "buildah", *args], capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, f"buildah {' '.join(args[:3])} failed:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    env = {**os.environ, "HPO_IMAGE_ENGINE": "buildah"}  # buildah even where a Docker daemon answers
+    proc = subprocess.run([str(BUILD), "image", "--base", "stand-in", "--tag", TEST_TAG],
+                          capture_output=True, text=True, timeout=3000, env=env)
+    assert proc.returncode == 0, f"image build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return TEST_TAG
+
+
+@pytest.fixture(scope="module")
+def container(image) -> str:
+    """A working container of the image. Every run mounts its own /tmp and /data, and uid 10001 can write nowhere
+    else that a trial reads, so build.sh keeps it for the next session while the image is unchanged: with vfs
+    storage, creating one copies the whole image and removing it deletes that copy (minutes on a loaded machine)."""
+    proc = subprocess.run([str(BUILD), "run-container", image], capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip()
+
+
+@pytest.fixture
+def mounts(tmp_path):
+    """The pod's volumes: a read-only data folder (the PVC) and a writable scratch folder at /tmp (the emptyDir)."""
+    data, scratch = tmp_path / "data", tmp_path / "scratch"
+    data.mkdir()
+    scratch.mkdir()
+    (data / "prices.txt").write_text("the data-prep Job's cache\n")
+    data.chmod(0o777)  # only the read-only mount, not permissions, may keep the trial from writing here
+    scratch.chmod(0o1777)
+    return data, scratch
+
+
+def run_in(container: str, argv: list[str], mounts: tuple[Path, Path], *, user: str | None = "10001:10001",
+           env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``argv`` inside the container, in a network namespace of its own with no interface up: no network at all."""
+    data, scratch = mounts
+    options = ["-v", f"{data}:/data:ro", "-v", f"{scratch}:/tmp"]
+    options += ["--user", user] if user else []
+    for name, value in (env or {}).items():
+        options += ["--env", f"{name}={value}"]
+    return subprocess.run(["unshare", "--net", "--", str(BUILD), "buildah", "run", *options, container, "--", *argv],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def trial_command(path: Path) -> tuple[list[str], dict[str, str], list[str], str]:
+    """The manifest's exact command + args with sample values substituted; its env, metric names and uid:gid."""
+    doc = yaml.safe_load(path.read_text())
+    assignments = {}
+    for param in doc["spec"]["parameters"]:
+        space = param["feasibleSpace"]
+        choices = space.get("list") or [space["min"]]
+        value = SAMPLE_CHOICES.get(param["name"], choices[0])
+        assert value in choices or "list" not in space, (param["name"], value)
+        assignments[param["name"]] = value
+    command = experiment.trial_command(doc, assignments, OVERRIDES)  # what `hpo tune --set name=value` runs
+    argv, env = command.argv, command.env
+    assert "${" not in " ".join(argv)
+    assert len(argv) == len(experiment.trial_command(doc, assignments).argv), "an override was not in the manifest"
+    template = doc["spec"]["trialTemplate"]
+    pod = template["trialSpec"]["spec"]["template"]["spec"]
+    container = experiment.primary_container(template["trialSpec"], template["primaryContainerName"])
+    names = experiment.collected_metrics(doc)
+    security = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
+    return argv, env, names, f"{security['runAsUser']}:{security.get('runAsGroup', security['runAsUser'])}"
+
+
+@pytest.mark.e2e
+@needs_buildah
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_manifest_trial_command_runs_in_the_image(container, mounts, path):
+    argv, env, names, user = trial_command(path)
+    proc = run_in(container, argv, mounts, user=user, env=env)
+    assert proc.returncode == 0, f"{' '.join(argv)}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    epoch_lines = [line for line in proc.stdout.splitlines() if " epoch=" in line]
+    assert len(epoch_lines) == 2, proc.stdout[-3000:]
+    filters = experiment.metrics_filters(yaml.safe_load(path.read_text()))  # its filter, or Katib's default
+    for line in epoch_lines:
+        stamp, values = contract.parse_metrics_line(line, names, filters)
+        # Katib's StdOut collector reads the objective and every additional metric, with a real timestamp
+        assert set(values) == set(names) and all(values.values()), line
+        assert stamp != contract.ZERO_TIME
+    # the trial wrote its outputs to the scratch volume (--output-dir=/tmp/outputs) and nothing to the data mount
+    data, scratch = mounts
+    assert any((scratch / "outputs").rglob("*")), "no trial outputs under /tmp/outputs"
+    assert sorted(p.name for p in data.iterdir()) == ["prices.txt"]
+
+
+PROBE = r"""
+import json, os, sys, sysconfig, hpo_lib
+def writable(folder):
+    try:
+        with open(os.path.join(folder, ".probe"), "w") as handle:
+            handle.write("x")
+    except OSError as exc:
+        return f"refused: {exc.strerror}"
+    return "WRITABLE"
+package = os.path.dirname(hpo_lib.__file__)
+print(json.dumps({
+    "uid": os.getuid(), "gid": os.getgid(), "python": sys.version.split()[0],
+    "package": package,
+    "writes": {folder: writable(folder) for folder in
+               ["/data", package, sysconfig.get_paths()["purelib"], "/opt/hpo/src", "/usr/local/bin",
+                os.path.dirname(sys.executable), "/tmp"]},
+}))
+"""
+
+
+@pytest.mark.e2e
+@needs_buildah
+@pytest.mark.parametrize("user", [None, "10001:10001"], ids=["image-user", "manifest-user"])
+def test_image_runs_unprivileged_and_cannot_write_the_data_or_the_app(container, mounts, user):
+    proc = run_in(container, ["python3", "-c", PROBE], mounts, user=user)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    probe = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert probe["uid"] == 10001 and probe["uid"] != 0
+    assert probe["python"].startswith("3.11.")
+    writes = probe.pop("writes")
+    assert writes.pop("/tmp") == "WRITABLE"  # the scratch volume, the one place a trial writes
+    assert writes.pop("/data").startswith("refused: Read-only file system"), probe
+    # the installed application (package, site-packages, sources, interpreter and scripts) belongs to root
+    assert all(result.startswith("refused: Permission denied") for result in writes.values()), writes
+
+
+@pytest.mark.e2e
+@needs_buildah
+def test_image_config_holds_no_credentials(image):
+    info = json.loads(buildah("inspect", "--type", "image", image).stdout)
+    config = info["OCIv1"]["config"]
+    env = dict(item.split("=", 1) for item in config.get("Env", []))
+    labels = config.get("Labels") or {}
+    assert env and labels
+    assert config.get("User") == "10001" and config.get("Entrypoint") == ["hpo"]
+    assert [name for name in [*env, *labels] if CREDENTIAL.search(name)] == []
+    history = [step.get("created_by", "") for step in info["OCIv1"].get("history", [])]
+    texts = [*env.values(), *labels.values(), *history]
+    # no user:password@ URL anywhere, and no build secret (the CA bundle or pip config mounted at build time)
+    assert [text for text in texts if URL_WITH_PASSWORD.search(text)] == []
+    assert not any("pip.conf" in text or "ca.crt" in text for text in texts)
+
+
+@pytest.mark.e2e
+@needs_buildah
+def test_cli_help_and_data_prep_command_run_in_the_image(container, mounts):
+    proc = run_in(container, ["hpo", "--help"], mounts)
+    assert proc.returncode == 0 and "trial" in proc.stdout, proc.stderr[-2000:]
+    job = yaml.safe_load(DATA_PREP_JOB.read_text())
+    fetch = job["spec"]["template"]["spec"]["containers"][0]
+    assert fetch["command"][:3] == ["hpo", "data", "fetch"]
+    env = {e["name"]: str(e["value"]) for e in fetch.get("env", []) if "value" in e}
+    proc = run_in(container, [*fetch["command"], *fetch.get("args", []), "--help"], mounts, env=env)
+    assert proc.returncode == 0 and "--cache-dir" in proc.stdout, proc.stderr[-2000:]
+
+
+# --- bad input: fast, no image is built ------------------------------------------------------------------------
+
+def test_without_docker_or_buildah_make_image_says_what_to_install(tmp_path):
+    bin_dir = tmp_path / "bin"  # a PATH with the script's tools but neither docker nor buildah
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname", "env", "sed", "awk", "timeout", "realpath", "mkdir"):
+        if shutil.which(tool):
+            (bin_dir / tool).symlink_to(shutil.which(tool))
+    proc = subprocess.run([str(bin_dir / "bash"), str(BUILD), "image"], capture_output=True, text=True, timeout=60,
+                          env={"PATH": str(bin_dir), "HOME": str(tmp_path)})
+    assert proc.returncode == 2
+    assert "neither docker nor buildah is installed" in proc.stderr
+    assert "apt-get install -y --no-install-recommends buildah" in proc.stderr and "Docker" in proc.stderr
+
+
+@needs_buildah
+def test_a_missing_base_image_points_to_the_stand_in():
+    proc = subprocess.run([str(BUILD), "image", "--base", "localhost/katib-hpo/no-such-base:0", "--tag",
+                           "localhost/katib-hpo/trial:never"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HPO_IMAGE_ENGINE": "buildah"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "localhost/katib-hpo/no-such-base:0 is missing locally and could not be pulled" in proc.stderr
+    assert "make image-base" in proc.stderr and "make image BASE_IMAGE=stand-in" in proc.stderr
+
+
+@needs_buildah
+def test_a_failed_build_names_the_failing_dockerfile_step():
+    empty = "localhost/katib-hpo/empty-base:test"  # no shell, no python: the first RUN step fails
+    if buildah("inspect", "--type", "image", empty, check=False).returncode != 0:
+        container = buildah("from", "scratch").stdout.strip()
+        buildah("commit", "--rm", container, empty)
+    proc = subprocess.run([str(BUILD), "image", "--base", empty, "--tag", "localhost/katib-hpo/trial:never"],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "HPO_IMAGE_ENGINE": "buildah"})
+    assert proc.returncode == 1
+    assert re.search(r"the image build FAILED at Dockerfile step: STEP \d+/\d+: RUN grep -v '\^torch==' constraints",
+                     proc.stderr), proc.stderr[-3000:]
+    assert "full build log:" in proc.stderr

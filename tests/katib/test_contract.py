@@ -1,0 +1,65 @@
+"""The StdOut metrics format: what the trial writes is what Katib's collector reads back."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+
+import pytest
+
+from hpo_lib.katib import contract
+from hpo_lib.errors import ConfigError
+
+
+# Katib's own reading of sample lines (kubeflow/katib file-metricscollector, default filter)
+@pytest.mark.parametrize("line, names, expected", [
+    ("epoch 1: loss=0.3", ["loss"], {"loss": "0.3"}),
+    ("epoch=3 loss=1e-05 val_loss=1.5E+3", ["loss", "val_loss"], {"loss": "1e-05", "val_loss": "1.5E+3"}),
+    ("loss = 0.3", ["loss"], {"loss": "0.3"}),
+    ("loss: 0.3", ["loss"], {}),
+    ("val/loss=0.2", ["loss"], {"loss": "0.2"}),
+    ("loss=nan", ["loss"], {"loss": ""}),
+    ("baseline_val_loss=0.5 val_loss=0.4", ["val_loss"], {"val_loss": "0.4"}),
+    ("accuracy=98%", ["accuracy"], {"accuracy": "98"}),
+])
+def test_parser_reads_lines_as_katib_does(line, names, expected):
+    assert contract.parse_metrics_line(line, names)[1] == expected
+
+
+def test_lines_without_a_metric_name_are_skipped():
+    assert contract.parse_metrics_line("2026-01-01T00:00:00Z starting", ["val_loss"]) is None
+
+
+@pytest.mark.parametrize("token, ok", [
+    ("2026-11-23T10:00:00Z", True), ("2026-11-23T10:00:00.123456Z", True), ("2026-11-23T10:00:00.123456789Z", True),
+    ("2026-11-23T10:00:00+02:00", True), ("2026-11-23 10:00:00,123", False), ("epoch=1", False),
+])
+def test_rfc3339_timestamps(token, ok):
+    assert (contract.parse_timestamp(token) is not None) == ok
+
+
+def test_formatted_line_round_trips_through_the_default_filter():
+    now = datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=timezone.utc)
+    metrics = {"epoch": 3, "val_loss": 0.0123456789, "val_rmse": 1.5e-7, "train_time_s": 12.5, "n_params": 52289}
+    line = contract.format_metrics_line(metrics, now=now)
+    stamp, parsed = contract.parse_metrics_line(line, metrics)
+    # the timestamp leads the line and every value reads back to within the printed precision
+    assert line.startswith("2026-11-23T10:00:00.123456Z ") and stamp == now
+    for name, value in metrics.items():
+        assert math.isclose(float(parsed[name]), value, rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_values_are_never_printed(value):
+    with pytest.raises(ValueError, match="non-finite"):
+        contract.format_metrics_line({"val_loss": value})
+
+
+def test_metric_names_outside_the_safe_alphabet_are_refused():
+    with pytest.raises(ValueError, match="val/loss"):
+        contract.format_metrics_line({"val/loss": 0.1})
+
+
+def test_custom_filter_needs_two_groups():
+    with pytest.raises(ConfigError, match="two capture groups"):
+        contract.compile_filters([r"loss=\d+"])
