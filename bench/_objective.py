@@ -6,7 +6,8 @@ Each trial is built the way the engine builds it and trained the way ``hpo_lib.t
   (:func:`hpo_lib.katib.experiment.trial_command`), parsed by :func:`hpo_lib.trial.parse_args`;
 * training is :func:`hpo_lib.trial.setup` -> :func:`hpo_lib.trial.build_model` -> :func:`hpo_lib.train.fit`,
   the reporter calling ``trial.report(val_loss, step)`` and raising ``optuna.TrialPruned`` on ``should_prune()``;
-* samplers and pruners are the engine's (:func:`hpo_lib.engine.sampling.make_sampler`, :mod:`hpo_lib.engine.pruners`), and a
+* samplers and pruners are the engine's (:func:`hpo_lib.engine.sampling.make_sampler`,
+  :mod:`hpo_lib.engine.pruners`), and a
   Katib medianstop pruner is frozen right after ``ask()`` as the engine does; the objective value is the trial's
   best ``val_loss`` (the manifests' ``metricStrategies: min``).
 
@@ -20,9 +21,10 @@ import argparse
 import logging
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 import torch
@@ -31,9 +33,9 @@ from optuna.trial import TrialState
 from hpo_lib import data, train, trial
 from hpo_lib.data import baselines
 from hpo_lib.engine import pruners
+from hpo_lib.errors import TrainingError
 from hpo_lib.katib import experiment, space
 from hpo_lib.results.render import katib_value
-from hpo_lib.errors import TrainingError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,7 +129,7 @@ class Bench:
     datasets: Datasets = field(default_factory=Datasets)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "Bench":
+    def from_args(cls, args: argparse.Namespace) -> Bench:
         """The study of ``parse_args``'s flags: ``--epochs`` per trial with patience = epochs (off), so nothing but a
         pruner stops a trial early."""
         return cls(args.manifest, fixed={"data": args.data, "target": args.target, "epochs": str(args.epochs),
@@ -169,7 +171,7 @@ class Bench:
         return pruners.make_pruner(name)
 
     def run(self, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner,
-            n_trials: int) -> "StudyResult":
+            n_trials: int) -> StudyResult:
         """``n_trials`` trials, one after another, with the engine's ask / freeze / report / should_prune / tell."""
         # the engine's study name: Hyperband assigns brackets by a hash of it, so a random name made reruns differ
         study = optuna.create_study(direction=self.direction, sampler=sampler, pruner=pruner,

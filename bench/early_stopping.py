@@ -81,9 +81,9 @@ def main() -> None:
         per_seed = " ".join(f"{b:.4f}" for b in best[variant])
         print(f"{variant:<14} {total:>10d} {saved:>7.1%} {sum(pruned[variant]):>7d} {per_seed:>32} "
               f"{statistics.mean(best[variant]):>8.4f} {loss:>+8.2%} {worst:>+8.2%}")
-    parts = [f"{v} saves {s:.1%} of epochs at {l:+.2%} best val_loss (worst seed {w:+.2%})"
-             for v, (s, l, w) in summary.items() if v != "none"]
-    met = [v for v, (s, l, w) in summary.items() if v != "none" and s >= 0.40 and l <= 0.01]
+    parts = [f"{v} saves {s:.1%} of epochs at {loss:+.2%} best val_loss (worst seed {w:+.2%})"
+             for v, (s, loss, w) in summary.items() if v != "none"]
+    met = [v for v, (s, loss, w) in summary.items() if v != "none" and s >= 0.40 and loss <= 0.01]
     verdict = f"goal met by {', '.join(met)}" if met else "goal not met"
     print(f"headline: {'; '.join(parts)} (median over {seeds} seeds vs none; goal >= 40% saved within 1%: {verdict})")
 

@@ -68,7 +68,7 @@ class UtilisationSampler:
                 self.samples.append(sample)
             self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> "UtilisationSampler":
+    def __enter__(self) -> UtilisationSampler:
         self._thread.start()
         return self
 
@@ -106,7 +106,7 @@ def run_concurrent(n: int, args: argparse.Namespace, workdir: Path) -> dict[str,
 
 
 class _NoSampler:
-    def __enter__(self) -> "_NoSampler":
+    def __enter__(self) -> _NoSampler:
         return self
 
     def __exit__(self, *exc) -> None:

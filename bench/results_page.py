@@ -27,10 +27,11 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ("sp500", "nasdaq")
@@ -268,7 +269,7 @@ def read_benches(bench_dir: Path) -> list[tuple[str, str, str]]:
         path = bench_dir / f"{name}.txt"
         text = path.read_text() if path.exists() else ""
         if text.strip():
-            when = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            when = datetime.fromtimestamp(path.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M UTC")
             found.append((name, text, when))
     return found
 
@@ -312,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      targets=tuple(args.targets.split(",")), start=args.start, trials=args.trials,
                      epochs=args.epochs, seeds=args.seeds, threads=args.threads, label=args.label)
         cells = measure(cfg)
-        meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
+        meta = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
                 "wall": f"{time.perf_counter() - started:.0f} s"}
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps({"config": asdict(cfg), "cells": cells, "meta": meta}, indent=1,

@@ -2,7 +2,8 @@
 
 For each seed, the manifest's study is run twice with the same trial budget and no pruning: once with the
 manifest's ``spec.algorithm`` (multivariate TPE, ``random_state`` = the seed) and once with ``random`` (the same
-seed), both built by :func:`hpo_lib.sampling.make_sampler`. Reported: the best ``val_loss`` among completed trials
+seed), both built by :func:`hpo_lib.engine.sampling.make_sampler`. Reported: the best ``val_loss`` among completed
+trials
 after 10/20/30/60 trials, and how many random trials it takes to reach TPE's best after 30 (per seed, and over
 every random run: a TPE run's value compared with each random run). Trials run in this process with the engine's
 sampler and trial flags (``bench/_objective.py``); trial cost is kept tiny (MLP manifest, few epochs) so the

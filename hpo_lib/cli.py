@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from hpo_lib.errors import HpoError, run_main
 
@@ -31,8 +32,9 @@ Run `hpo COMMAND --help` for the options of a command.
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hpo", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="hpo", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and retries")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -41,64 +43,95 @@ def _build_parser() -> argparse.ArgumentParser:
     data_parser = commands.add_parser("data", help="market data")
     data_commands = data_parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     fetch = data_commands.add_parser(
-        "fetch", help="download once into the cache",
+        "fetch",
+        help="download once into the cache",
         description="Download market data once and cache it as Parquet, so trials never call Yahoo again. "
-                    "Example: hpo data fetch 'yahoo:SPY,QQQ?start=2010-01-01&end=2024-12-31' --cache-dir /data")
+        "Example: hpo data fetch 'yahoo:SPY,QQQ?start=2010-01-01&end=2024-12-31' --cache-dir /data",
+    )
     fetch.add_argument("spec", help="data spec: yahoo:T1,T2?start=..&end=..&interval=1d, sample:NAME or file:PATH")
     fetch.add_argument("--cache-dir", default=None, help="cache folder (default $HPO_CACHE_DIR or ~/.cache/katib-hpo)")
     fetch.add_argument("--refresh", action="store_true", help="download again even when the cache has the request")
 
     tune = commands.add_parser(
-        "tune", help="run a Katib Experiment manifest locally",
+        "tune",
+        help="run a Katib Experiment manifest locally",
         description="Run the trials of a Katib Experiment manifest as local processes: the manifest's algorithm "
-                    "as an Optuna sampler, its trial command with the parameters substituted, Katib's metrics "
-                    "filter and median stopping rule, its budget. Re-running the same command resumes the study. "
-                    "Example: hpo tune manifests/lstm-experiment.yaml --set data=sample:sp500 --set epochs=5 "
-                    "--max-trials 8")
+        "as an Optuna sampler, its trial command with the parameters substituted, Katib's metrics "
+        "filter and median stopping rule, its budget. Re-running the same command resumes the study. "
+        "Example: hpo tune manifests/lstm-experiment.yaml --set data=sample:sp500 --set epochs=5 "
+        "--max-trials 8",
+    )
     tune.add_argument("manifest", help="Experiment YAML, e.g. manifests/lstm-experiment.yaml")
-    tune.add_argument("--set", dest="overrides", action="append", default=[], metavar="FLAG=VALUE",
-                      help="override or add a trial flag for local runs (repeatable), e.g. data=sample:sp500")
+    tune.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FLAG=VALUE",
+        help="override or add a trial flag for local runs (repeatable), e.g. data=sample:sp500",
+    )
     tune.add_argument("--max-trials", type=int, default=None, help="override maxTrialCount")
     tune.add_argument("--parallel", type=int, default=None, help="override parallelTrialCount")
-    tune.add_argument("--pruner", default="manifest",
-                      choices=["manifest", "medianstop", "optuna-median", "hyperband", "none"],
-                      help="early stopping: the manifest's (Katib's medianstop, the default) or a local alternative")
+    tune.add_argument(
+        "--pruner",
+        default="manifest",
+        choices=["manifest", "medianstop", "optuna-median", "hyperband", "none"],
+        help="early stopping: the manifest's (Katib's medianstop, the default) or a local alternative",
+    )
     tune.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///<state-dir>/studies.db)")
     tune.add_argument("--state-dir", default=".hpo", help="studies, trial outputs and exports (default .hpo)")
-    tune.add_argument("--trial-timeout", type=float, default=None,
-                      help="seconds per trial (default: the Job's activeDeadlineSeconds)")
+    tune.add_argument(
+        "--trial-timeout", type=float, default=None, help="seconds per trial (default: the Job's activeDeadlineSeconds)"
+    )
     tune.add_argument("--no-progress", action="store_true", help="no live progress bar")
-    tune.add_argument("--tracking-uri", default=None,
-                      help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///<state-dir>/mlflow.db)")
+    tune.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///<state-dir>/mlflow.db)",
+    )
     tune.add_argument("--no-tracking", action="store_true", help="do not log the study and its trials to MLflow")
-    tune.add_argument("--mo-sampler", default="manifest", choices=["manifest", "nsga2"],
-                      help="sampler of a multi-objective study (katib-hpo.io/objectives annotation): the "
-                           "manifest's algorithm (default) or NSGA-II")
+    tune.add_argument(
+        "--mo-sampler",
+        default="manifest",
+        choices=["manifest", "nsga2"],
+        help="sampler of a multi-objective study (katib-hpo.io/objectives annotation): the "
+        "manifest's algorithm (default) or NSGA-II",
+    )
 
     def study_args(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("manifest", help="the Experiment YAML the study was tuned from")
-        sub.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///<state-dir>/studies.db)")
+        sub.add_argument(
+            "--storage", default=None, help="Optuna storage URL (default sqlite:///<state-dir>/studies.db)"
+        )
         sub.add_argument("--state-dir", default=".hpo", help="where `hpo tune` kept its state (default .hpo)")
 
     results = commands.add_parser(
-        "results", help="leaderboard and export of a local study",
+        "results",
+        help="leaderboard and export of a local study",
         description="Print the leaderboard of a study `hpo tune` ran (top-k or the Pareto front, beside the best "
-                    "naive baseline) and export every trial: JSON shaped like Katib Trial CRs "
-                    "(parameterAssignments, observation.metrics), and CSV with a row per trial.")
+        "naive baseline) and export every trial: JSON shaped like Katib Trial CRs "
+        "(parameterAssignments, observation.metrics), and CSV with a row per trial.",
+    )
     study_args(results)
     results.add_argument("--output", default=None, help="export folder (default <state-dir>/<study>/)")
     results.add_argument("--top", type=int, default=5, help="trials on the leaderboard (default 5)")
     report = commands.add_parser(
-        "report", help="plots of a local study (HTML and PNG)",
+        "report",
+        help="plots of a local study (HTML and PNG)",
         description="Write optimization history, learning curves, parameter importances, slice plots and (with "
-                    "several objectives) the Pareto front as PNG files and one offline report.html.")
+        "several objectives) the Pareto front as PNG files and one offline report.html.",
+    )
     study_args(report)
     report.add_argument("--output", default=None, help="report folder (default <state-dir>/<study>/report/)")
     dashboard = commands.add_parser(
-        "dashboard", help="serve optuna-dashboard on the local study storage",
+        "dashboard",
+        help="serve optuna-dashboard on the local study storage",
         description="Serve optuna-dashboard on the studies `hpo tune` stored: trials, curves and plots live in a "
-                    "browser, the local stand-in for the Katib UI. Ctrl-C stops it.")
-    dashboard.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///<state-dir>/studies.db)")
+        "browser, the local stand-in for the Katib UI. Ctrl-C stops it.",
+    )
+    dashboard.add_argument(
+        "--storage", default=None, help="Optuna storage URL (default sqlite:///<state-dir>/studies.db)"
+    )
     dashboard.add_argument("--state-dir", default=".hpo", help="where `hpo tune` kept its state (default .hpo)")
     dashboard.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     dashboard.add_argument("--port", type=int, default=8080, help="port (default 8080)")
@@ -106,17 +139,21 @@ def _build_parser() -> argparse.ArgumentParser:
     pipeline = commands.add_parser("pipeline", help="the KFP pipeline: compile it, or run it on this machine")
     pipeline_commands = pipeline.add_subparsers(dest="pipeline_command", metavar="SUBCOMMAND")
     compile_ = pipeline_commands.add_parser(
-        "compile", help="write the compiled pipeline YAML (upload it to Kubeflow Pipelines)",
+        "compile",
+        help="write the compiled pipeline YAML (upload it to Kubeflow Pipelines)",
         description="Compile pipelines/katib_hpo.py to pipelines/katib_hpo_pipeline.yaml (committed; a test fails "
-                    "when it is stale).")
+        "when it is stale).",
+    )
     compile_.add_argument("--output", default=None, help="YAML path (default pipelines/katib_hpo_pipeline.yaml)")
     local = pipeline_commands.add_parser(
-        "run-local", help="run the pipeline with kfp's local runner on `hpo tune`'s trials",
+        "run-local",
+        help="run the pipeline with kfp's local runner on `hpo tune`'s trials",
         description="Run the whole pipeline with kfp's local SubprocessRunner, taking the trials from the embedded "
-                    "engine's export instead of Katib: winners -> retrains on train+val -> test evaluation against "
-                    "the baselines -> MLflow (register <model-name>@champion only if it beats the best baseline). "
-                    "Example: hpo tune manifests/lstm-experiment.yaml --set data=sample:sp500 --set epochs=5 "
-                    "--max-trials 8 && hpo pipeline run-local manifests/lstm-experiment.yaml")
+        "engine's export instead of Katib: winners -> retrains on train+val -> test evaluation against "
+        "the baselines -> MLflow (register <model-name>@champion only if it beats the best baseline). "
+        "Example: hpo tune manifests/lstm-experiment.yaml --set data=sample:sp500 --set epochs=5 "
+        "--max-trials 8 && hpo pipeline run-local manifests/lstm-experiment.yaml",
+    )
     local.add_argument("manifest", help="the Experiment YAML `hpo tune` ran")
     local.add_argument("--state-dir", default=".hpo", help="where `hpo tune` kept its state (default .hpo)")
     local.add_argument("--trials", default=None, help="trials.json (default <state-dir>/<study>/trials.json)")
@@ -127,27 +164,38 @@ def _build_parser() -> argparse.ArgumentParser:
     local.add_argument("--include-early-stopped", action="store_true", help="early-stopped trials may win too")
     local.add_argument("--seeds", type=int, default=2, help="retrains per winner, seeds 0..N-1 (default 2)")
     local.add_argument("--epochs", type=int, default=0, help="retrain epochs (default: the trials' --epochs)")
-    local.add_argument("--retrain-flags", default=None,
-                       help="extra trial flags for every retrain (default --threads=<half the CPUs>)")
+    local.add_argument(
+        "--retrain-flags", default=None, help="extra trial flags for every retrain (default --threads=<half the CPUs>)"
+    )
     local.add_argument("--cost-bps", type=float, default=5.0, help="backtest cost per unit traded (default 5)")
-    local.add_argument("--tracking-uri", default=None,
-                       help="MLflow URI (default $MLFLOW_TRACKING_URI, else sqlite:///<state-dir>/mlflow.db)")
+    local.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow URI (default $MLFLOW_TRACKING_URI, else sqlite:///<state-dir>/mlflow.db)",
+    )
     local.add_argument("--mlflow-experiment", default="", help="MLflow experiment (default: the Experiment's name)")
     local.add_argument("--model-name", default="", help="registered model name (default: the Experiment's name)")
-    local.add_argument("--pipeline-root", default="local_outputs/pipeline",
-                       help="where kfp writes every step's artifacts (default local_outputs/pipeline)")
+    local.add_argument(
+        "--pipeline-root",
+        default="local_outputs/pipeline",
+        help="where kfp writes every step's artifacts (default local_outputs/pipeline)",
+    )
 
     manifests = commands.add_parser("manifests", help="Katib Experiment manifests and cluster resources")
     manifest_commands = manifests.add_subparsers(dest="manifests_command", metavar="SUBCOMMAND")
-    for name, text in (("render", "write manifests/ from the search spaces in hpo_lib/space.py"),
-                       ("check", "fail when a committed manifest differs from what the code renders")):
+    for name, text in (
+        ("render", "write manifests/ from the search spaces in hpo_lib/katib/space.py"),
+        ("check", "fail when a committed manifest differs from what the code renders"),
+    ):
         sub = manifest_commands.add_parser(name, help=text, description=text)
         sub.add_argument("--root", default="manifests", help="manifests folder (default: manifests)")
     validate = manifest_commands.add_parser(
-        "validate", help="check Experiment files offline against Katib's admission and runtime rules",
+        "validate",
+        help="check Experiment files offline against Katib's admission and runtime rules",
         description="Check Katib Experiment YAML offline: Katib's webhook rules, the failures Katib accepts but "
-                    "then stalls on, the Job template against Kubernetes' schema, and that the trial prints the "
-                    "objective and additional metrics. Exit code 1 when any error is found.")
+        "then stalls on, the Job template against Kubernetes' schema, and that the trial prints the "
+        "objective and additional metrics. Exit code 1 when any error is found.",
+    )
     validate.add_argument("files", nargs="+", help="Experiment YAML files")
     validate.add_argument("--strict", action="store_true", help="treat warnings as errors")
     return parser
@@ -160,14 +208,19 @@ def _manifests(args: argparse.Namespace) -> int:
 
     root = Path(args.root) if hasattr(args, "root") else None
     if args.manifests_command == "render":
+        assert root is not None  # render and check always have --root
         written = manifests.write(root)
         print(f"rendered {len(manifests.render())} files under {root}/ ({len(written)} changed)")
         return 0
     if args.manifests_command == "check":
+        assert root is not None  # render and check always have --root
         drifted = manifests.drift(root)
         if drifted:
-            print(f"hpo: error: {len(drifted)} manifest(s) differ from the code: {', '.join(drifted)}; "
-                  f"run `hpo manifests render`", file=sys.stderr)
+            print(
+                f"hpo: error: {len(drifted)} manifest(s) differ from the code: {', '.join(drifted)}; "
+                f"run `hpo manifests render`",
+                file=sys.stderr,
+            )
             return 1
         print(f"{len(manifests.render())} manifests under {root}/ match the code")
         return 0
@@ -195,6 +248,7 @@ def _pipeline_definition():
     if not path.exists():
         raise ConfigError(f"{path} not found: the pipeline commands run from a checkout of the repository")
     spec = importlib.util.spec_from_file_location("katib_hpo_pipeline", path)
+    assert spec is not None and spec.loader is not None  # an existing .py file always gets a source loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -217,21 +271,33 @@ def _pipeline(args: argparse.Namespace) -> int:
     for name in ("top_k", "seeds"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    arguments = steps.local_arguments(args.manifest, state_dir=args.state_dir, trials=args.trials,
-                                         data=args.data, epochs=args.epochs)
+    arguments = steps.local_arguments(
+        args.manifest, state_dir=args.state_dir, trials=args.trials, data=args.data, epochs=args.epochs
+    )
     threads = max(1, (os.cpu_count() or 2) // 2)  # kfp's local runner runs two retrains at a time
     flags = args.retrain_flags if args.retrain_flags is not None else f"--threads={threads}"
-    arguments.update(top_k=args.top_k, pareto=not args.no_pareto, max_winners=args.max_winners,
-                     include_early_stopped=args.include_early_stopped, n_seeds=args.seeds, retrain_flags=flags,
-                     cost_bps=args.cost_bps, mlflow_experiment=args.mlflow_experiment, model_name=args.model_name,
-                     tracking_uri=tracking.tracking_uri(args.tracking_uri, state_dir=args.state_dir))
+    arguments.update(
+        top_k=args.top_k,
+        pareto=not args.no_pareto,
+        max_winners=args.max_winners,
+        include_early_stopped=args.include_early_stopped,
+        n_seeds=args.seeds,
+        retrain_flags=flags,
+        cost_bps=args.cost_bps,
+        mlflow_experiment=args.mlflow_experiment,
+        model_name=args.model_name,
+        tracking_uri=tracking.tracking_uri(args.tracking_uri, state_dir=args.state_dir),
+    )
     import contextlib
 
     Path(args.pipeline_root).mkdir(parents=True, exist_ok=True)
     log_path = Path(args.pipeline_root) / "run-local.log"
     if not args.verbose:  # kfp's local runner echoes every step's full executor input and output
-        print(f"running the pipeline locally (winners -> retrains -> evaluation -> MLflow); every step's output "
-              f"goes to {log_path} (-v shows it here)", flush=True)
+        print(
+            f"running the pipeline locally (winners -> retrains -> evaluation -> MLflow); every step's output "
+            f"goes to {log_path} (-v shows it here)",
+            flush=True,
+        )
     try:
         with contextlib.ExitStack() as stack:
             if not args.verbose:
@@ -241,8 +307,9 @@ def _pipeline(args: argparse.Namespace) -> int:
     except RuntimeError as exc:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
         message = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
         where = "the last traceback above" if args.verbose else f"the last traceback in {log_path}"
-        raise HpoError(f"{message} The task's error is {where}; the finished steps' artifacts "
-                       f"are under {args.pipeline_root}/") from None
+        raise HpoError(
+            f"{message} The task's error is {where}; the finished steps' artifacts are under {args.pipeline_root}/"
+        ) from None
     summary = json.loads((Path(task.outputs["summary"].path) / "summary.json").read_text())
     print(summary["verdict"])
     for name in ("leaderboard", "report", "registry"):
@@ -267,10 +334,18 @@ def _tune(args: argparse.Namespace) -> int:
     for name, value in (("--max-trials", args.max_trials), ("--parallel", args.parallel)):
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")
-    options = engine.TuneOptions(overrides=overrides, storage=args.storage, state_dir=Path(args.state_dir),
-                                 max_trials=args.max_trials, parallel=args.parallel, pruner=args.pruner,
-                                 trial_timeout_s=args.trial_timeout, tracking=not args.no_tracking,
-                                 tracking_uri=args.tracking_uri, mo_sampler=args.mo_sampler)
+    options = engine.TuneOptions(
+        overrides=overrides,
+        storage=args.storage,
+        state_dir=Path(args.state_dir),
+        max_trials=args.max_trials,
+        parallel=args.parallel,
+        pruner=args.pruner,
+        trial_timeout_s=args.trial_timeout,
+        tracking=not args.no_tracking,
+        tracking_uri=args.tracking_uri,
+        mo_sampler=args.mo_sampler,
+    )
     with _ProgressBar(enabled=not args.no_progress) as bar:
         options.on_progress = bar.update
         study = engine.run(args.manifest, options)
@@ -280,10 +355,14 @@ def _tune(args: argparse.Namespace) -> int:
     if options.tracking:
         from hpo_lib.results import tracking
 
-        print(f"MLflow runs: {tracking.tracking_uri(options.tracking_uri, state_dir=options.state_dir)} "
-              f"(experiment {study.study_name.split('.', 1)[-1]})")
-    print(f"next: hpo report {args.manifest} --state-dir {args.state_dir}   |   "
-          f"hpo dashboard --state-dir {args.state_dir}")
+        print(
+            f"MLflow runs: {tracking.tracking_uri(options.tracking_uri, state_dir=options.state_dir)} "
+            f"(experiment {study.study_name.split('.', 1)[-1]})"
+        )
+    print(
+        f"next: hpo report {args.manifest} --state-dir {args.state_dir}   |   "
+        f"hpo dashboard --state-dir {args.state_dir}"
+    )
     return 0
 
 
@@ -326,8 +405,12 @@ def _report(args: argparse.Namespace) -> int:
     study = engine.load_study(args.manifest, options)
     folder = Path(args.output) if args.output else options.state_dir / study.study_name / "report"
     try:
-        written = plots.write_report(study, folder, summary=render.leaderboard(study),
-                                      objective_name=doc["spec"]["objective"]["objectiveMetricName"])
+        written = plots.write_report(
+            study,
+            folder,
+            summary=render.leaderboard(study),
+            objective_name=doc["spec"]["objective"]["objectiveMetricName"],
+        )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     for path in written:
@@ -336,21 +419,18 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from hpo_lib.errors import ConfigError
 
     try:
         import optuna_dashboard
     except ImportError:
-        raise ConfigError("optuna-dashboard is not installed: pip install 'katib-hpo[local]' "
-                          "(make install does)") from None
-    storage = args.storage
-    if storage is None:
-        db = Path(args.state_dir) / "studies.db"
-        if not db.exists():
-            raise ConfigError(f"no studies under {args.state_dir}/: run `hpo tune MANIFEST` first")
-        storage = f"sqlite:///{db}"
+        raise ConfigError(
+            "optuna-dashboard is not installed: pip install 'katib-hpo[local]' (make install does)"
+        ) from None
+    options = _study_options(args)
+    if options.storage is None and not options.study_db.exists():
+        raise ConfigError(f"no studies under {args.state_dir}/: run `hpo tune MANIFEST` first")
+    storage = options.storage_url
     print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {storage} (Ctrl-C stops it)", flush=True)
     optuna_dashboard.run_server(storage, host=args.host, port=args.port)
     return 0
@@ -368,9 +448,8 @@ def _data_fetch(args: argparse.Namespace) -> int:
 
 def _quiet_libraries(args_need_optuna: bool) -> None:
     """Without -v, only warnings: no Optuna/MLflow INFO lines or SQLAlchemy deprecation noise around our output."""
-    import warnings
-
     import os
+    import warnings
 
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported (lazily, later)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -391,7 +470,8 @@ class _ProgressBar:
     """
 
     def __init__(self, *, enabled: bool) -> None:
-        self.enabled, self.bar = enabled, None
+        self.enabled = enabled
+        self.bar: Any = None  # the tqdm bar, made on the first update (tqdm is imported lazily and has no stubs)
 
     def __enter__(self) -> _ProgressBar:
         return self
@@ -402,8 +482,9 @@ class _ProgressBar:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=progress.total, desc="trials", unit="trial", file=sys.stderr, dynamic_ncols=True,
-                            disable=None)
+            self.bar = tqdm(
+                total=progress.total, desc="trials", unit="trial", file=sys.stderr, dynamic_ncols=True, disable=None
+            )
         if self.bar.disable:
             return
         if progress.front is not None:
@@ -411,8 +492,9 @@ class _ProgressBar:
         else:
             best = f"{progress.best[0]:.5g}" if progress.best else "-"
         self.bar.n = progress.finished
-        self.bar.set_postfix(running=progress.running, done=progress.complete, pruned=progress.pruned,
-                             failed=progress.failed, best=best)
+        self.bar.set_postfix(
+            running=progress.running, done=progress.complete, pruned=progress.pruned, failed=progress.failed, best=best
+        )
 
     def __exit__(self, *exc_info) -> None:
         if self.bar is not None:
@@ -430,8 +512,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not args.verbose:
         _quiet_libraries(args.command in ("tune", "results", "report", "dashboard"))
     if args.command == "data" and args.data_command == "fetch":

@@ -9,7 +9,8 @@ turns those into its own hint (``--lr``, ``--grad-clip`` for ``hpo``).
 from __future__ import annotations
 
 import sys
-from typing import Callable, Sequence, TextIO
+from collections.abc import Callable, Sequence
+from typing import TextIO
 
 
 class HpoError(Exception):

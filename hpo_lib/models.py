@@ -89,8 +89,14 @@ class RecurrentNet(nn.Module):
     def __init__(self, cfg: RecurrentConfig):
         super().__init__()
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cfg.cell]
-        self.rnn = rnn(cfg.n_features, cfg.hidden_size, num_layers=cfg.num_layers, batch_first=True,
-                       dropout=cfg.dropout if cfg.num_layers > 1 else 0.0, bidirectional=cfg.bidirectional)
+        self.rnn = rnn(
+            cfg.n_features,
+            cfg.hidden_size,
+            num_layers=cfg.num_layers,
+            batch_first=True,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+            bidirectional=cfg.bidirectional,
+        )
         dim = cfg.hidden_size * (2 if cfg.bidirectional else 1)
         self.pool = AttentionPooling(dim) if cfg.attention else None
         self.drop = nn.Dropout(cfg.dropout)
@@ -145,13 +151,22 @@ class CNNLSTM(nn.Module):
                 convs.append(nn.MaxPool1d(2))
                 steps //= 2
         self.convs = nn.Sequential(*convs)
-        self.lstm = nn.LSTM(channels, cfg.lstm_hidden, num_layers=cfg.lstm_layers, batch_first=True,
-                            dropout=cfg.dropout if cfg.lstm_layers > 1 else 0.0, bidirectional=cfg.bidirectional)
+        self.lstm = nn.LSTM(
+            channels,
+            cfg.lstm_hidden,
+            num_layers=cfg.lstm_layers,
+            batch_first=True,
+            dropout=cfg.dropout if cfg.lstm_layers > 1 else 0.0,
+            bidirectional=cfg.bidirectional,
+        )
         dim = cfg.lstm_hidden * (2 if cfg.bidirectional else 1)
         if cfg.attention_heads and dim % cfg.attention_heads:
             raise ConfigError(f"attention_heads={cfg.attention_heads} must divide the LSTM output width {dim}")
-        self.attn = (nn.MultiheadAttention(dim, cfg.attention_heads, dropout=cfg.dropout, batch_first=True)
-                     if cfg.attention_heads else None)
+        self.attn = (
+            nn.MultiheadAttention(dim, cfg.attention_heads, dropout=cfg.dropout, batch_first=True)
+            if cfg.attention_heads
+            else None
+        )
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(dim, cfg.n_outputs)
 

@@ -8,18 +8,19 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpo_lib.data.scoring import score
-from hpo_lib.metrics import VAL
 from hpo_lib.data import Dataset
+from hpo_lib.data.scoring import score
 from hpo_lib.errors import ConfigError, TrainingError
+from hpo_lib.metrics import VAL
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "step", "exponential")
@@ -134,22 +135,24 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 4096) -> tor
     """Raw outputs for every row of ``x``, in eval mode (the previous mode is restored)."""
     was_training = model.training
     model.eval()
-    outputs = [model(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)]
+    outputs = [model(x[i : i + batch_size]).float() for i in range(0, len(x), batch_size)]
     model.train(was_training)
     return torch.cat(outputs)
 
 
 def to_forecast(ds: Dataset, outputs: torch.Tensor) -> np.ndarray:
-    """Model outputs -> the forecast :func:`hpo_lib.baselines.score` expects (original units, or P(up))."""
+    """Model outputs -> the forecast :func:`hpo_lib.data.scoring.score` expects (original units, or P(up))."""
     out = outputs.cpu().numpy()  # host sync: once per evaluation
     if ds.is_classification:
         return torch.softmax(torch.from_numpy(out), dim=1)[:, 1].numpy()
+    assert ds.target_scaler is not None  # only classification (direction) datasets have no target scaler
     return ds.target_scaler.inverse(out[:, 0])
 
 
 # ----------------------------------------------------------------------------------------------- the loop
-def fit(model: nn.Module, ds: Dataset, cfg: TrainConfig,
-        reporter: Callable[[dict[str, float]], Any] = lambda record: None) -> FitResult:
+def fit(
+    model: nn.Module, ds: Dataset, cfg: TrainConfig, reporter: Callable[[dict[str, float]], Any] = lambda record: None
+) -> FitResult:
     """Train on ``ds``'s train split, early-stop on validation ``loss``, keep the best weights.
 
     ``reporter`` receives one record per epoch: ``epoch`` (1-based), ``train_loss``, ``val_*`` metrics from
@@ -160,8 +163,7 @@ def fit(model: nn.Module, ds: Dataset, cfg: TrainConfig,
     model.to(device)
     criterion = make_loss(cfg, ds.is_classification)
     optimizer = make_optimizer(model, cfg)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
     # tensors move to the device once; batches are index slices, never a DataLoader
     x_train = torch.from_numpy(ds.x["train"]).to(device)
@@ -170,8 +172,9 @@ def fit(model: nn.Module, ds: Dataset, cfg: TrainConfig,
     n = len(x_train)
     generator = torch.Generator().manual_seed(cfg.seed)
 
-    best = FitResult(best_epoch=0, best_val_loss=math.inf, epochs_run=0, stopped_early=False, train_time_s=0.0,
-                     state_dict={})
+    best = FitResult(
+        best_epoch=0, best_val_loss=math.inf, epochs_run=0, stopped_early=False, train_time_s=0.0, state_dict={}
+    )
     started = time.perf_counter()
     model.train()
     for epoch in range(cfg.epochs):
@@ -183,7 +186,7 @@ def fit(model: nn.Module, ds: Dataset, cfg: TrainConfig,
         order = torch.randperm(n, generator=generator).to(device)
         total = torch.zeros((), device=device)
         for i in range(0, n, cfg.batch_size):
-            idx = order[i:i + cfg.batch_size]
+            idx = order[i : i + cfg.batch_size]
             with autocast:
                 out = model(x_train[idx])
             loss = criterion(out.float(), y_train[idx])
@@ -195,19 +198,29 @@ def fit(model: nn.Module, ds: Dataset, cfg: TrainConfig,
             total += loss.detach() * len(idx)
         train_loss = (total / n).item()  # host sync: once per epoch
         if not math.isfinite(train_loss):
-            raise TrainingError(f"training loss became {train_loss} at epoch {epoch + 1} with learning rate "
-                                f"{cfg.lr:g}; lower the learning rate or enable gradient clipping",
-                                settings=("lr", "grad_clip"))
+            raise TrainingError(
+                f"training loss became {train_loss} at epoch {epoch + 1} with learning rate "
+                f"{cfg.lr:g}; lower the learning rate or enable gradient clipping",
+                settings=("lr", "grad_clip"),
+            )
         # phase 3: evaluate on validation
         with autocast:
             val_out = predict(model, x_val)
         val = score(ds, "val", to_forecast(ds, val_out))
         if not math.isfinite(val["loss"]):
-            raise TrainingError(f"validation loss became {val['loss']} at epoch {epoch + 1} with learning rate "
-                                f"{cfg.lr:g}; lower the learning rate", settings=("lr",))
+            raise TrainingError(
+                f"validation loss became {val['loss']} at epoch {epoch + 1} with learning rate "
+                f"{cfg.lr:g}; lower the learning rate",
+                settings=("lr",),
+            )
         elapsed = time.perf_counter() - started
-        record = {"epoch": epoch + 1, "train_loss": train_loss, **{VAL + k: v for k, v in val.items()},
-                  "lr": lr, "train_time_s": elapsed}
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            **{VAL + k: v for k, v in val.items()},
+            "lr": lr,
+            "train_time_s": elapsed,
+        }
         best.history.append(record)
         # phase 4: keep the best weights, report, early-stop
         if val["loss"] < best.best_val_loss:
@@ -220,4 +233,3 @@ def fit(model: nn.Module, ds: Dataset, cfg: TrainConfig,
             break
     model.load_state_dict(best.state_dict)
     return best
-

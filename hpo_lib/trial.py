@@ -18,9 +18,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,13 +39,20 @@ def _flag(default: Any, help: str, **checks: Any) -> Any:
 @dataclass
 class TrialArgs:
     # data
-    data: str = _flag("sample:sp500", "data spec: yahoo:SPY,QQQ?start=2010-01-01&end=2024-12-31, sample:sp500, "
-                                      "sample:nasdaq or file:PATH")
+    data: str = _flag(
+        "sample:sp500",
+        "data spec: yahoo:SPY,QQQ?start=2010-01-01&end=2024-12-31, sample:sp500, sample:nasdaq or file:PATH",
+    )
     target: str = _flag("return", "what to forecast", choices=TARGETS)
     horizon: int = _flag(1, "forecast horizon in trading days", min=1, max=60)
     seq_len: int = _flag(60, "input window length (trading days)", min=2, max=512)
-    split_window: int = _flag(90, "longest window any trial uses: fixes the splits and purge gap so trials "
-                                  "with different --seq-len are scored on the same days", min=2, max=512)
+    split_window: int = _flag(
+        90,
+        "longest window any trial uses: fixes the splits and purge gap so trials "
+        "with different --seq-len are scored on the same days",
+        min=2,
+        max=512,
+    )
     val_frac: float = _flag(0.15, "fraction of rows for validation", gt=0, lt=1)
     test_frac: float = _flag(0.15, "fraction of rows held out for the final test", gt=0, lt=1)
     cache_dir: str = _flag("", "yahoo Parquet cache folder (default $HPO_CACHE_DIR or ~/.cache/katib-hpo)")
@@ -71,8 +79,11 @@ class TrialArgs:
     optimizer: str = _flag("adamw", "optimizer", choices=train.OPTIMIZERS)
     scheduler: str = _flag("none", "learning-rate schedule", choices=train.SCHEDULERS)
     warmup_epochs: int = _flag(0, "linear warmup epochs", min=0, max=1000)
-    loss: str = _flag("auto", "training loss: mse, mae, huber (regression), ce, focal (direction); auto = mse or ce",
-                      choices=("auto", *train.REGRESSION_LOSSES, *train.CLASSIFICATION_LOSSES))
+    loss: str = _flag(
+        "auto",
+        "training loss: mse, mae, huber (regression), ce, focal (direction); auto = mse or ce",
+        choices=("auto", *train.REGRESSION_LOSSES, *train.CLASSIFICATION_LOSSES),
+    )
     focal_alpha: float = _flag(0.5, "focal loss weight of the up class", gt=0, lt=1)
     focal_gamma: float = _flag(2.0, "focal loss focusing exponent", min=0, max=10)
     grad_clip: float = _flag(1.0, "max gradient norm, 0 = off", min=0)
@@ -183,8 +194,16 @@ def load_dataset(args: TrialArgs, *, prices: data.Prices | None = None, refit: b
     :func:`hpo_lib.data.prepare`)."""
     if prices is None:
         prices = data.load_prices(args.data, cache_dir=args.cache_dir or None)
-    return data.prepare(prices, target=args.target, horizon=args.horizon, window=args.seq_len,
-                        split_window=args.split_window, val_frac=args.val_frac, test_frac=args.test_frac, refit=refit)
+    return data.prepare(
+        prices,
+        target=args.target,
+        horizon=args.horizon,
+        window=args.seq_len,
+        split_window=args.split_window,
+        val_frac=args.val_frac,
+        test_frac=args.test_frac,
+        refit=refit,
+    )
 
 
 def n_outputs(ds: data.Dataset) -> int:
@@ -193,8 +212,9 @@ def n_outputs(ds: data.Dataset) -> int:
 
 
 def build_model(args: TrialArgs, ds: data.Dataset) -> torch.nn.Module:
-    return models.build_model(args.model, n_features=ds.n_features, window=args.seq_len, n_outputs=n_outputs(ds),
-                              params=asdict(args))
+    return models.build_model(
+        args.model, n_features=ds.n_features, window=args.seq_len, n_outputs=n_outputs(ds), params=asdict(args)
+    )
 
 
 def save_model(model: torch.nn.Module, directory: Path, args: TrialArgs) -> None:
@@ -230,40 +250,70 @@ def run(args: TrialArgs, *, out=None, err=None) -> dict[str, Any]:
     result = train.fit(model, ds, cfg, reporter=report)
 
     final: dict[str, Any] = {
-        "model": args.model, "data": args.data, "target": args.target, "horizon": args.horizon,
-        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
-        "train_time_s": result.train_time_s, **static,
-        "val": {k.removeprefix(metrics.VAL): v for k, v in result.history[result.best_epoch - 1].items()
-                if k.startswith(metrics.VAL)},
-        "best_baseline": best_base, "baselines": base,
-        "baseline_params": results.fitted, "baseline_warnings": results.skipped,
+        "model": args.model,
+        "data": args.data,
+        "target": args.target,
+        "horizon": args.horizon,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early,
+        "train_time_s": result.train_time_s,
+        **static,
+        "val": {
+            k.removeprefix(metrics.VAL): v
+            for k, v in result.history[result.best_epoch - 1].items()
+            if k.startswith(metrics.VAL)
+        },
+        "best_baseline": best_base,
+        "baselines": base,
+        "baseline_params": results.fitted,
+        "baseline_warnings": results.skipped,
         "splits": {k: [str(v[0].date()), str(v[-1].date()), len(v)] for k, v in ds.dates.items()},
-        "device": str(train.select_device(cfg.device)), "params": asdict(args),
+        "device": str(train.select_device(cfg.device)),
+        "params": asdict(args),
     }
-    forecasts = {part: train.to_forecast(ds, train.predict(model, split_x(ds, model, part)))
-                 for part in parts if part == "test" or ds.target == "volatility"}
+    forecasts = {
+        part: train.to_forecast(ds, train.predict(model, split_x(ds, model, part)))
+        for part in parts
+        if part == "test" or ds.target == "volatility"
+    }
     if args.eval_test:
         final["test"] = scoring.score(ds, "test", forecasts["test"])
     if ds.target == "volatility":
-        final["dm"] = {part: dm_against_baseline(ds, part, forecasts[part], results.forecasts[best_base][part])
-                       for part in parts}
-    summary = dict(zip(metrics.FINAL, (result.best_epoch, final["val"]["loss"], base[best_base]["val"]["loss"],
-                                       result.epochs_run, result.train_time_s)))
+        final["dm"] = {
+            part: dm_against_baseline(ds, part, forecasts[part], results.forecasts[best_base][part]) for part in parts
+        }
+    summary = dict(
+        zip(
+            metrics.FINAL,
+            (
+                result.best_epoch,
+                final["val"]["loss"],
+                base[best_base]["val"]["loss"],
+                result.epochs_run,
+                result.train_time_s,
+            ),
+        )
+    )
     print(contract.format_metrics_line(summary, prefix=metrics.FINAL_PREFIX), file=out, flush=True)
     print(comparison(final), file=err, flush=True)
     write_outputs(Path(args.output_dir or _default_output_dir(args)), final, model, args)
     return final
 
 
-def dm_against_baseline(ds: data.Dataset, part: str, model_forecast: np.ndarray,
-                        baseline_forecast: np.ndarray) -> dict[str, Any]:
+def dm_against_baseline(
+    ds: data.Dataset, part: str, model_forecast: np.ndarray, baseline_forecast: np.ndarray
+) -> dict[str, Any]:
     """Diebold-Mariano on per-day QLIKE, model minus baseline (a negative statistic favours the model).
 
     A split too short for the test gives ``{"error": reason}`` instead: the trial still reports everything else.
     """
     try:
-        result = scoring.diebold_mariano(scoring.sample_losses(ds, part, model_forecast),
-                                         scoring.sample_losses(ds, part, baseline_forecast), ds.horizon)
+        result = scoring.diebold_mariano(
+            scoring.sample_losses(ds, part, model_forecast),
+            scoring.sample_losses(ds, part, baseline_forecast),
+            ds.horizon,
+        )
     except DataError as exc:
         return {"loss": "qlike", "error": str(exc)}
     return {"loss": "qlike", **result.as_dict()}
@@ -296,8 +346,7 @@ def comparison(final: dict[str, Any]) -> str:
         chunks.append(f"{'validation' if part == 'val' else 'test'}: " + ", ".join(shown))
     verdict = "beats" if final["val"][ranking] < final["baselines"][name]["val"][ranking] else "does not beat"
     kind, measure = ("volatility", "QLIKE") if ranking == "qlike" else ("naive", "loss")
-    return (f"{final['model']} {verdict} the best {kind} baseline ({name}) on validation {measure}; "
-            + "; ".join(chunks))
+    return f"{final['model']} {verdict} the best {kind} baseline ({name}) on validation {measure}; " + "; ".join(chunks)
 
 
 def _pct(mine: float, theirs: float) -> str:

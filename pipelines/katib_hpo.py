@@ -1,7 +1,8 @@
 """The KFP v2 pipeline: prepare data -> tune on Katib -> pick winners -> retrain them on GPUs -> evaluate -> register.
 
 Every component is a lightweight component on the trial image (which has ``hpo_lib`` and ``kfp`` installed), so
-nothing is pip-installed at run time; each body imports :mod:`hpo_lib.pipeline.steps` (and the renderers of :mod:`hpo_lib.results`) and calls one function, which is
+nothing is pip-installed at run time; each body imports :mod:`hpo_lib.pipeline.steps` (and the renderers of
+:mod:`hpo_lib.results`) and calls one function, which is
 where the work and its tests live. The same components run on a cluster and under
 ``kfp.local.SubprocessRunner(use_venv=False)`` (``hpo pipeline run-local``).
 
@@ -11,7 +12,7 @@ where the work and its tests live. The same components run on a cluster and unde
 # no `from __future__ import annotations`: kfp reads the component annotations as types
 import warnings
 from pathlib import Path
-from typing import Any, List, NamedTuple
+from typing import Any, NamedTuple
 
 from kfp import compiler, dsl, kubernetes
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
@@ -50,7 +51,7 @@ def tune(data: str, tune_mode: str, model_family: str, experiment_yaml: str, exp
 @_component
 def select_winners(trials: Input[Artifact], top_k: int, pareto: bool, max_winners: int,
                    include_early_stopped: bool, n_seeds: int, epochs: int, retrain_flags: str,
-                   selection: Output[Artifact], leaderboard: Output[Markdown]) -> List[dict]:
+                   selection: Output[Artifact], leaderboard: Output[Markdown]) -> list[dict]:
     """Top-k by the objective plus the Pareto front; one retrain item per winner and seed."""
     import shutil
 
@@ -75,7 +76,7 @@ def retrain(item: dict, dataset: Input[Dataset], cost_bps: float, model: Output[
 
 
 @_component
-def evaluate(models: Input[List[Model]], summary: Output[Artifact], report: Output[Markdown],
+def evaluate(models: Input[list[Model]], summary: Output[Artifact], report: Output[Markdown],
              report_html: Output[HTML], metrics: Output[Metrics]):
     """Seeds summarised per winner, the champion (chosen by the tuning objective) and its verdict on test."""
     import json
@@ -101,7 +102,7 @@ def evaluate(models: Input[List[Model]], summary: Output[Artifact], report: Outp
 
 
 @_component
-def register(models: Input[List[Model]], summary: Input[Artifact], tracking_uri: str, mlflow_experiment: str,
+def register(models: Input[list[Model]], summary: Input[Artifact], tracking_uri: str, mlflow_experiment: str,
              model_name: str, run_name: str, registry: Output[Markdown], mlflow_store: Output[Artifact]):
     """Log every retrain to MLflow; register the champion as <model_name>@champion only if it beats the bar."""
     import json

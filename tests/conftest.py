@@ -16,7 +16,6 @@ import pytest
 
 from hpo_lib import data
 
-
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -124,3 +123,91 @@ def no_yahoo(monkeypatch):
 
 
 collect_ignore_glob = ["fixtures/*"]  # helper programs the tests run as processes, not test modules
+
+
+# ----------------------------------------------------------------------------------------------- engine doubles
+SCRIPT = FIXTURES / "scripted_trial.py"  # the stand-in trial: prints the Katib lines a test decides (--curves, --mode)
+OBJECTIVES_ANNOTATION = "katib-hpo.io/objectives"
+
+BASE = {  # an Experiment whose trial is the scripted stand-in: 3 trials, one at a time, medianstop after 2 reports
+    "apiVersion": "kubeflow.org/v1beta1", "kind": "Experiment",
+    "metadata": {"name": "scripted", "namespace": "local"},
+    "spec": {
+        "objective": {"type": "minimize", "objectiveMetricName": "val_loss", "additionalMetricNames": ["val_rmse"],
+                      "metricStrategies": [{"name": "val_loss", "value": "min"}, {"name": "val_rmse", "value": "min"}]},
+        "algorithm": {"algorithmName": "random", "algorithmSettings": [{"name": "random_state", "value": "7"}]},
+        "earlyStopping": {"algorithmName": "medianstop", "algorithmSettings": [
+            {"name": "min_trials_required", "value": "2"}, {"name": "start_step", "value": "2"}]},
+        "parallelTrialCount": 1, "maxTrialCount": 3, "maxFailedTrialCount": 3,
+        "metricsCollectorSpec": {"collector": {"kind": "StdOut"}},
+        "parameters": [{"name": "x", "parameterType": "double",
+                        "feasibleSpace": {"min": "0.0", "max": "1.0", "distribution": "uniform"}}],
+        "trialTemplate": {
+            "primaryContainerName": "training",
+            "trialParameters": [{"name": "x", "description": "a knob", "reference": "x"}],
+            "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {
+                "backoffLimit": 0, "activeDeadlineSeconds": 600,
+                "template": {"metadata": {"labels": {"sidecar.istio.io/inject": "false"}}, "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "training", "image": "local/scripted:1", "command": ["python"],
+                                    "args": [str(SCRIPT), "--x=${trialParameters.x}", "--epochs=4"]}]}}}},
+        },
+    },
+}
+
+
+def manifest(tmp_path: Path, *, annotations: dict | None = None, **spec_changes) -> Path:
+    """``BASE`` with ``spec`` keys replaced (and metadata annotations), written as ``tmp_path/experiment.yaml``."""
+    import yaml
+
+    doc = copy.deepcopy(BASE)
+    doc["spec"].update(spec_changes)
+    doc["spec"]["maxFailedTrialCount"] = min(doc["spec"]["maxFailedTrialCount"], doc["spec"]["maxTrialCount"])
+    if annotations:
+        doc["metadata"]["annotations"] = dict(annotations)
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def multi_manifest(tmp_path: Path, objectives: str = "val_loss:minimize, val_rmse:maximize", **spec_changes) -> Path:
+    """``BASE`` as a multi-objective study: the objectives annotation over Katib's one objective."""
+    return manifest(tmp_path, annotations={OBJECTIVES_ANNOTATION: objectives}, **spec_changes)
+
+
+def options(tmp_path: Path, **overrides):
+    """Engine options for a test: trial flag ``overrides`` (curves=..., mode=...), state in ``tmp_path/state``, no
+    MLflow."""
+    from hpo_lib import engine
+
+    return engine.TuneOptions(overrides=overrides, state_dir=tmp_path / "state", tracking=False)
+
+
+def states(study) -> list:
+    """The study's trial states in trial order."""
+    return [t.state for t in study.get_trials()]
+
+
+def wait_for_trials(database: Path, study_name: str, *, complete: int, process=None, timeout_s: float = 120.0):
+    """Poll the SQLite study an engine in another process writes until at least ``complete`` trials succeeded and
+    another is running; returns those trials. Fails the test after ``timeout_s``, or at once if ``process`` exits."""
+    import time
+
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = f"sqlite:///{database}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        time.sleep(0.3)
+        trials = []
+        if database.exists():  # loading a missing database would create it under the engine's feet
+            try:
+                trials = optuna.load_study(study_name=study_name, storage=storage).get_trials()
+            except Exception:  # noqa: BLE001 - the study may not exist yet, or the writer holds the lock
+                trials = []
+        found = [t.state for t in trials]
+        if found.count(TrialState.COMPLETE) >= complete and TrialState.RUNNING in found:
+            return trials
+        assert process is None or process.poll() is None, f"the engine exited with code {process.returncode} first"
+        assert time.monotonic() < deadline, f"no {complete} succeeded trials and a running one in {timeout_s:.0f} s"

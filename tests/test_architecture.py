@@ -77,7 +77,7 @@ def import_graph(root: Path, folders: tuple[str, ...]) -> dict[str, set[str]]:
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         siblings = {m.rpartition(".")[2]: m for m in modules if m.rpartition(".")[0] == package and package}
 
-        def known(candidate: str) -> str | None:
+        def known(candidate: str, siblings: dict[str, str] = siblings) -> str | None:
             head, _, rest = candidate.partition(".")
             if head in siblings and not (root / head).is_dir():  # a bare sibling import of a script folder
                 candidate = siblings[head] + ("." + rest if rest else "")

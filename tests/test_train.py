@@ -19,6 +19,7 @@ from hpo_lib.errors import ConfigError, TrainingError
 ])
 def test_learning_rate_schedules(scheduler, epoch, expected):
     cfg = train.TrainConfig(lr=1.0, epochs=11, scheduler=scheduler)
+    # each schedule's learning rate at an epoch, as a fraction of lr
     assert train.lr_at(epoch, cfg) == pytest.approx(expected)
 
 
@@ -38,6 +39,7 @@ def test_focal_loss_without_focusing_is_weighted_cross_entropy():
 
 @pytest.mark.parametrize("loss, classification", [("ce", False), ("mse", True)])
 def test_loss_must_fit_the_target(loss, classification):
+    # a loss of the other kind of target is refused by name
     with pytest.raises(ConfigError, match=f"loss '{loss}' does not fit"):
         train.make_loss(train.TrainConfig(loss=loss), classification)
 
@@ -66,6 +68,7 @@ def test_same_seed_same_history(small):
         torch.manual_seed(7)  # the trial seeds before it builds the model
         runs.append(train.fit(_model(small), small, train.TrainConfig(epochs=3, seed=7)).history)
     strip = lambda h: [{k: v for k, v in r.items() if k != "train_time_s"} for r in h]  # noqa: E731
+    # same seed, same epochs: the same history, timing aside
     assert strip(runs[0]) == strip(runs[1])
 
 
@@ -86,6 +89,7 @@ def test_non_finite_loss_ends_training_with_a_clear_error(small):
         def forward(self, x):
             return (x[:, -1, :1] * self.w) * math.inf
 
+    # an infinite output is caught at its first epoch, with a message that names it
     with pytest.raises(TrainingError, match="training loss became nan at epoch 1"):
         train.fit(Exploding(), small, train.TrainConfig(epochs=2))
 
@@ -93,5 +97,6 @@ def test_non_finite_loss_ends_training_with_a_clear_error(small):
 def test_cuda_request_without_a_gpu_is_refused():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
+    # asking for CUDA on a machine without one is a ConfigError
     with pytest.raises(ConfigError, match="no CUDA GPU"):
         train.select_device("cuda")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -13,10 +14,9 @@ import pandas as pd
 import pytest
 import torch
 
-from hpo_lib import cli, data, metrics, models, train, trial
+from hpo_lib import cli, metrics, models, train, trial
 from hpo_lib.data import sources
 from hpo_lib.katib import contract
-from hpo_lib.errors import TrainingError
 
 EPOCH_METRICS = sorted(metrics.epoch_metrics("return"))
 FAST = ["--seq-len=10", "--split-window=10", "--hidden-size=8", "--num-layers=1", "--threads=2"]
@@ -28,6 +28,7 @@ def test_trial_process_prints_katib_lines_and_writes_outputs(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "hpo_lib.trial", "--model=lstm", "--data=sample:sp500",
                            "--epochs=2", "--patience=5", *FAST, f"--output-dir={out_dir}"],
                           capture_output=True, text=True, timeout=300)
+    # the trial process exits 0
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     # one line per epoch plus the final line, nothing else on stdout
@@ -44,6 +45,7 @@ def test_trial_process_prints_katib_lines_and_writes_outputs(tmp_path):
     # the human comparison with the naive baseline goes to stderr
     assert "the best naive baseline" in proc.stderr
     final = json.loads((out_dir / "metrics.json").read_text())
+    # metrics.json names the best baseline among the baselines, and no test scores were asked for
     assert final["best_baseline"] in final["baselines"] and "test" not in final
     # weights load safely and fit a model rebuilt from the saved config
     config = json.loads((out_dir / "config.json").read_text())
@@ -61,6 +63,7 @@ def test_each_target_runs_end_to_end(tmp_path, capsys, target, extra, metric):
     code = cli.main(["trial", "--model=mlp", "--data=sample:nasdaq", "--epochs=1", f"--target={target}", *FAST,
                      *extra, f"--output-dir={tmp_path}"])
     final = json.loads((tmp_path / "metrics.json").read_text())
+    # exit code 0 for every target
     assert code == 0
     _, values = contract.parse_metrics_line(capsys.readouterr().out.splitlines()[0], metrics.epoch_metrics(target))
     # each target prints its own metric contract
@@ -141,11 +144,13 @@ def test_training_failure_is_one_line_with_the_flags_that_fix_it(tmp_path, capsy
 def test_bad_flag_in_a_real_process_prints_no_traceback():
     proc = subprocess.run([sys.executable, "-m", "hpo_lib.trial", "--dropout=1.5"], capture_output=True, text=True,
                           timeout=120)
+    # exit code 2 and the one-line message, with no traceback
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == "hpo: error: --dropout must be less than 1, got 1.5"
 
 
 def test_help_lists_every_flag(capsys):
+    # --help exits 0 and names every flag
     assert cli.main(["trial", "--help"]) == 0
     text = capsys.readouterr().out
     assert all(f"--{f.replace('_', '-')}" in text for f in trial.TrialArgs.__dataclass_fields__)
@@ -165,6 +170,7 @@ def test_volatility_trial_reports_qlike_against_the_volatility_baselines(tmp_pat
                      "--horizon=5", "--eval-test", *FAST, f"--output-dir={tmp_path}"])
     out, err = capsys.readouterr()
     final = json.loads((tmp_path / "metrics.json").read_text())
+    # exit code 0
     assert code == 0
     _, values = contract.parse_metrics_line(out.splitlines()[0], metrics.epoch_metrics("volatility"))
     # the epoch line carries the model's and the best baseline's QLIKE
@@ -195,3 +201,29 @@ def test_volatility_trial_on_a_short_series_warns_and_reports_the_other_baseline
     assert "hpo: warning: baseline garch skipped: GARCH(1,1) needs at least 250 training returns" in err
     assert "garch" in final["baseline_warnings"] and "garch" not in final["baselines"]
     assert {"har", "ewma", "previous_window", "train_mean"} <= set(final["baselines"])
+
+
+# ----------------------------------------------------------------------------------------------- one source of defaults
+FLAG_DEFAULTS = {f.name: f.default for f in dataclasses.fields(trial.TrialArgs)}
+
+
+def test_training_defaults_are_the_trial_flag_defaults():
+    config = {f.name: f.default for f in dataclasses.fields(train.TrainConfig)}
+    # every training setting is a trial flag (train_config copies each one over) ...
+    assert set(config) <= set(FLAG_DEFAULTS), sorted(set(config) - set(FLAG_DEFAULTS))
+    # ... with the same default, so a config built in code trains as a bare `hpo trial` does
+    assert {k: FLAG_DEFAULTS[k] for k in config if k != "loss"} == {k: v for k, v in config.items() if k != "loss"}
+    # except the loss, which the flag spells "auto" and the trial resolves to the config's default for its target
+    assert FLAG_DEFAULTS["loss"] == "auto" and trial.train_config(trial.TrialArgs()).loss == config["loss"] == "mse"
+
+
+@pytest.mark.parametrize("family, config_cls", [
+    ("mlp", models.MLPConfig), ("lstm", models.RecurrentConfig), ("cnn-lstm", models.CNNLSTMConfig),
+], ids=["mlp", "recurrent", "cnn-lstm"])
+def test_model_config_defaults_are_the_trial_flag_defaults(family, config_cls):
+    config = {f.name: f.default for f in dataclasses.fields(config_cls) if f.default is not dataclasses.MISSING}
+    shared = set(config) & set(FLAG_DEFAULTS)
+    # every knob the family reads is a trial flag (all but the data shape and the registry's fixed cell) ...
+    assert set(models.config_fields(family)) <= shared, sorted(set(models.config_fields(family)) - shared)
+    # ... and each defaults the same way as its flag, so a model built in code is the one a bare trial builds
+    assert {k: config[k] for k in shared} == {k: FLAG_DEFAULTS[k] for k in shared}

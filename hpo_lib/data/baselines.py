@@ -82,11 +82,17 @@ def evaluate(ds: Dataset, parts: tuple[str, ...] = ("val",)) -> BaselineResults:
     for part in parts:
         for name, forecast in naive_forecasts(ds, part).items():
             forecasts.setdefault(name, {})[part] = forecast
-        for name in fitted.variance if fitted else ():
-            forecasts.setdefault(name, {})[part] = fitted.vol(name, getattr(ds.split, part))
+        if fitted:
+            for name in fitted.variance:
+                forecasts.setdefault(name, {})[part] = fitted.vol(name, getattr(ds.split, part))
     report = {name: {part: score(ds, part, f) for part, f in by_part.items()} for name, by_part in forecasts.items()}
-    return BaselineResults(report=report, forecasts=forecasts, best=best_baseline(report),
-                           fitted=fitted.params if fitted else {}, skipped=fitted.skipped if fitted else {})
+    return BaselineResults(
+        report=report,
+        forecasts=forecasts,
+        best=best_baseline(report),
+        fitted=fitted.params if fitted else {},
+        skipped=fitted.skipped if fitted else {},
+    )
 
 
 def best_baseline(report: dict[str, dict[str, dict[str, float]]]) -> str:
@@ -133,8 +139,10 @@ def fit_garch(train_returns: np.ndarray) -> Garch:
 
     r = np.asarray(train_returns, dtype=np.float64)
     if len(r) < GARCH_MIN_OBS:
-        raise DataError(f"GARCH(1,1) needs at least {GARCH_MIN_OBS} training returns (about a trading year), "
-                        f"got {len(r)}; use a longer series")
+        raise DataError(
+            f"GARCH(1,1) needs at least {GARCH_MIN_OBS} training returns (about a trading year), "
+            f"got {len(r)}; use a longer series"
+        )
     model = arch_model(ARCH_SCALE * r, mean="Zero", vol="GARCH", p=1, q=1, dist="normal", rescale=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # arch warns on the way to a failure; the checks below name the failure
@@ -143,12 +151,16 @@ def fit_garch(train_returns: np.ndarray) -> Garch:
         except (ValueError, np.linalg.LinAlgError) as exc:
             raise DataError(f"GARCH(1,1) fit on {len(r)} training returns failed: {exc}") from None
     if res.convergence_flag != 0:
-        raise DataError(f"GARCH(1,1) fit on {len(r)} training returns did not converge "
-                        f"(optimizer: {res.optimization_result.message})")
+        raise DataError(
+            f"GARCH(1,1) fit on {len(r)} training returns did not converge "
+            f"(optimizer: {res.optimization_result.message})"
+        )
     omega, alpha, beta = (float(res.params[k]) for k in ("omega", "alpha[1]", "beta[1]"))
     if not (math.isfinite(omega + alpha + beta) and omega > 0 and alpha >= 0 and beta >= 0):
-        raise DataError(f"GARCH(1,1) fit on {len(r)} training returns gave unusable parameters "
-                        f"omega={omega:g}, alpha={alpha:g}, beta={beta:g}")
+        raise DataError(
+            f"GARCH(1,1) fit on {len(r)} training returns gave unusable parameters "
+            f"omega={omega:g}, alpha={alpha:g}, beta={beta:g}"
+        )
     return Garch(omega=omega / ARCH_SCALE**2, alpha=alpha, beta=beta)
 
 
@@ -186,7 +198,7 @@ def har_regressors(returns: np.ndarray) -> np.ndarray:
     x = np.full((len(p), 4), np.nan)
     x[:, 0] = 1.0
     for col, days in enumerate(HAR_DAYS, start=1):
-        x[days - 1:, col] = (csum[days:] - csum[:-days]) / days
+        x[days - 1 :, col] = (csum[days:] - csum[:-days]) / days
     return x
 
 
@@ -195,7 +207,7 @@ def _forward_variance(returns: np.ndarray, horizon: int) -> np.ndarray:
     p = variance_proxy(returns)
     csum = np.concatenate([[0.0], np.cumsum(p)])
     out = np.full(len(p), np.nan)
-    out[: len(p) - horizon] = (csum[horizon + 1:] - csum[1: len(p) - horizon + 1]) / horizon
+    out[: len(p) - horizon] = (csum[horizon + 1 :] - csum[1 : len(p) - horizon + 1]) / horizon
     return out
 
 
@@ -210,11 +222,13 @@ def fit_har(returns: np.ndarray, train_rows: tuple[int, int], horizon: int) -> H
     first, last = start + HAR_DAYS[-1] - 1, stop - horizon  # rows first..last-1 qualify
     n_fit = last - first
     if n_fit < HAR_MIN_SAMPLES:
-        raise DataError(f"HAR-RV needs at least {HAR_MIN_SAMPLES} training regression rows, but the "
-                        f"{stop - start} training rows leave {max(n_fit, 0)} after its {HAR_DAYS[-1]}-day monthly "
-                        f"term and the {horizon}-day label; use a longer series or a shorter horizon")
-    x = har_regressors(returns[start:stop])[first - start: last - start]
-    y = _forward_variance(returns[start:stop], horizon)[first - start: last - start]
+        raise DataError(
+            f"HAR-RV needs at least {HAR_MIN_SAMPLES} training regression rows, but the "
+            f"{stop - start} training rows leave {max(n_fit, 0)} after its {HAR_DAYS[-1]}-day monthly "
+            f"term and the {horizon}-day label; use a longer series or a shorter horizon"
+        )
+    x = har_regressors(returns[start:stop])[first - start : last - start]
+    y = _forward_variance(returns[start:stop], horizon)[first - start : last - start]
     coef, *_ = np.linalg.lstsq(x, y, rcond=None)
     if not np.isfinite(coef).all():
         raise DataError(f"HAR-RV regression on {n_fit} training rows gave non-finite coefficients")

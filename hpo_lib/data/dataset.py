@@ -19,6 +19,7 @@ from hpo_lib.errors import DataError
 
 TARGETS = ("return", "direction", "volatility")
 
+
 # ----------------------------------------------------------------------------------------------- features
 def build_features(prices: Prices) -> tuple[pd.DataFrame, pd.Series]:
     """Causal features of every ticker (row t uses data up to and including day t) and the forecast ticker's returns.
@@ -33,16 +34,18 @@ def build_features(prices: Prices) -> tuple[pd.DataFrame, pd.Series]:
         log_volume = np.log1p(frame["Volume"].clip(lower=0))
         vol_std = log_volume.rolling(21).std()
         volume_z = ((log_volume - log_volume.rolling(21).mean()) / vol_std.where(vol_std > 0)).fillna(0.0)
-        columns.update({
-            f"{ticker}:ret_1": ret,
-            f"{ticker}:ret_5": ret.rolling(5).sum(),
-            f"{ticker}:ret_21": ret.rolling(21).sum(),
-            f"{ticker}:vol_5": ret.rolling(5).std(),
-            f"{ticker}:vol_21": ret.rolling(21).std(),
-            f"{ticker}:range": np.log(frame["High"] / frame["Low"]),
-            f"{ticker}:close_open": np.log(frame["Close"] / frame["Open"]),
-            f"{ticker}:volume_z": volume_z.where(ret.notna()),
-        })
+        columns.update(
+            {
+                f"{ticker}:ret_1": ret,
+                f"{ticker}:ret_5": ret.rolling(5).sum(),
+                f"{ticker}:ret_21": ret.rolling(21).sum(),
+                f"{ticker}:vol_5": ret.rolling(5).std(),
+                f"{ticker}:vol_21": ret.rolling(21).std(),
+                f"{ticker}:range": np.log(frame["High"] / frame["Low"]),
+                f"{ticker}:close_open": np.log(frame["Close"] / frame["Open"]),
+                f"{ticker}:volume_z": volume_z.where(ret.notna()),
+            }
+        )
     features = pd.DataFrame(columns).iloc[21:]  # the longest rolling window needs 21 returns (22 prices)
     target_ticker = next(iter(prices))
     returns = features[f"{target_ticker}:ret_1"].rename("ret")
@@ -80,7 +83,7 @@ def make_target(returns: np.ndarray, kind: str, horizon: int) -> tuple[np.ndarra
     past = np.full((n, horizon), np.nan)
     for k in range(1, horizon + 1):  # loops over the horizon only, never over samples
         future[: n - k, k - 1] = r[k:]
-        past[k - 1:, k - 1] = r[: n - k + 1]
+        past[k - 1 :, k - 1] = r[: n - k + 1]
     if kind == "volatility":
         return np.sqrt(np.mean(variance_proxy(future), axis=1)), np.sqrt(np.mean(variance_proxy(past), axis=1))
     forward = future.sum(axis=1)
@@ -95,7 +98,7 @@ def trailing_return(returns: np.ndarray, horizon: int) -> np.ndarray:
     r = np.asarray(returns, dtype=np.float64)
     csum = np.concatenate([[0.0], np.cumsum(r)])
     out = np.full(len(r), np.nan)
-    out[horizon - 1:] = csum[horizon:] - csum[:-horizon]
+    out[horizon - 1 :] = csum[horizon:] - csum[:-horizon]
     return out
 
 
@@ -120,8 +123,9 @@ class Split:
     gap: int
 
 
-def chronological_split(n_rows: int, *, window: int, horizon: int, val_frac: float = 0.15, test_frac: float = 0.15,
-                        min_samples: int = 30) -> Split:
+def chronological_split(
+    n_rows: int, *, window: int, horizon: int, val_frac: float = 0.15, test_frac: float = 0.15, min_samples: int = 30
+) -> Split:
     """Split ``n_rows`` rows into train, validation and test segments, in time order, separated by purge gaps.
 
     Every sample's whole footprint (input window and label horizon) lies inside its own segment, and consecutive
@@ -146,9 +150,11 @@ def chronological_split(n_rows: int, *, window: int, horizon: int, val_frac: flo
     counts = [len(p) for p in parts]
     if usable <= 0 or min(counts) < min_samples:
         needed = 2 * gap + 3 * (window + horizon + min_samples)
-        raise DataError(f"series too short: {n_rows} rows give train/val/test samples {counts} with window={window}, "
-                        f"horizon={horizon} and purge gaps of {gap}; need at least {min_samples} samples per split "
-                        f"(about {needed} rows)")
+        raise DataError(
+            f"series too short: {n_rows} rows give train/val/test samples {counts} with window={window}, "
+            f"horizon={horizon} and purge gaps of {gap}; need at least {min_samples} samples per split "
+            f"(about {needed} rows)"
+        )
     return Split(train=parts[0], val=parts[1], test=parts[2], train_rows=bounds[0], gap=gap)
 
 
@@ -179,7 +185,7 @@ class Scaler:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, values: np.ndarray) -> "Scaler":
+    def fit(cls, values: np.ndarray) -> Scaler:
         values = np.asarray(values, dtype=np.float64)
         std = values.std(axis=0)
         return cls(mean=values.mean(axis=0), std=np.where(std > 0, std, 1.0))  # a constant column maps to 0
@@ -229,9 +235,17 @@ class Dataset:
         return self.target == "direction"
 
 
-def prepare(prices: Prices, *, target: str = "return", horizon: int = 1, window: int = 60,
-            split_window: int | None = None, val_frac: float = 0.15, test_frac: float = 0.15,
-            refit: bool = False) -> Dataset:
+def prepare(
+    prices: Prices,
+    *,
+    target: str = "return",
+    horizon: int = 1,
+    window: int = 60,
+    split_window: int | None = None,
+    val_frac: float = 0.15,
+    test_frac: float = 0.15,
+    refit: bool = False,
+) -> Dataset:
     """Features, target, split, train-only scaling and windows in one call.
 
     ``window`` is this model's sequence length; ``split_window`` (default: ``window``) fixes the split and purge gap
@@ -240,11 +254,15 @@ def prepare(prices: Prices, *, target: str = "return", horizon: int = 1, window:
     """
     split_window = split_window or window
     if window > split_window:
-        raise DataError(f"sequence length {window} exceeds split window {split_window}; raise --split-window")
+        raise DataError(
+            f"sequence length {window} exceeds split window {split_window}; raise the split window",
+            settings=("split_window",),
+        )
     features, returns = build_features(prices)
     y_all, ref_all = make_target(returns.to_numpy(), target, horizon)
-    split = chronological_split(len(features), window=split_window, horizon=horizon, val_frac=val_frac,
-                                test_frac=test_frac)
+    split = chronological_split(
+        len(features), window=split_window, horizon=horizon, val_frac=val_frac, test_frac=test_frac
+    )
     if refit:
         split = refit_split(split, window=split_window, horizon=horizon)
     values = features.to_numpy(dtype=np.float64)
@@ -260,12 +278,18 @@ def prepare(prices: Prices, *, target: str = "return", horizon: int = 1, window:
     parts = {"train": split.train, "val": split.val, "test": split.test}
     y = {k: y_all[v] for k, v in parts.items()}
     return Dataset(
-        target=target, horizon=horizon, window=window, split=split, feature_names=list(features.columns),
+        target=target,
+        horizon=horizon,
+        window=window,
+        split=split,
+        feature_names=list(features.columns),
         x={k: make_windows(scaled, v, window) for k, v in parts.items()},
         y=y,
         y_scaled={k: (v if target_scaler is None else target_scaler.transform(v)) for k, v in y.items()},
         ref={k: ref_all[v] for k, v in parts.items()},
         persistence={k: persistence_all[v] for k, v in parts.items()},
         dates={k: features.index[v] for k, v in parts.items()},
-        feature_scaler=feature_scaler, target_scaler=target_scaler, returns=returns.to_numpy(dtype=np.float64),
+        feature_scaler=feature_scaler,
+        target_scaler=target_scaler,
+        returns=returns.to_numpy(dtype=np.float64),
     )

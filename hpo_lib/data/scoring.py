@@ -46,7 +46,6 @@ def sample_qlike(y_vol: np.ndarray, vol_forecast: np.ndarray) -> np.ndarray:
     return qlike(np.square(np.asarray(y_vol, dtype=np.float64)), to_variance(vol_forecast))
 
 
-
 def sample_losses(ds: Dataset, part: str, forecast: np.ndarray) -> np.ndarray:
     """Per-sample values of a split's ranking metric (:func:`ranking_metric`); :func:`score` reports their mean.
 
@@ -63,6 +62,7 @@ def sample_losses(ds: Dataset, part: str, forecast: np.ndarray) -> np.ndarray:
 
 def _scaled_squared_error(ds: Dataset, part: str, forecast: np.ndarray) -> np.ndarray:
     """Squared error on the standardised target: ``loss`` of the regression targets, return and volatility."""
+    assert ds.target_scaler is not None  # only classification (direction) datasets have no target scaler
     return (ds.target_scaler.transform(forecast) - ds.y_scaled[part]) ** 2
 
 
@@ -98,7 +98,6 @@ def score(ds: Dataset, part: str, forecast: np.ndarray) -> dict[str, float]:
 def ranking_metric(metrics: dict[str, float]) -> str:
     """The metric that ranks forecasts of a target: ``qlike`` where scored (volatility), else ``loss``."""
     return "qlike" if "qlike" in metrics else "loss"
-
 
 
 # ----------------------------------------------------------------------------------------------- significance
@@ -146,13 +145,17 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, horizon: int = 1) ->
     if a.ndim != 1 or a.shape != b.shape:
         raise DataError(f"loss arrays must be 1-D and of equal length, got shapes {a.shape} and {b.shape}")
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise DataError(f"loss arrays contain {int((~np.isfinite(a)).sum() + (~np.isfinite(b)).sum())} "
-                        f"non-finite value(s); the Diebold-Mariano test needs finite losses")
+        raise DataError(
+            f"loss arrays contain {int((~np.isfinite(a)).sum() + (~np.isfinite(b)).sum())} "
+            f"non-finite value(s); the Diebold-Mariano test needs finite losses"
+        )
     n, h = len(a), int(horizon)
     needed = max(3, 2 * h)
     if n < needed:
-        raise DataError(f"the Diebold-Mariano test needs at least {needed} loss pairs for horizon={h} "
-                        f"(max(3, 2 * horizon)), got {n}")
+        raise DataError(
+            f"the Diebold-Mariano test needs at least {needed} loss pairs for horizon={h} "
+            f"(max(3, 2 * horizon)), got {n}"
+        )
     d = a - b
     mean = float(d.mean())
     if not d.any():
@@ -163,8 +166,10 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, horizon: int = 1) ->
     if variance <= 0:
         variance = gamma[0] + 2 * (gamma[1:] * (1 - np.arange(1, h) / h)).sum()
     if variance <= 0:
-        raise DataError(f"the loss differential is constant ({mean:g} on all {n} samples); "
-                        f"the Diebold-Mariano test has no variance to test it against")
+        raise DataError(
+            f"the loss differential is constant ({mean:g} on all {n} samples); "
+            f"the Diebold-Mariano test has no variance to test it against"
+        )
     from scipy import special  # here, not at the top: a cold import costs trials that never test (about 0.1 s)
 
     correction = math.sqrt((n + 1 - 2 * h + h * (h - 1) / n) / n)
@@ -193,8 +198,9 @@ class BacktestResult:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def positions_from_forecast(forecast: np.ndarray, reference: np.ndarray | float = 0.0, *,
-                            long_only: bool = False) -> np.ndarray:
+def positions_from_forecast(
+    forecast: np.ndarray, reference: np.ndarray | float = 0.0, *, long_only: bool = False
+) -> np.ndarray:
     """+1 where the forecast is above its reference (up), else -1 (or 0 with ``long_only``).
 
     The reference is 0 for a return forecast and 0.5 for a probability of "up"; a forecast equal to it counts as
@@ -222,8 +228,9 @@ def max_drawdown(returns: np.ndarray) -> float:
     return float(np.max(1 - equity / peak)) if len(equity) else 0.0
 
 
-def backtest(positions: np.ndarray, asset_returns: np.ndarray, *, cost_bps: float = 5.0,
-             periods_per_year: int = 252) -> BacktestResult:
+def backtest(
+    positions: np.ndarray, asset_returns: np.ndarray, *, cost_bps: float = 5.0, periods_per_year: int = 252
+) -> BacktestResult:
     """Trade a daily position and charge ``cost_bps`` per unit of position change.
 
     ``positions[t]`` is decided at the close of day t with what is known then and held over the next day, whose

@@ -20,12 +20,11 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 from urllib.parse import parse_qsl
 
-import numpy as np
 import pandas as pd
 
 from hpo_lib.errors import DataError
@@ -51,8 +50,13 @@ class DataSpec:
 
     def cache_key(self) -> str:
         """Stable file stem for a yahoo request: readable prefix + hash of every field that changes the data."""
-        request = {"tickers": list(self.tickers), "start": self.start, "end": self.end, "interval": self.interval,
-                   "auto_adjust": True}
+        request = {
+            "tickers": list(self.tickers),
+            "start": self.start,
+            "end": self.end,
+            "interval": self.interval,
+            "auto_adjust": True,
+        }
         digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:12]
         return f"yahoo-{'_'.join(self.tickers)}-{self.interval}-{digest}"
 
@@ -66,13 +70,14 @@ def parse_spec(spec: str) -> DataSpec:
         name, *extra = rest.split(",")
         if name not in SAMPLES:
             raise DataError(f"unknown sample {name!r}; choose one of {', '.join(SAMPLES)}")
-        options = dict(t.split("=", 1) if "=" in t else (t, "") for t in extra)
+        options = dict(t.split("=", 1) if "=" in t else [t, ""] for t in extra)
         unknown = set(options) - {"start", "end"}
         if unknown:
             raise DataError(f"unknown sample option(s) {sorted(unknown)}; use start, end")
         _check_dates(options, "sample")
-        return DataSpec(kind="sample", tickers=(name,), start=options.get("start") or None,
-                        end=options.get("end") or None)
+        return DataSpec(
+            kind="sample", tickers=(name,), start=options.get("start") or None, end=options.get("end") or None
+        )
     if kind == "file":
         return DataSpec(kind="file", path=rest)
     if kind == "yahoo":
@@ -90,8 +95,13 @@ def parse_spec(spec: str) -> DataSpec:
         if unknown:
             raise DataError(f"unknown yahoo option(s) {sorted(unknown)}; use start, end, interval")
         _check_dates(options, "yahoo")
-        return DataSpec(kind="yahoo", tickers=tickers, start=options.get("start") or None,
-                        end=options.get("end") or None, interval=options.get("interval") or "1d")
+        return DataSpec(
+            kind="yahoo",
+            tickers=tickers,
+            start=options.get("start") or None,
+            end=options.get("end") or None,
+            interval=options.get("interval") or "1d",
+        )
     raise DataError(f"unknown data source {kind!r} in {spec!r}; use yahoo:, sample: or file:")
 
 
@@ -115,18 +125,22 @@ def load_prices(spec: str | DataSpec, *, cache_dir: str | Path | None = None, re
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     if spec.kind == "sample":
         frame = _load_sample(spec.tickers[0])
-        frame = frame.loc[spec.start:spec.end] if spec.start or spec.end else frame  # inclusive date bounds
+        frame = frame.loc[spec.start : spec.end] if spec.start or spec.end else frame  # inclusive date bounds
         prices = {spec.tickers[0]: frame}
     elif spec.kind == "file":
+        if spec.path is None:  # parse_spec("file:PATH") always sets one; Path(None) raised TypeError too
+            raise TypeError("DataSpec(kind='file') needs a path")
         prices = _read_file(Path(spec.path))
     else:
         path = Path(cache_dir or default_cache_dir()) / f"{spec.cache_key()}.parquet"
         if path.exists() and not refresh:
             prices = _from_long(pd.read_parquet(path))
         elif os.environ.get("HPO_OFFLINE") == "1":
-            raise DataError(f"no cached data for {', '.join(spec.tickers)} ({spec.start} .. {spec.end}, "
-                            f"{spec.interval}) at {path} and HPO_OFFLINE=1; run `hpo data fetch` first "
-                            f"(on a cluster: the data-prep Job)")
+            raise DataError(
+                f"no cached data for {', '.join(spec.tickers)} ({spec.start} .. {spec.end}, "
+                f"{spec.interval}) at {path} and HPO_OFFLINE=1; run `hpo data fetch` first "
+                f"(on a cluster: the data-prep Job)"
+            )
         else:
             prices = download_yahoo(spec)
             _write_cache(prices, path)
@@ -202,8 +216,9 @@ def _from_long(frame: pd.DataFrame) -> Prices:
 
 def to_long(prices: Prices) -> pd.DataFrame:
     """Prices as one long frame (Date, Ticker, OHLCV): the Parquet layout of the cache and the pipeline's Dataset."""
-    return pd.concat([f.rename_axis("Date").reset_index().assign(Ticker=t) for t, f in prices.items()],
-                     ignore_index=True)[["Date", "Ticker", *FIELDS]]
+    return pd.concat(
+        [f.rename_axis("Date").reset_index().assign(Ticker=t) for t, f in prices.items()], ignore_index=True
+    )[["Date", "Ticker", *FIELDS]]
 
 
 def _write_cache(prices: Prices, path: Path) -> None:
@@ -216,13 +231,28 @@ def _write_cache(prices: Prices, path: Path) -> None:
 def _yf_download(tickers: list[str], start: str | None, end: str | None, interval: str) -> pd.DataFrame:
     import yfinance as yf
 
-    return yf.download(tickers, start=start, end=end, interval=interval, auto_adjust=True, actions=False,
-                       group_by="column", progress=False, threads=False, multi_level_index=True)
+    return yf.download(
+        tickers,
+        start=start,
+        end=end,
+        interval=interval,
+        auto_adjust=True,
+        actions=False,
+        group_by="column",
+        progress=False,
+        threads=False,
+        multi_level_index=True,
+    )
 
 
-def download_yahoo(spec: DataSpec, *, retries: int = 4, backoff_s: float = 2.0,
-                   download: Callable[..., pd.DataFrame] | None = None,
-                   sleep: Callable[[float], None] | None = None) -> Prices:
+def download_yahoo(
+    spec: DataSpec,
+    *,
+    retries: int = 4,
+    backoff_s: float = 2.0,
+    download: Callable[..., pd.DataFrame] | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> Prices:
     """Download auto-adjusted OHLCV with yfinance, retrying with exponential backoff.
 
     yfinance does not raise for an unknown ticker or a throttled request: it logs and returns empty or all-NaN
@@ -247,8 +277,10 @@ def download_yahoo(spec: DataSpec, *, retries: int = 4, backoff_s: float = 2.0,
             return prices
         log.warning("yahoo download attempt %d/%d returned no rows for %s", attempt + 1, retries, missing)
     detail = f" (last error: {last_error})" if last_error else ""
-    raise DataError(f"yahoo returned no data for {', '.join(missing)} between {spec.start or 'the first day'} and "
-                    f"{spec.end or 'today'} after {retries} attempts: unknown ticker or Yahoo unavailable{detail}")
+    raise DataError(
+        f"yahoo returned no data for {', '.join(missing)} between {spec.start or 'the first day'} and "
+        f"{spec.end or 'today'} after {retries} attempts: unknown ticker or Yahoo unavailable{detail}"
+    )
 
 
 def split_yahoo_frame(raw: pd.DataFrame | None, tickers: tuple[str, ...]) -> Prices:
@@ -294,15 +326,18 @@ def validate_prices(prices: Prices) -> Prices:
         nan = frame[["Open", "High", "Low", "Close"]].isna().any(axis=1)
         if nan.any():
             first = frame.index[nan.to_numpy()][0]
-            raise DataError(f"{ticker}: {int(nan.sum())} row(s) with NaN prices, first on {pd.Timestamp(first).date()}"
-                            f"; clean the series or drop those rows")
+            raise DataError(
+                f"{ticker}: {int(nan.sum())} row(s) with NaN prices, first on {pd.Timestamp(first).date()}"
+                f"; clean the series or drop those rows"
+            )
         nonpositive = (frame[["Open", "High", "Low", "Close"]] <= 0).any(axis=1)
         if nonpositive.any():
             first = frame.index[nonpositive.to_numpy()][0]
             raise DataError(f"{ticker}: non-positive price on {pd.Timestamp(first).date()}")
-    common = None
+    common: pd.Index | None = None
     for frame in prices.values():
         common = frame.index if common is None else common.intersection(frame.index)
+    assert common is not None  # an empty prices dict was rejected above
     if len(common) == 0:
         raise DataError(f"tickers {list(prices)} share no trading day")
     return {t: f.loc[common].assign(Volume=f.loc[common, "Volume"].fillna(0.0)) for t, f in prices.items()}

@@ -63,8 +63,7 @@ def _best_so_far(values: Sequence[float], direction: StudyDirection) -> float:
     return best
 
 
-def medianstop_threshold(curves: Sequence[Sequence[float]], min_trials_required: int,
-                         start_step: int) -> float | None:
+def medianstop_threshold(curves: Sequence[Sequence[float]], min_trials_required: int, start_step: int) -> float | None:
     """Katib's threshold from completed trials' objective curves (values in report order); None: no rule yet.
 
     >>> medianstop_threshold([[4.0, 2.0], [1.0, 1.0], [0.5, 0.5]], 3, 2)
@@ -74,8 +73,9 @@ def medianstop_threshold(curves: Sequence[Sequence[float]], min_trials_required:
     return _medianstop_threshold(prefix_means, min_trials_required)
 
 
-def medianstop_stops(curve: Sequence[float], threshold: float | None, start_step: int,
-                     direction: StudyDirection) -> bool:
+def medianstop_stops(
+    curve: Sequence[float], threshold: float | None, start_step: int, direction: StudyDirection
+) -> bool:
     """Katib's check on a running trial's curve: once, at its ``start_step``-th report, best so far vs threshold.
 
     >>> medianstop_stops([3.0, 2.5], 2.0, 2, StudyDirection.MINIMIZE)
@@ -99,8 +99,10 @@ def _require_int(name: str, value: Any, minimum: int) -> int:
 
 def _require_single_objective(study: optuna.Study) -> None:
     if len(study.directions) > 1:
-        raise ValueError(f"medianstop needs a single-objective study, got {len(study.directions)} directions "
-                         "(Katib experiments have one objective)")
+        raise ValueError(
+            f"medianstop needs a single-objective study, got {len(study.directions)} directions "
+            "(Katib experiments have one objective)"
+        )
 
 
 # ------------------------------------------------------------------------------------------------ the pruner
@@ -251,8 +253,7 @@ def _build(name: str, settings: dict[str, Any]) -> BasePruner:
         if max_resource != "auto":
             max_resource = _require_int("max_resource", max_resource, min_resource)
         reduction_factor = _require_int("reduction_factor", settings.get("reduction_factor", 3), 2)
-        return HyperbandPruner(min_resource=min_resource, max_resource=max_resource,
-                               reduction_factor=reduction_factor)
+        return HyperbandPruner(min_resource=min_resource, max_resource=max_resource, reduction_factor=reduction_factor)
     return NopPruner()
 
 
@@ -275,8 +276,9 @@ def from_katib_settings(early_stopping: Mapping[str, Any] | None, *, frozen_rule
     for setting in early_stopping.get("algorithmSettings") or []:
         name, value = setting.get("name", ""), setting.get("value", "")
         if name not in KATIB_DEFAULTS:
-            raise ConfigError(f"unknown setting {name!r} for algorithm medianstop; "
-                              f"accepted: {', '.join(KATIB_DEFAULTS)}")
+            raise ConfigError(
+                f"unknown setting {name!r} for algorithm medianstop; accepted: {', '.join(KATIB_DEFAULTS)}"
+            )
         if not isinstance(value, str):
             raise ConfigError(f"setting {name} must be a string (Katib's type), got {value!r}")
         try:

@@ -30,15 +30,16 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Literal, cast
 
 import optuna
 from optuna.trial import TrialState
 
 from hpo_lib.engine import pruners, sampling
-from hpo_lib.errors import ConfigError
+from hpo_lib.errors import ConfigError, first_line
 from hpo_lib.katib import contract, experiment, space
 from hpo_lib.katib.experiment import Objective
 from hpo_lib.results import render
@@ -62,6 +63,15 @@ class TuneOptions:
     tracking: bool = True  # MLflow: a parent run per study, a nested run per trial
     tracking_uri: str | None = None  # default $MLFLOW_TRACKING_URI, else sqlite:///<state_dir>/mlflow.db
     mo_sampler: str = "manifest"  # multi-objective studies: the manifest's algorithm, or nsga2
+
+    @property
+    def study_db(self) -> Path:
+        """The default SQLite file of the studies (used when ``storage`` is not set)."""
+        return self.state_dir / "studies.db"
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{self.study_db}"
 
 
 @dataclass(frozen=True)
@@ -98,8 +108,9 @@ class _Running:
 
 
 # ----------------------------------------------------------------------------------------------- trial command
-def local_command(doc: dict[str, Any], assignments: dict[str, str], options: TuneOptions,
-                  output_dir: Path) -> tuple[list[str], dict[str, str], float | None]:
+def local_command(
+    doc: dict[str, Any], assignments: dict[str, str], options: TuneOptions, output_dir: Path
+) -> tuple[list[str], dict[str, str], float | None]:
     """A trial's command (:func:`hpo_lib.katib.experiment.trial_command`) resolved to this machine: ``hpo`` and
     ``python`` from this environment, the container's env over ours (but our HOME), the local overrides applied."""
     command = experiment.trial_command(doc, assignments, {**options.overrides, "output-dir": str(output_dir)})
@@ -114,6 +125,7 @@ def local_command(doc: dict[str, Any], assignments: dict[str, str], options: Tun
 
 
 def _read_lines(number: int, process: subprocess.Popen, events: queue.Queue) -> None:
+    assert process.stdout is not None  # _launch starts every trial with stdout=PIPE
     for line in process.stdout:
         events.put((number, "line", line.rstrip("\n")))
     events.put((number, "exit", process.wait()))
@@ -135,27 +147,30 @@ def _terminate(process: subprocess.Popen, grace_s: float = 10.0) -> None:
 def open_study(doc: dict[str, Any], options: TuneOptions, *, sampler=None, pruner=None) -> optuna.Study:
     """Create or load the experiment's study in the configured storage, with a clear error when it cannot."""
     options.state_dir.mkdir(parents=True, exist_ok=True)
-    storage = options.storage or f"sqlite:///{options.state_dir / 'studies.db'}"
-    directions = [o.direction for o in experiment.objectives(doc)]
+    storage = options.storage_url
+    # cast: optuna's stub wants Literal directions; experiment.objectives yields only "minimize" or "maximize"
+    directions = cast(list[Literal["minimize", "maximize"]], [o.direction for o in experiment.objectives(doc)])
     name = experiment.qualified_name(doc)
     try:
-        return optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
-                                   directions=directions, sampler=sampler, pruner=pruner)
+        return optuna.create_study(
+            storage=storage, study_name=name, load_if_exists=True, directions=directions, sampler=sampler, pruner=pruner
+        )
     except ValueError as exc:
         if "direction" in str(exc).lower():
-            raise ConfigError(f"study {name} in {storage} was created with other objectives than "
-                              f"this manifest declares: {exc}") from None
+            raise ConfigError(
+                f"study {name} in {storage} was created with other objectives than this manifest declares: {exc}"
+            ) from None
         raise ConfigError(f"cannot open study storage {storage}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/Optuna raise many types for an unusable storage
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ConfigError(f"cannot open study storage {storage}: {first}") from None
 
 
 def load_study(path: str | Path, options: TuneOptions) -> optuna.Study:
     """The study a manifest's earlier ``hpo tune`` wrote (for results, reports and the dashboard)."""
     name = experiment.qualified_name(experiment.load_experiment(path))
-    storage = options.storage or f"sqlite:///{options.state_dir / 'studies.db'}"
-    if options.storage is None and not (options.state_dir / "studies.db").exists():
+    storage = options.storage_url
+    if options.storage is None and not options.study_db.exists():
         raise ConfigError(f"no studies under {options.state_dir}/: run `hpo tune {path}` first")
     try:
         return optuna.load_study(study_name=name, storage=storage)
@@ -180,14 +195,19 @@ def run(path: str | Path, options: TuneOptions | None = None) -> optuna.Study:
     goal = objective.get("goal")
     minimize = objective["type"] == "minimize"
 
-    pruner = (pruners.from_katib_settings(spec.get("earlyStopping")) if options.pruner == "manifest"
-              else pruners.make_pruner(options.pruner, **_early_stopping_settings(spec, options.pruner)))
+    pruner: optuna.pruners.BasePruner | None = (
+        pruners.from_katib_settings(spec.get("earlyStopping"))
+        if options.pruner == "manifest"
+        else pruners.make_pruner(options.pruner, **_early_stopping_settings(spec, options.pruner))
+    )
     if multi:
         sampler = sampling.multi_objective_sampler(spec["algorithm"], distributions, max_trials, options.mo_sampler)
         if not isinstance(pruner, (pruners.KatibMedianStopPruner, optuna.pruners.NopPruner)):
-            raise ConfigError(f"pruner {options.pruner}: Optuna cannot prune multi-objective studies; use "
-                              "manifest, medianstop (Katib's rule on the first objective) or none",
-                              settings=("pruner",))
+            raise ConfigError(
+                f"pruner {options.pruner}: Optuna cannot prune multi-objective studies; use "
+                "manifest, medianstop (Katib's rule on the first objective) or none",
+                settings=("pruner",),
+            )
         medianstop, pruner = (pruner if isinstance(pruner, pruners.KatibMedianStopPruner) else None), None
     else:
         sampler, medianstop = sampling.make_sampler(spec["algorithm"], distributions, max_trials), None
@@ -208,17 +228,19 @@ def run(path: str | Path, options: TuneOptions | None = None) -> optuna.Study:
                 finished_since_check = False
                 counts = render.state_counts(study)
                 finished = counts["complete"] + counts["pruned"] + counts["fail"]
-                stop = (finished + len(running) >= max_trials
-                        or (max_failed is not None and counts["fail"] >= max_failed > 0)
-                        or _goal_reached(study, goal, minimize))
+                stop = (
+                    finished + len(running) >= max_trials
+                    or (max_failed is not None and counts["fail"] >= max_failed > 0)
+                    or _goal_reached(study, goal, minimize)
+                )
                 while not stop and len(running) < parallel and finished + len(running) < max_trials:
                     trial = study.ask(distributions)
                     if isinstance(pruner, pruners.KatibMedianStopPruner):
                         pruner.freeze(study, trial)  # Katib freezes the stopping rule when it creates the trial
-                    state = _launch(doc, trial, options, events)
+                    launched = _launch(doc, trial, options, events)
                     if medianstop is not None:
-                        state.threshold = _curve_threshold(study, medianstop)
-                    running[trial.number] = state
+                        launched.threshold = _curve_threshold(study, medianstop)
+                    running[trial.number] = launched
                 _report_progress(options.on_progress, study, running, max_trials, shown)
             if not running:
                 break
@@ -252,13 +274,15 @@ def run(path: str | Path, options: TuneOptions | None = None) -> optuna.Study:
 def _curve_threshold(study: optuna.Study, rule: pruners.KatibMedianStopPruner) -> float | None:
     """Katib's medianstop threshold from completed trials' first-objective curves (multi-objective studies,
     where Optuna has no intermediate values): the same arithmetic as the pruner, frozen at the trial's creation."""
-    curves = [t.user_attrs.get("objective_curve", []) for t in study.get_trials(deepcopy=False,
-                                                                                  states=(TrialState.COMPLETE,))]
+    curves = [
+        t.user_attrs.get("objective_curve", []) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    ]
     return pruners.medianstop_threshold(curves, rule.min_trials_required, rule.start_step)
 
 
-def _open_tracker(doc: dict[str, Any], study: optuna.Study, options: TuneOptions, goals: list[Objective],
-                  path: str | Path):
+def _open_tracker(
+    doc: dict[str, Any], study: optuna.Study, options: TuneOptions, goals: list[Objective], path: str | Path
+):
     if not options.tracking:
         return None
     from hpo_lib.results import tracking
@@ -266,13 +290,20 @@ def _open_tracker(doc: dict[str, Any], study: optuna.Study, options: TuneOptions
     uri = tracking.tracking_uri(options.tracking_uri, state_dir=options.state_dir)
     tracker = tracking.StudyTracker(uri, doc["metadata"]["name"], artifact_root=options.state_dir / "mlartifacts")
     spec = doc["spec"]
-    run_id = tracker.open_study(study.study_name, study.user_attrs, params={
-        "manifest": str(path), "algorithm": spec["algorithm"]["algorithmName"],
-        "early_stopping": (spec.get("earlyStopping") or {}).get("algorithmName", "none"),
-        "pruner": options.pruner, "objectives": ",".join(f"{o.metric}:{o.direction}" for o in goals),
-        "max_trials": options.max_trials or spec.get("maxTrialCount"),
-        "parallel": options.parallel or spec.get("parallelTrialCount"),
-        **{f"set.{k}": v for k, v in options.overrides.items()}})
+    run_id = tracker.open_study(
+        study.study_name,
+        study.user_attrs,
+        params={
+            "manifest": str(path),
+            "algorithm": spec["algorithm"]["algorithmName"],
+            "early_stopping": (spec.get("earlyStopping") or {}).get("algorithmName", "none"),
+            "pruner": options.pruner,
+            "objectives": ",".join(f"{o.metric}:{o.direction}" for o in goals),
+            "max_trials": options.max_trials or spec.get("maxTrialCount"),
+            "parallel": options.parallel or spec.get("parallelTrialCount"),
+            **{f"set.{k}": v for k, v in options.overrides.items()},
+        },
+    )
     study.set_user_attr(tracking.PARENT_ATTR, run_id)
     return tracker
 
@@ -295,12 +326,14 @@ def _close_tracker(tracker, study: optuna.Study, completed: bool) -> None:
 def _early_stopping_settings(spec: dict[str, Any], pruner: str) -> dict[str, Any]:
     """The manifest's medianstop settings that the chosen local pruner understands (Hyperband takes none)."""
     settings = {k: int(v) for k, v in experiment.settings(spec.get("earlyStopping")).items()}
-    accepted = {"medianstop": ("min_trials_required", "start_step"),
-                "optuna-median": ("min_trials_required", "start_step")}.get(pruner, ())
+    accepted = {
+        "medianstop": ("min_trials_required", "start_step"),
+        "optuna-median": ("min_trials_required", "start_step"),
+    }.get(pruner, ())
     return {k: v for k, v in settings.items() if k in accepted}
 
 
-INTERRUPTED_ATTR = "interrupted_trials"
+INTERRUPTED_ATTR = render.INTERRUPTED_ATTR  # the engine writes it, the renderer reads it
 
 
 def _fail_interrupted(study: optuna.Study) -> None:
@@ -310,8 +343,9 @@ def _fail_interrupted(study: optuna.Study) -> None:
         log.warning("trial %d was interrupted by an earlier run: marking it failed", trial.number)
         study.tell(trial.number, state=TrialState.FAIL)
     if orphans:  # a finished trial takes no new attributes: the study remembers why these failed
-        study.set_user_attr(INTERRUPTED_ATTR, sorted({*study.user_attrs.get(INTERRUPTED_ATTR, []),
-                                                      *(t.number for t in orphans)}))
+        study.set_user_attr(
+            INTERRUPTED_ATTR, sorted({*study.user_attrs.get(INTERRUPTED_ATTR, []), *(t.number for t in orphans)})
+        )
 
 
 def _launch(doc: dict[str, Any], trial: optuna.trial.Trial, options: TuneOptions, events: queue.Queue) -> _Running:
@@ -321,17 +355,23 @@ def _launch(doc: dict[str, Any], trial: optuna.trial.Trial, options: TuneOptions
     argv, env, deadline = local_command(doc, assignments, options, output_dir)
     trial.set_user_attr("argv", argv)
     log_file = open(output_dir / "stderr.log", "w")
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log_file, text=True, bufsize=1, env=env,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=log_file, text=True, bufsize=1, env=env, start_new_session=True
+    )
     log_file.close()
-    state = _Running(trial=trial, process=process, started=time.monotonic(), output_dir=output_dir,
-                     deadline=deadline)
+    state = _Running(trial=trial, process=process, started=time.monotonic(), output_dir=output_dir, deadline=deadline)
     threading.Thread(target=_read_lines, args=(trial.number, process, events), daemon=True).start()
     return state
 
 
-def _on_line(study: optuna.Study, state: _Running, line: str, metric_names: list[str], filters,
-             medianstop: pruners.KatibMedianStopPruner | None = None) -> None:
+def _on_line(
+    study: optuna.Study,
+    state: _Running,
+    line: str,
+    metric_names: list[str],
+    filters,
+    medianstop: pruners.KatibMedianStopPruner | None = None,
+) -> None:
     state.tail.append(line)
     parsed = contract.parse_metrics_line(line, metric_names, filters)
     if parsed is None or state.pruned:
@@ -353,8 +393,9 @@ def _on_line(study: optuna.Study, state: _Running, line: str, metric_names: list
     state.reports += 1
     if len(study.directions) > 1:  # Optuna has no intermediate values here: Katib's rule on the curve directly
         curve = state.observations[objective]
-        if medianstop is not None and pruners.medianstop_stops(curve, state.threshold, medianstop.start_step,
-                                                               study.directions[0]):
+        if medianstop is not None and pruners.medianstop_stops(
+            curve, state.threshold, medianstop.start_step, study.directions[0]
+        ):
             state.pruned = True
             _terminate(state.process)
         return
@@ -396,15 +437,17 @@ def _finish(study: optuna.Study, state: _Running, exit_code: int, goals: list[Ob
     if reason:
         trial.set_user_attr("fail_reason", reason)
         trial.set_user_attr("output_tail", tail[-4000:])
-        log.warning("trial %d failed: %s; params %s; output in %s", trial.number, reason, trial.params,
-                    state.output_dir)
+        log.warning(
+            "trial %d failed: %s; params %s; output in %s", trial.number, reason, trial.params, state.output_dir
+        )
     _track(tracker, study, state, condition, tail)
     if state.pruned:
         study.tell(trial, state=TrialState.PRUNED)
     elif reason:
         study.tell(trial, state=TrialState.FAIL)
     else:
-        study.tell(trial, values if len(goals) > 1 else values[0])
+        done = cast(list[float], values)  # no value is None here: a missing one sets reason above
+        study.tell(trial, done if len(goals) > 1 else done[0])
 
 
 def _track(tracker, study: optuna.Study, state: _Running, condition: str, tail: str) -> None:
@@ -414,10 +457,15 @@ def _track(tracker, study: optuna.Study, state: _Running, condition: str, tail: 
     trial = state.trial
     try:
         run_id = tracker.log_trial(
-            number=trial.number, name=f"{study.study_name.split('.', 1)[-1]}-{trial.number:04d}",
-            condition=condition, params={k: render.katib_value(v) for k, v in trial.params.items()},
-            curves=state.observations, tags={"hpo.output_dir": str(state.output_dir)}, output_tail=tail,
-            started=state.started_wall)
+            number=trial.number,
+            name=f"{study.study_name.split('.', 1)[-1]}-{trial.number:04d}",
+            condition=condition,
+            params={k: render.katib_value(v) for k, v in trial.params.items()},
+            curves=state.observations,
+            tags={"hpo.output_dir": str(state.output_dir)},
+            output_tail=tail,
+            started=state.started_wall,
+        )
         trial.set_user_attr("mlflow_run_id", run_id)
     except Exception as exc:  # noqa: BLE001
         log.warning("MLflow: could not log trial %d (%s); the study goes on", trial.number, exc)
@@ -439,8 +487,13 @@ def _goal_reached(study: optuna.Study, goal: float | None, minimize: bool) -> bo
     return any(v <= goal if minimize else v >= goal for v in values)
 
 
-def _report_progress(callback: Callable[[Progress], None] | None, study: optuna.Study,
-                     running: dict[int, _Running], total: int, shown: list[Progress]) -> None:
+def _report_progress(
+    callback: Callable[[Progress], None] | None,
+    study: optuna.Study,
+    running: dict[int, _Running],
+    total: int,
+    shown: list[Progress],
+) -> None:
     """Tell the face where the study stands, only when something changed."""
     if callback is None:
         return
@@ -453,8 +506,15 @@ def _report_progress(callback: Callable[[Progress], None] | None, study: optuna.
             front = len(study.best_trials)
         else:
             best = (float(study.best_value),)
-    now = Progress(total=total, running=len(running), complete=counts["complete"], pruned=counts["pruned"],
-                   failed=counts["fail"], best=best, front=front)
+    now = Progress(
+        total=total,
+        running=len(running),
+        complete=counts["complete"],
+        pruned=counts["pruned"],
+        failed=counts["fail"],
+        best=best,
+        front=front,
+    )
     if not shown or shown[-1] != now:
         shown[:] = [now]
         callback(now)

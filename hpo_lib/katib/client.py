@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from hpo_lib.errors import ConfigError, ExperimentError
 from hpo_lib.katib import contract
@@ -52,16 +53,21 @@ def _status(exc: Exception) -> int | None:
 def _explain(exc: Exception, action: str, kind: str, name: str, namespace: str) -> ExperimentError:
     status = _status(exc)
     if status == 404:
-        return ExperimentError(f"{kind} {name!r} not found in namespace {namespace!r} while trying to {action} "
-                               f"(is the name right, does the namespace exist, is Katib installed?)")
+        return ExperimentError(
+            f"{kind} {name!r} not found in namespace {namespace!r} while trying to {action} "
+            f"(is the name right, does the namespace exist, is Katib installed?)"
+        )
     if status in (401, 403):
-        return ExperimentError(f"not allowed to {action} {kind} {name!r} in namespace {namespace!r} "
-                               f"(HTTP {status}): the pipeline's service account needs the Role in "
-                               f"manifests/cluster/role.yaml bound in that namespace")
+        return ExperimentError(
+            f"not allowed to {action} {kind} {name!r} in namespace {namespace!r} "
+            f"(HTTP {status}): the pipeline's service account needs the Role in "
+            f"manifests/cluster/role.yaml bound in that namespace"
+        )
     if status == 422:
         return ExperimentError(f"Katib rejected {kind} {name!r}: {getattr(exc, 'body', exc)}")
-    return ExperimentError(f"could not {action} {kind} {name!r} in namespace {namespace!r}: "
-                           f"{getattr(exc, 'reason', '') or exc}")
+    return ExperimentError(
+        f"could not {action} {kind} {name!r} in namespace {namespace!r}: {getattr(exc, 'reason', '') or exc}"
+    )
 
 
 # ----------------------------------------------------------------------------------------------- experiments
@@ -77,10 +83,18 @@ def experiment_state(experiment: Mapping[str, Any]) -> tuple[str, str]:
 def progress(experiment: Mapping[str, Any]) -> str:
     """Katib's trial counters as one phrase, e.g. ``12 trials: 9 succeeded, 1 failed, 2 running``."""
     status = experiment.get("status") or {}
-    counts = [(status.get(key) or 0, label) for key, label in (
-        ("trialsSucceeded", "succeeded"), ("trialsEarlyStopped", "early stopped"), ("trialsFailed", "failed"),
-        ("trialMetricsUnavailable", "metrics unavailable"), ("trialsKilled", "killed"),
-        ("trialsRunning", "running"), ("trialsPending", "pending"))]
+    counts = [
+        (status.get(key) or 0, label)
+        for key, label in (
+            ("trialsSucceeded", "succeeded"),
+            ("trialsEarlyStopped", "early stopped"),
+            ("trialsFailed", "failed"),
+            ("trialMetricsUnavailable", "metrics unavailable"),
+            ("trialsKilled", "killed"),
+            ("trialsRunning", "running"),
+            ("trialsPending", "pending"),
+        )
+    ]
     shown = ", ".join(f"{n} {label}" for n, label in counts if n)
     return f"{status.get('trials') or 0} trials" + (f": {shown}" if shown else "")
 
@@ -104,8 +118,9 @@ def create_experiment(api, experiment: Mapping[str, Any]) -> tuple[dict[str, Any
             raise _explain(exc, "create", "experiment", name, namespace) from None
     existing = get_experiment(api, name, namespace)
     if (existing.get("spec") or {}).get("parameters") != (experiment.get("spec") or {}).get("parameters"):
-        log.warning("experiment %s/%s already exists with a different search space: using the existing one",
-                    namespace, name)
+        log.warning(
+            "experiment %s/%s already exists with a different search space: using the existing one", namespace, name
+        )
     else:
         log.warning("experiment %s/%s already exists: using it instead of starting another", namespace, name)
     return existing, False
@@ -118,9 +133,16 @@ def get_experiment(api, name: str, namespace: str) -> dict[str, Any]:
         raise _explain(exc, "read", "experiment", name, namespace) from None
 
 
-def wait_for_experiment(api, name: str, namespace: str, *, timeout_s: float, poll_s: float = 30.0,
-                        sleep: Callable[[float], None] = time.sleep,
-                        clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
+def wait_for_experiment(
+    api,
+    name: str,
+    namespace: str,
+    *,
+    timeout_s: float,
+    poll_s: float = 30.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
     """Poll until the Experiment Succeeded or Failed; returns it either way (the caller judges a failure).
 
     Polling (not a watch) survives API-server watch timeouts. Connection errors and 5xx/429 answers are retried
@@ -151,9 +173,11 @@ def wait_for_experiment(api, name: str, namespace: str, *, timeout_s: float, pol
         if remaining <= 0:
             state, detail = experiment_state(last) if last is not None else ("unknown", last_error)
             counts = f", {progress(last)}" if last is not None else ""
-            raise ExperimentError(f"experiment {namespace}/{name} did not finish within {timeout_s:g} s (last state "
-                                  f"{state or 'none'}{': ' + detail if detail else ''}{counts}); it keeps running, "
-                                  f"so run the pipeline again with tune_mode=existing to use it when it is done")
+            raise ExperimentError(
+                f"experiment {namespace}/{name} did not finish within {timeout_s:g} s (last state "
+                f"{state or 'none'}{': ' + detail if detail else ''}{counts}); it keeps running, "
+                f"so run the pipeline again with tune_mode=existing to use it when it is done"
+            )
         sleep(min(poll_s, remaining))
 
 

@@ -12,20 +12,29 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from hpo_lib.errors import ConfigError
 
 # Katib's DefaultFilter, written for Go RE2 where \w is ASCII-only; re.ASCII gives Python the same meaning.
 DEFAULT_FILTER = r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"
 METRIC_NAME = re.compile(r"[A-Za-z0-9_-]+")
-ZERO_TIME = datetime(1, 1, 1, tzinfo=timezone.utc)  # what Katib records when the timestamp does not parse
+ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)  # what Katib records when the timestamp does not parse
 # Katib v0.19's default katib-config: algorithmName -> the suggestion service (image suggestion-<service>)
 SUGGESTION_SERVICES = {
-    "random": "hyperopt", "tpe": "hyperopt", "grid": "optuna", "multivariate-tpe": "optuna",
-    "hyperband": "hyperband", "bayesianoptimization": "skopt", "cmaes": "goptuna", "sobol": "goptuna",
-    "enas": "enas", "darts": "darts", "pbt": "pbt",
+    "random": "hyperopt",
+    "tpe": "hyperopt",
+    "grid": "optuna",
+    "multivariate-tpe": "optuna",
+    "hyperband": "hyperband",
+    "bayesianoptimization": "skopt",
+    "cmaes": "goptuna",
+    "sobol": "goptuna",
+    "enas": "enas",
+    "darts": "darts",
+    "pbt": "pbt",
 }
 
 
@@ -40,7 +49,7 @@ def format_value(value: float | int | bool) -> str:
 
 def format_metrics_line(metrics: Mapping[str, float], *, now: datetime | None = None, prefix: str = "") -> str:
     """``<RFC3339 UTC timestamp> [prefix] name=value ...``, the line Katib's StdOut collector parses."""
-    stamp = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     for name in metrics:
         if not METRIC_NAME.fullmatch(name):
             raise ValueError(f"metric name {name!r} must use only [A-Za-z0-9_-] to survive Katib's filter")
@@ -54,8 +63,10 @@ def parse_timestamp(token: str) -> datetime | None:
         return None
     head, _, rest = token.partition(".")
     if rest:  # Python parses at most 6 fractional digits
-        digits = re.match(r"\d+", rest).group(0)
-        token = f"{head}.{digits[:6].ljust(6, '0')}{rest[len(digits):]}"
+        match = re.match(r"\d+", rest)
+        assert match is not None  # the fullmatch above requires digits after the "."
+        digits = match.group(0)
+        token = f"{head}.{digits[:6].ljust(6, '0')}{rest[len(digits) :]}"
     try:
         return datetime.fromisoformat(token.replace("Z", "+00:00"))
     except ValueError:
@@ -77,8 +88,9 @@ def compile_filters(filters: Iterable[str] | None = None) -> list[re.Pattern[str
     return compiled
 
 
-def parse_metrics_line(line: str, metric_names: Iterable[str],
-                       filters: list[re.Pattern[str]] | None = None) -> tuple[datetime, dict[str, str]] | None:
+def parse_metrics_line(
+    line: str, metric_names: Iterable[str], filters: list[re.Pattern[str]] | None = None
+) -> tuple[datetime, dict[str, str]] | None:
     """Katib's reading of one line: None when the line names no collected metric, else (timestamp, {name: value}).
 
     Values stay strings, as Katib stores them; an unparsable timestamp becomes Katib's zero time.
@@ -100,8 +112,9 @@ def parse_metrics_line(line: str, metric_names: Iterable[str],
 PLACEHOLDER = re.compile(r"\$\{trialParameters\.(.+?)\}")
 
 
-def substitute_trial_parameters(trial_spec: Mapping, trial_parameters: Iterable[Mapping],
-                                assignments: Mapping[str, str]) -> dict:
+def substitute_trial_parameters(
+    trial_spec: Mapping, trial_parameters: Iterable[Mapping], assignments: Mapping[str, str]
+) -> dict:
     """Fill ``${trialParameters.NAME}`` placeholders the way Katib does: raw text substitution in the JSON template.
 
     ``assignments`` maps Katib parameter names to values; each trialParameter's ``reference`` picks its value.
@@ -112,7 +125,7 @@ def substitute_trial_parameters(trial_spec: Mapping, trial_parameters: Iterable[
         reference = entry["reference"]
         if reference not in assignments:
             raise ConfigError(f"trialParameter {entry['name']!r} references {reference!r}, which has no value")
-        text = text.replace("${trialParameters.%s}" % entry["name"], str(assignments[reference]))
+        text = text.replace(f"${{trialParameters.{entry['name']}}}", str(assignments[reference]))
     left = PLACEHOLDER.search(text)
     if left:
         raise ConfigError(f"placeholder {left.group(0)} is not a declared trialParameter")

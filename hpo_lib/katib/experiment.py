@@ -7,9 +7,10 @@ real on this machine and inside the image).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -114,16 +115,19 @@ def objectives(doc: Mapping[str, Any]) -> list[Objective]:
     for item in filter(None, (part.strip() for part in str(raw).split(","))):
         metric, sep, direction = (x.strip() for x in item.partition(":"))
         if not sep or direction not in DIRECTIONS:
-            raise ConfigError(f"annotation {OBJECTIVES_ANNOTATION}: {item!r} is not METRIC:minimize or "
-                              "METRIC:maximize")
+            raise ConfigError(f"annotation {OBJECTIVES_ANNOTATION}: {item!r} is not METRIC:minimize or METRIC:maximize")
         if metric == primary.metric:
             if direction != primary.direction:
-                raise ConfigError(f"annotation {OBJECTIVES_ANNOTATION}: {metric} is the Katib objective, which "
-                                  f"the manifest says to {primary.direction}, not {direction}")
+                raise ConfigError(
+                    f"annotation {OBJECTIVES_ANNOTATION}: {metric} is the Katib objective, which "
+                    f"the manifest says to {primary.direction}, not {direction}"
+                )
             continue
         if metric not in additional:
-            raise ConfigError(f"annotation {OBJECTIVES_ANNOTATION}: {metric} is not in additionalMetricNames "
-                              f"({', '.join(sorted(additional)) or 'none'}), so Katib would not record it")
+            raise ConfigError(
+                f"annotation {OBJECTIVES_ANNOTATION}: {metric} is not in additionalMetricNames "
+                f"({', '.join(sorted(additional)) or 'none'}), so Katib would not record it"
+            )
         if any(o.metric == metric for o in result):
             raise ConfigError(f"annotation {OBJECTIVES_ANNOTATION}: {metric} is listed twice")
         result.append(Objective(metric, direction, metric_strategy(doc, metric, default)))
@@ -138,7 +142,7 @@ def collected_metrics(doc: Mapping[str, Any]) -> list[str]:
 
 def metrics_filters(doc: Mapping[str, Any]) -> list:
     """The collector's compiled ``metricsFormat`` regexes, or Katib's default filter."""
-    source = ((doc["spec"].get("metricsCollectorSpec") or {}).get("source") or {})
+    source = (doc["spec"].get("metricsCollectorSpec") or {}).get("source") or {}
     return contract.compile_filters((source.get("filter") or {}).get("metricsFormat"))
 
 
@@ -171,16 +175,18 @@ def _template(doc: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     return template, template.get("primaryContainerName", "training")
 
 
-def trial_command(doc: Mapping[str, Any], assignments: Mapping[str, str],
-                  overrides: Mapping[str, str] | None = None) -> TrialCommand:
+def trial_command(
+    doc: Mapping[str, Any], assignments: Mapping[str, str], overrides: Mapping[str, str] | None = None
+) -> TrialCommand:
     """The primary container's command + args with Katib's ``${trialParameters.*}`` substitution.
 
     ``overrides`` (flag name -> value, e.g. ``{"data": "sample:sp500"}``) replace a ``--name=value`` argument of the
     template, or are appended in order when the template has none.
     """
     template, name = _template(doc)
-    job = contract.substitute_trial_parameters(template["trialSpec"], template.get("trialParameters") or [],
-                                               assignments)
+    job = contract.substitute_trial_parameters(
+        template["trialSpec"], template.get("trialParameters") or [], assignments
+    )
     container = primary_container(job, name)
     argv = with_flags([*container.get("command", []), *container.get("args", [])], overrides or {})
     if not argv:
@@ -195,7 +201,7 @@ def with_flags(argv: list[str], overrides: Mapping[str, str]) -> list[str]:
     out, seen = list(argv), set()
     for i, arg in enumerate(out):
         name = arg[2:].split("=", 1)[0] if arg.startswith("--") and "=" in arg else None
-        if name in overrides:
+        if name is not None and name in overrides:
             out[i] = f"--{name}={overrides[name]}"
             seen.add(name)
     return out + [f"--{k}={v}" for k, v in overrides.items() if k not in seen]

@@ -41,11 +41,12 @@ import json
 import math
 import re
 import typing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import kubernetes_validate
 import pydantic
@@ -54,8 +55,46 @@ from kubeflow_katib_api import models as katib_models
 from kubeflow_katib_api.models import V1beta1Experiment
 from kubernetes_validate.utils import VersionNotSupportedError
 
-from hpo_lib.katib import contract
 from hpo_lib.errors import ConfigError
+from hpo_lib.katib import contract
+
+if typing.TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
+
+# Every rule id a Finding can carry, in the order of the module docstring's rule index (W-UPD is never emitted).
+RULE_IDS = (
+    "TYPE",
+    "W-NS",
+    "W-NAME",
+    "W-CNT",
+    "W-OBJ",
+    "W-ALG",
+    "W-ES",
+    "W-RP",
+    "W-TT",
+    "W-PAR",
+    "W-MC",
+    "K8S-SCHEMA",
+    "R1",
+    "R2",
+    "R3",
+    "R4",
+    "R5",
+    "R6",
+    "S1",
+    "S2",
+    "S3",
+    "S4",
+    "S5",
+    "S6",
+    "S7",
+    "S8",
+    "S9",
+    "S-SHELL",
+    "PRIMARY",
+    "TRIAL-KIND",
+    "METRICS",
+)
 
 K8S_SCHEMA_VERSION = "1.32"  # Kubernetes schema for Job templates; kubernetes-validate 1.37 ships 1.25-1.37
 
@@ -70,8 +109,12 @@ COLLECTORS_WITH_IMAGE = ("StdOut", "File", "TensorFlowEvent")
 COLLECTOR_KINDS = ("StdOut", "File", "TensorFlowEvent", "PrometheusMetric", "Custom", "Push")
 WRAPPING_COLLECTORS = ("StdOut", "File", "TensorFlowEvent")  # kinds whose sidecar wraps the primary container
 TRIAL_RESOURCES = {  # default katib-config init.controller.trialResources, as (kind, apiVersion)
-    ("Job", "batch/v1"), ("TrainJob", "trainer.kubeflow.org/v1alpha1"), ("TFJob", "kubeflow.org/v1"),
-    ("PyTorchJob", "kubeflow.org/v1"), ("MPIJob", "kubeflow.org/v1"), ("XGBoostJob", "kubeflow.org/v1"),
+    ("Job", "batch/v1"),
+    ("TrainJob", "trainer.kubeflow.org/v1alpha1"),
+    ("TFJob", "kubeflow.org/v1"),
+    ("PyTorchJob", "kubeflow.org/v1"),
+    ("MPIJob", "kubeflow.org/v1"),
+    ("XGBoostJob", "kubeflow.org/v1"),
 }
 
 PARAMETER_TYPES = ("int", "double", "categorical", "discrete", "unknown")
@@ -84,8 +127,7 @@ JOB_SUCCESS, JOB_FAILURE = contract.JOB_SUCCESS, contract.JOB_FAILURE
 KUBEFLOW_SUCCESS = 'status.conditions.#(type=="Succeeded")#|#(status=="True")#'
 KUBEFLOW_JOB_KINDS = ("TFJob", "PyTorchJob", "XGBoostJob", "MPIJob")
 KUBEFLOW_POD_LABELS = {"training.kubeflow.org/job-role": "master"}
-TRAINJOB_POD_LABELS = {"jobset.sigs.k8s.io/replicatedjob-name": "node",
-                       "batch.kubernetes.io/job-completion-index": "0"}
+TRAINJOB_POD_LABELS = {"jobset.sigs.k8s.io/replicatedjob-name": "node", "batch.kubernetes.io/job-completion-index": "0"}
 
 NAME_START = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")  # Katib's name regex; unanchored at the end, as in Katib
 METRIC_NAME, PLACEHOLDER = contract.METRIC_NAME, contract.PLACEHOLDER
@@ -126,8 +168,9 @@ class _Findings(list):
         self.append(Finding(rule, "warning", message))
 
 
-def validate_experiment(doc: dict, *, namespace_labels: dict[str, str] | None = None,
-                        printed_metrics: set[str] | None = None) -> list[Finding]:
+def validate_experiment(
+    doc: dict, *, namespace_labels: dict[str, str] | None = None, printed_metrics: set[str] | None = None
+) -> list[Finding]:
     """All findings for one Experiment document (an already YAML-loaded dict).
 
     The document is type-checked and checked for unknown keys as written, then defaulted as Katib's mutating
@@ -195,12 +238,12 @@ def validate_file(path) -> list[Finding]:
     for doc in experiments:
         name = _get(doc, "metadata", "name")
         for finding in validate_experiment(doc):
-            findings.append(replace(finding, message=f"{name}: {finding.message}") if len(experiments) > 1
-                            else finding)
+            findings.append(replace(finding, message=f"{name}: {finding.message}") if len(experiments) > 1 else finding)
     return findings
 
 
 # --- types and unknown keys (S2), on the document as written -------------------------------------------------
+
 
 def _path(loc: tuple) -> str:
     text = ""
@@ -223,10 +266,10 @@ def _walk(doc: Any, loc: tuple) -> tuple[tuple, Any]:
     return found, doc
 
 
-def _is_one_of(error: dict, value: Any) -> bool:
+def _is_one_of(error: ErrorDetails, value: Any) -> bool:
     """Whether a "model_type" error is for a oneOf wrapper (IntOrString) that does accept the value."""
     cls = getattr(katib_models, (error.get("ctx") or {}).get("class_name", ""), None)
-    if not _is_one_of_model(cls):
+    if cls is None or not _is_one_of_model(cls):
         return False
     try:
         cls(value)
@@ -239,8 +282,9 @@ def _check_types(doc: dict, out: _Findings) -> dict:
     """TYPE findings; returns a deep copy of ``doc`` without the ill-typed values."""
     clean = copy.deepcopy(doc)
     if doc.get("apiVersion") != API_VERSION or doc.get("kind") != "Experiment":
-        out.error("TYPE", f"apiVersion {doc.get('apiVersion')!r} kind {doc.get('kind')!r} must be "
-                          f"{API_VERSION} Experiment")
+        out.error(
+            "TYPE", f"apiVersion {doc.get('apiVersion')!r} kind {doc.get('kind')!r} must be {API_VERSION} Experiment"
+        )
     try:
         V1beta1Experiment.model_validate(doc)
         return clean
@@ -253,8 +297,11 @@ def _check_types(doc: dict, out: _Findings) -> dict:
             continue
         bad[loc] = None
         cls = getattr(katib_models, (error.get("ctx") or {}).get("class_name", ""), None)
-        rule = (f"must be one of {', '.join(sorted(cls.model_fields['one_of_schemas'].default))}"
-                if _is_one_of_model(cls) else error["msg"])
+        rule = (
+            f"must be one of {', '.join(sorted(cls.model_fields['one_of_schemas'].default))}"
+            if cls is not None and _is_one_of_model(cls)
+            else error["msg"]
+        )
         out.error("TYPE", f"{_path(loc)} = {value!r} has the wrong type for Katib's API: {rule}")
     # deepest and last first, so deleting one value leaves the others' locations valid
     for loc in sorted(bad, key=lambda lo: [(0, p) if isinstance(p, int) else (1, p) for p in lo], reverse=True):
@@ -272,7 +319,7 @@ def _model_in(annotation: Any) -> type[pydantic.BaseModel] | None:
     """The model inside Optional[...]/List[...]; None for dicts, scalars and oneOf wrappers."""
     if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
         return None if _is_one_of_model(annotation) else annotation
-    if typing.get_origin(annotation) in (dict, typing.Dict):
+    if typing.get_origin(annotation) in (dict, dict):
         return None
     for arg in typing.get_args(annotation):
         model = _model_in(arg)
@@ -290,8 +337,11 @@ def _unknown_keys(value: Any, model: type[pydantic.BaseModel], loc: tuple, out: 
         field = fields.get(key)
         if field is None:
             hint = difflib.get_close_matches(str(key), list(fields), n=1)
-            out.error("S2", f"unknown field {_path(loc + (key,))}: Katib ignores it silently"
-                            + (f"; did you mean {hint[0]}?" if hint else ""))
+            out.error(
+                "S2",
+                f"unknown field {_path(loc + (key,))}: Katib ignores it silently"
+                + (f"; did you mean {hint[0]}?" if hint else ""),
+            )
             continue
         sub = _model_in(field.annotation)
         if sub is None:
@@ -305,6 +355,7 @@ def _unknown_keys(value: Any, model: type[pydantic.BaseModel], loc: tuple, out: 
 
 # --- Katib's defaulter -----------------------------------------------------------------------------------------
 
+
 def _apply_defaults(spec: dict) -> bool:
     """Katib's ``SetDefault`` on the spec, in place; returns whether parallelTrialCount was defaulted."""
     parallel_defaulted = spec.get("parallelTrialCount") is None
@@ -316,7 +367,8 @@ def _apply_defaults(spec: dict) -> bool:
     objective = spec.get("objective")
     if isinstance(objective, dict):
         # additional metrics get the objective's min/max, not latest (Katib's code, despite its comment)
-        strategy = {"minimize": "min", "maximize": "max"}.get(objective.get("type"), "latest")
+        objective_type: Any = objective.get("type")  # unvalidated JSON: any value, or None when unset
+        strategy = {"minimize": "min", "maximize": "max"}.get(objective_type, "latest")
         strategies = objective.get("metricStrategies") or []
         named = {s.get("name") for s in strategies}
         for name in [objective.get("objectiveMetricName") or ""] + list(objective.get("additionalMetricNames") or []):
@@ -328,16 +380,17 @@ def _apply_defaults(spec: dict) -> bool:
     template = spec.get("trialTemplate")
     trial_spec = template.get("trialSpec") if isinstance(template, dict) else None
     kind = trial_spec.get("kind") if isinstance(trial_spec, dict) else None
-    if kind == "Job" or kind == "TrainJob":
-        template["successCondition"] = template.get("successCondition") or JOB_SUCCESS
-        template["failureCondition"] = template.get("failureCondition") or JOB_FAILURE
-    elif kind in KUBEFLOW_JOB_KINDS:
-        template["successCondition"] = template.get("successCondition") or KUBEFLOW_SUCCESS
-        template["failureCondition"] = template.get("failureCondition") or JOB_FAILURE
-    if kind in KUBEFLOW_JOB_KINDS and template.get("primaryPodLabels") is None:
-        template["primaryPodLabels"] = dict(KUBEFLOW_POD_LABELS)
-    if kind == "TrainJob" and template.get("primaryPodLabels") is None:
-        template["primaryPodLabels"] = dict(TRAINJOB_POD_LABELS)
+    if isinstance(template, dict):  # always so when kind is set
+        if kind == "Job" or kind == "TrainJob":
+            template["successCondition"] = template.get("successCondition") or JOB_SUCCESS
+            template["failureCondition"] = template.get("failureCondition") or JOB_FAILURE
+        elif kind in KUBEFLOW_JOB_KINDS:
+            template["successCondition"] = template.get("successCondition") or KUBEFLOW_SUCCESS
+            template["failureCondition"] = template.get("failureCondition") or JOB_FAILURE
+        if kind in KUBEFLOW_JOB_KINDS and template.get("primaryPodLabels") is None:
+            template["primaryPodLabels"] = dict(KUBEFLOW_POD_LABELS)
+        if kind == "TrainJob" and template.get("primaryPodLabels") is None:
+            template["primaryPodLabels"] = dict(TRAINJOB_POD_LABELS)
 
     for parameter in spec.get("parameters") or []:
         space = parameter.get("feasibleSpace")
@@ -368,11 +421,15 @@ def _apply_defaults(spec: dict) -> bool:
 
 # --- the validating webhook ------------------------------------------------------------------------------------
 
+
 def _check_namespace(exp: dict, labels: dict[str, str], out: _Findings) -> None:
     namespace = (exp.get("metadata") or {}).get("namespace") or "default"
     if labels.get(NAMESPACE_LABEL) != "enabled":
-        out.error("W-NS", f"namespace {namespace!r} lacks label {NAMESPACE_LABEL}=enabled, which Katib's "
-                          f"webhook requires (got {labels.get(NAMESPACE_LABEL)!r})")
+        out.error(
+            "W-NS",
+            f"namespace {namespace!r} lacks label {NAMESPACE_LABEL}=enabled, which Katib's "
+            f"webhook requires (got {labels.get(NAMESPACE_LABEL)!r})",
+        )
 
 
 def _check_name(metadata: dict, out: _Findings) -> None:
@@ -427,16 +484,22 @@ def _check_algorithm(spec: dict, out: _Findings) -> None:
     elif not algorithm.get("algorithmName"):
         out.error("W-ALG", "algorithm.algorithmName is empty")
     elif algorithm["algorithmName"] not in SUGGESTION_SERVICES:
-        out.error("W-ALG", f"algorithmName {algorithm['algorithmName']!r} has no suggestion service in the "
-                           f"default katib-config (known: {', '.join(SUGGESTION_SERVICES)})")
+        out.error(
+            "W-ALG",
+            f"algorithmName {algorithm['algorithmName']!r} has no suggestion service in the "
+            f"default katib-config (known: {', '.join(SUGGESTION_SERVICES)})",
+        )
     early = spec.get("earlyStopping")
     if early is None:
         pass
     elif not early.get("algorithmName"):
         out.error("W-ES", "earlyStopping.algorithmName is empty")
     elif early["algorithmName"] not in EARLY_STOPPINGS:
-        out.error("W-ES", f"earlyStopping algorithmName {early['algorithmName']!r} has no service in the default "
-                          f"katib-config (known: {', '.join(EARLY_STOPPINGS)})")
+        out.error(
+            "W-ES",
+            f"earlyStopping algorithmName {early['algorithmName']!r} has no service in the default "
+            f"katib-config (known: {', '.join(EARLY_STOPPINGS)})",
+        )
     if spec["resumePolicy"] not in RESUME_POLICIES:
         out.error("W-RP", f"resumePolicy {spec['resumePolicy']!r} must be one of {', '.join(RESUME_POLICIES)}")
 
@@ -447,8 +510,7 @@ def _is_meta_reference(reference: str) -> bool:
     if len(matches) != 1:
         return False
     key = matches[0]
-    return key in ("Name", "Namespace", "Kind", "APIVersion") or bool(
-        re.fullmatch(r"(Labels|Annotations)\[.+\]", key))
+    return key in ("Name", "Namespace", "Kind", "APIVersion") or bool(re.fullmatch(r"(Labels|Annotations)\[.+\]", key))
 
 
 def _check_trial_template(spec: dict, out: _Findings) -> None:
@@ -462,15 +524,22 @@ def _check_trial_template(spec: dict, out: _Findings) -> None:
         out.error("W-TT", "trialTemplate.primaryContainerName is empty")
     if not template.get("successCondition") or not template.get("failureCondition"):
         kind = _get(template, "trialSpec", "kind")
-        out.error("W-TT", "trialTemplate.successCondition and failureCondition must both be set for "
-                          f"{f'trial kind {kind!r}' if kind else 'a configMap template'} (Katib defaults them "
-                          "only for Job, TrainJob and Kubeflow training jobs)")
+        out.error(
+            "W-TT",
+            "trialTemplate.successCondition and failureCondition must both be set for "
+            f"{f'trial kind {kind!r}' if kind else 'a configMap template'} (Katib defaults them "
+            "only for Job, TrainJob and Kubeflow training jobs)",
+        )
     trial_spec, config_map = template.get("trialSpec"), template.get("configMap")
     if (trial_spec is None) == (config_map is None):
-        out.error("W-TT", "trialTemplate needs exactly one of trialSpec and configMap, "
-                          f"got {'both' if trial_spec is not None else 'neither'}")
-    if config_map is not None and not all(config_map.get(k) for k in
-                                          ("configMapName", "configMapNamespace", "templatePath")):
+        out.error(
+            "W-TT",
+            "trialTemplate needs exactly one of trialSpec and configMap, "
+            f"got {'both' if trial_spec is not None else 'neither'}",
+        )
+    if config_map is not None and not all(
+        config_map.get(k) for k in ("configMapName", "configMapNamespace", "templatePath")
+    ):
         out.error("W-TT", "trialTemplate.configMap needs configMapName, configMapNamespace and templatePath")
     if trial_spec is None:
         return  # a ConfigMap template cannot be fetched offline
@@ -493,8 +562,11 @@ def _check_trial_template(spec: dict, out: _Findings) -> None:
         names.add(name)
         references.add(reference)
         if parameter_names and reference not in parameter_names and not _is_meta_reference(reference):
-            out.error("W-TT", f"{where} reference {reference!r} is neither a spec.parameters name nor a "
-                              "${trialSpec.<Name|Namespace|Kind|APIVersion|Labels[k]|Annotations[k]>} key")
+            out.error(
+                "W-TT",
+                f"{where} reference {reference!r} is neither a spec.parameters name nor a "
+                "${trialSpec.<Name|Namespace|Kind|APIVersion|Labels[k]|Annotations[k]>} key",
+            )
         placeholder = "${trialParameters." + name + "}"
         if placeholder not in text:
             out.error("W-TT", f"{where} {name!r}: {placeholder} does not occur in trialSpec")
@@ -520,14 +592,20 @@ def _check_job_schema(job: dict, out: _Findings) -> None:
         where = _path(("trialSpec",) + tuple(exc.path))
         out.error("K8S-SCHEMA", f"{where}: {exc.message} (Kubernetes {exc.version} schema for batch/v1 Job)")
     except VersionNotSupportedError:
-        out.warning("K8S-SCHEMA", f"kubernetes-validate {kubernetes_validate.__version__} has no Kubernetes "
-                                  f"{K8S_SCHEMA_VERSION} schema; the Job template was not checked")
+        out.warning(
+            "K8S-SCHEMA",
+            f"kubernetes-validate {kubernetes_validate.__version__} has no Kubernetes "
+            f"{K8S_SCHEMA_VERSION} schema; the Job template was not checked",
+        )
     pod_spec = _get(job, "spec", "template", "spec")
     policy = pod_spec.get("restartPolicy") if isinstance(pod_spec, dict) else None
     if policy not in ("Never", "OnFailure"):
         got = "is unset" if policy is None else f"is {policy!r}"
-        out.error("K8S-SCHEMA", f"trialSpec.spec.template.spec.restartPolicy {got}; a Job needs Never or "
-                                "OnFailure (Kubernetes rejects the trial's Job)")
+        out.error(
+            "K8S-SCHEMA",
+            f"trialSpec.spec.template.spec.restartPolicy {got}; a Job needs Never or "
+            "OnFailure (Kubernetes rejects the trial's Job)",
+        )
 
 
 def _check_parameters(spec: dict, out: _Findings) -> None:
@@ -540,14 +618,18 @@ def _check_parameters(spec: dict, out: _Findings) -> None:
         if kind not in PARAMETER_TYPES:
             out.error("W-PAR", f"{where} parameterType {kind!r} must be one of {', '.join(PARAMETER_TYPES)}")
         if space["distribution"] not in DISTRIBUTIONS:
-            out.error("W-PAR", f"{where} distribution {space['distribution']!r} must be one of "
-                               f"{', '.join(DISTRIBUTIONS)}")
+            out.error(
+                "W-PAR", f"{where} distribution {space['distribution']!r} must be one of {', '.join(DISTRIBUTIONS)}"
+            )
         if kind in ("int", "double"):
             if space.get("list"):
                 out.error("W-PAR", f"{where} is {kind} and must not have a list, got {space['list']}")
             if not space.get("min") or not space.get("max"):
-                out.error("W-PAR", f"{where} is {kind} and needs both min and max, got min {space.get('min')!r} "
-                                   f"max {space.get('max')!r}")
+                out.error(
+                    "W-PAR",
+                    f"{where} is {kind} and needs both min and max, got min {space.get('min')!r} "
+                    f"max {space.get('max')!r}",
+                )
         elif kind in ("categorical", "discrete"):
             extra = [k for k in ("min", "max", "step") if space.get(k)]
             if extra:
@@ -560,8 +642,11 @@ def _check_metrics_collector(spec: dict, out: _Findings) -> None:
     source = collector_spec.get("source") or {}
     path = source.get("fileSystemPath") or {}
     if kind not in COLLECTOR_KINDS:
-        out.error("W-MC", f"metrics collector kind {kind!r} must be one of {', '.join(COLLECTOR_KINDS)}"
-                          + (" (None was renamed Push in Katib v0.18)" if kind == "None" else ""))
+        out.error(
+            "W-MC",
+            f"metrics collector kind {kind!r} must be one of {', '.join(COLLECTOR_KINDS)}"
+            + (" (None was renamed Push in Katib v0.18)" if kind == "None" else ""),
+        )
     elif kind not in COLLECTORS_WITH_IMAGE and kind not in ("Custom", "Push"):
         out.error("W-MC", f"metrics collector kind {kind!r} has no image in the default katib-config")
     if kind == "File":
@@ -575,20 +660,25 @@ def _check_metrics_collector(spec: dict, out: _Findings) -> None:
             out.error("W-MC", "File collector with format JSON must not set a filter")
     elif kind == "TensorFlowEvent":
         if path.get("kind") != "Directory" or not str(path.get("path") or "").startswith("/") or path.get("format"):
-            out.error("W-MC", "TensorFlowEvent collector needs fileSystemPath.kind Directory, an absolute path and "
-                              f"no format, got {path}")
+            out.error(
+                "W-MC",
+                "TensorFlowEvent collector needs fileSystemPath.kind Directory, an absolute path and "
+                f"no format, got {path}",
+            )
     elif kind == "PrometheusMetric":
         http_get = source.get("httpGet") or {}
         port = http_get.get("port")
         if not isinstance(port, int) or port <= 0 or not str(http_get.get("path") or "").startswith("/"):
-            out.error("W-MC", "PrometheusMetric collector needs httpGet.port > 0 and a path starting with /, "
-                              f"got {http_get}")
+            out.error(
+                "W-MC", f"PrometheusMetric collector needs httpGet.port > 0 and a path starting with /, got {http_get}"
+            )
     elif kind == "Custom":
         if not collector_spec["collector"].get("customCollector"):
             out.error("W-MC", "Custom collector needs collector.customCollector")
         if path and (not str(path.get("path") or "").startswith("/") or path.get("kind") not in ("File", "Directory")):
-            out.error("W-MC", f"Custom collector fileSystemPath needs an absolute path and kind File or "
-                              f"Directory, got {path}")
+            out.error(
+                "W-MC", f"Custom collector fileSystemPath needs an absolute path and kind File or Directory, got {path}"
+            )
     for pattern in (source.get("filter") or {}).get("metricsFormat") or []:
         try:
             re.compile(pattern)
@@ -616,7 +706,7 @@ def _integer(text: Any) -> int | None:
 
 def _setting_rule(name: str, value: str) -> str | None:
     """The rule ``value`` breaks for a known setting name, or None when it holds."""
-    checks = {
+    checks: dict[str, tuple[Callable[[str], Any], Callable[[Any], bool], str]] = {
         "n_startup_trials": (_integer, lambda v: v >= 0, "an integer >= 0"),
         "n_ei_candidates": (_integer, lambda v: v >= 0, "an integer >= 0"),
         "random_state": (_integer, lambda v: v >= 0, "an integer >= 0"),
@@ -654,8 +744,11 @@ def _check_settings(section: str, block: dict | None, known: dict, out: _Finding
         name, value = setting.get("name"), setting.get("value") or ""  # Go sends an unset value as ""
         if name not in accepted:
             hint = " (tpe runs on Hyperopt by default; multivariate-tpe runs on Optuna)" if algorithm == "tpe" else ""
-            out.error("R2", f"{section} setting {name!r} is unknown to {algorithm} ({service}), which accepts only "
-                            f"{', '.join(accepted)}{hint}")
+            out.error(
+                "R2",
+                f"{section} setting {name!r} is unknown to {algorithm} ({service}), which accepts only "
+                f"{', '.join(accepted)}{hint}",
+            )
             continue
         broken = _setting_rule(name, value)
         if broken:
@@ -679,8 +772,11 @@ def _check_runtime(spec: dict, out: _Findings) -> None:
     referenced = {tp.get("reference") for tp in template.get("trialParameters") or []}
     for parameter in parameters:
         if parameter.get("name") not in referenced:
-            out.error("R1", f"parameter {parameter.get('name')!r} is referenced by no trialParameter; Katib "
-                            "fails to create its trials and the experiment stalls")
+            out.error(
+                "R1",
+                f"parameter {parameter.get('name')!r} is referenced by no trialParameter; Katib "
+                "fails to create its trials and the experiment stalls",
+            )
 
     _check_settings("algorithm", spec.get("algorithm"), ALGORITHM_SETTINGS, out)
     _check_settings("earlyStopping", spec.get("earlyStopping"), EARLY_STOPPING_SETTINGS, out)
@@ -696,8 +792,11 @@ def _check_runtime(spec: dict, out: _Findings) -> None:
         expected = "an integer" if kind == "int" else "a finite number"
         for key, value in values.items():
             if value is None:
-                out.error("R3", f"{where} {key} {bounds[key]!r} is not {expected} (the suggestion service fails "
-                                "and the experiment stays Running)")
+                out.error(
+                    "R3",
+                    f"{where} {key} {bounds[key]!r} is not {expected} (the suggestion service fails "
+                    "and the experiment stays Running)",
+                )
         low, high, step = values.get("min"), values.get("max"), values.get("step")
         if low is not None and high is not None and low > high:
             out.error("R3", f"{where} min {bounds['min']} is greater than max {bounds['max']}")
@@ -706,14 +805,17 @@ def _check_runtime(spec: dict, out: _Findings) -> None:
         if space["distribution"] in ("logUniform", "logNormal") and low is not None and low <= 0:
             out.error("R3", f"{where} is {space['distribution']} and needs min > 0, got {bounds['min']}")
 
-    algorithm = (spec.get("algorithm") or {}).get("algorithmName")
+    algorithm: Any = (spec.get("algorithm") or {}).get("algorithmName")  # unvalidated JSON, None when unset
     if SUGGESTION_SERVICES.get(algorithm) == "optuna":
         for parameter in parameters:
             distribution = parameter["feasibleSpace"]["distribution"]
             if parameter.get("parameterType") in ("int", "double") and distribution not in OPTUNA_DISTRIBUTIONS:
-                out.error("R4", f"parameter {parameter.get('name')!r} distribution {distribution} is not supported by "
-                                f"{algorithm} (Optuna supports only uniform and logUniform; Katib v0.19 drops it "
-                                "and its trials cannot be created)")
+                out.error(
+                    "R4",
+                    f"parameter {parameter.get('name')!r} distribution {distribution} is not supported by "
+                    f"{algorithm} (Optuna supports only uniform and logUniform; Katib v0.19 drops it "
+                    "and its trials cannot be created)",
+                )
     if algorithm == "cmaes":
         numeric = [p for p in parameters if p.get("parameterType") in ("int", "double")]
         if len(numeric) < 2:
@@ -723,14 +825,18 @@ def _check_runtime(spec: dict, out: _Findings) -> None:
             if parameter.get("parameterType") == "double" and not parameter["feasibleSpace"].get("step"):
                 out.error("R4", f"grid needs a step on every double parameter; {parameter.get('name')!r} has none")
         sizes = [_grid_size(p) for p in parameters]
+        combinations = math.prod(s for s in sizes if s is not None)  # all of sizes where it is used below
         max_trials = spec.get("maxTrialCount")
-        if parameters and None not in sizes and max_trials is not None and max_trials > math.prod(sizes):
-            out.error("R4", f"grid has {math.prod(sizes)} combinations, fewer than maxTrialCount {max_trials}")
+        if parameters and None not in sizes and max_trials is not None and max_trials > combinations:
+            out.error("R4", f"grid has {combinations} combinations, fewer than maxTrialCount {max_trials}")
 
     for strategy in (spec.get("objective") or {}).get("metricStrategies") or []:
         if strategy.get("value") not in METRIC_STRATEGIES:
-            out.error("R5", f"metricStrategies {strategy.get('name')!r} value {strategy.get('value')!r} must be min, "
-                            "max or latest (Katib passes the suggestion an empty value)")
+            out.error(
+                "R5",
+                f"metricStrategies {strategy.get('name')!r} value {strategy.get('value')!r} must be min, "
+                "max or latest (Katib passes the suggestion an empty value)",
+            )
 
     kind = spec["metricsCollectorSpec"]["collector"].get("kind")
     if spec.get("earlyStopping") and kind not in ("StdOut", "File"):
@@ -738,6 +844,7 @@ def _check_runtime(spec: dict, out: _Findings) -> None:
 
 
 # --- suggested checks ------------------------------------------------------------------------------------------
+
 
 def _check_suggested(spec: dict, out: _Findings) -> None:
     names = [p.get("name") for p in spec.get("parameters") or []]
@@ -772,8 +879,11 @@ def _check_suggested(spec: dict, out: _Findings) -> None:
         non_string = _non_string_keys()
         for key, text in _strings_with_keys(trial_spec, None):
             if key in non_string and PLACEHOLDER.search(text):
-                out.warning("S6", f"trialSpec field {key}: {text!r} takes a trialParameter, but Katib substitutes "
-                                  f"inside JSON strings, so {key} becomes a string, not a number or boolean")
+                out.warning(
+                    "S6",
+                    f"trialSpec field {key}: {text!r} takes a trialParameter, but Katib substitutes "
+                    f"inside JSON strings, so {key} becomes a string, not a number or boolean",
+                )
 
 
 @lru_cache(maxsize=1)
@@ -842,16 +952,22 @@ def _check_trial_pods(spec: dict, out: _Findings) -> None:
         return
     kind, api_version = trial_spec.get("kind"), trial_spec.get("apiVersion")
     if kind and api_version and (kind, api_version) not in TRIAL_RESOURCES:
-        out.warning("TRIAL-KIND", f"trial kind {kind} ({api_version}) is not in the default katib-config "
-                                  "trialResources; the cluster's config must list it")
+        out.warning(
+            "TRIAL-KIND",
+            f"trial kind {kind} ({api_version}) is not in the default katib-config "
+            "trialResources; the cluster's config must list it",
+        )
     if kind == "Job":
         job_spec = _dict(trial_spec.get("spec"))
         pod_spec = _dict(_get(job_spec, "template", "spec"))
         if pod_spec.get("restartPolicy") == "OnFailure":
             out.warning("S7", "Job restartPolicy OnFailure retries a failing trial in place; use Never")
         if job_spec.get("backoffLimit") != 0:
-            out.warning("S7", f"Job backoffLimit {job_spec.get('backoffLimit', '6 (default)')} retries failing "
-                              "trials, which stay Running meanwhile; use 0")
+            out.warning(
+                "S7",
+                f"Job backoffLimit {job_spec.get('backoffLimit', '6 (default)')} retries failing "
+                "trials, which stay Running meanwhile; use 0",
+            )
         if job_spec.get("activeDeadlineSeconds") is None and pod_spec.get("activeDeadlineSeconds") is None:
             out.warning("S7", "Job sets no activeDeadlineSeconds, so a hung trial runs forever")
 
@@ -863,27 +979,39 @@ def _check_trial_pods(spec: dict, out: _Findings) -> None:
         return
     if not primaries:
         names = ", ".join(str(c.get("name")) for _, c in containers)
-        out.error("PRIMARY", f"primaryContainerName {primary!r} names no container of the trial pods ({names}); "
-                             "Katib cannot inject its metrics collector")
+        out.error(
+            "PRIMARY",
+            f"primaryContainerName {primary!r} names no container of the trial pods ({names}); "
+            "Katib cannot inject its metrics collector",
+        )
         return
 
     wraps = spec["metricsCollectorSpec"]["collector"].get("kind") in WRAPPING_COLLECTORS
     parameters = {p.get("name"): p for p in spec.get("parameters") or []}
     references = {tp.get("name"): tp.get("reference") for tp in template.get("trialParameters") or []}
-    istio_off = all(_dict(_get(pod, "metadata", "labels")).get(ISTIO_LABEL) == "false"
-                    or _dict(_get(pod, "metadata", "annotations")).get(ISTIO_LABEL) == "false" for pod, _ in primaries)
+    istio_off = all(
+        _dict(_get(pod, "metadata", "labels")).get(ISTIO_LABEL) == "false"
+        or _dict(_get(pod, "metadata", "annotations")).get(ISTIO_LABEL) == "false"
+        for pod, _ in primaries
+    )
     if not istio_off:
-        out.warning("S9", f"pod template of {primary!r} lacks label {ISTIO_LABEL}: \"false\"; on Istio clusters "
-                          "the sidecar keeps trials Running after training ends")
+        out.warning(
+            "S9",
+            f'pod template of {primary!r} lacks label {ISTIO_LABEL}: "false"; on Istio clusters '
+            "the sidecar keeps trials Running after training ends",
+        )
     checked = set()
-    for pod, container in primaries:
+    for _pod, container in primaries:
         argv = [str(a) for a in _list(container.get("command")) + _list(container.get("args"))]
         if not wraps or tuple(argv) in checked:
             continue
         checked.add(tuple(argv))
         if not container.get("command"):
-            out.warning("S8", f"primary container {primary!r} has no explicit command; Katib then looks up the "
-                              "image's entrypoint in its registry")
+            out.warning(
+                "S8",
+                f"primary container {primary!r} has no explicit command; Katib then looks up the "
+                "image's entrypoint in its registry",
+            )
         _check_shell(argv, parameters, references, out)
 
 
@@ -892,22 +1020,31 @@ def _check_shell(argv: list[str], parameters: dict, references: dict, out: _Find
     if len(argv) > 2 and argv[1] == "-c" and argv[0] in ("sh", "bash"):
         return  # Katib keeps a literal sh/bash -c prefix; the script is the user's shell code
     if len(argv) > 1 and argv[1] == "-c" and re.fullmatch(r"/\S*/(sh|bash|dash|ash|zsh)", argv[0]):
-        out.error("S-SHELL", f"command starts with {argv[0]} -c; Katib keeps only a literal 'sh -c' or "
-                             "'bash -c' prefix, so the script is wrapped again in sh -c and split at spaces")
+        out.error(
+            "S-SHELL",
+            f"command starts with {argv[0]} -c; Katib keeps only a literal 'sh -c' or "
+            "'bash -c' prefix, so the script is wrapped again in sh -c and split at spaces",
+        )
         return
     for arg in argv:
         bare = ANY_PLACEHOLDER.sub("", arg)
         found = SHELL_META.search(bare)
         if found:
-            out.error("S-SHELL", f"argument {arg!r} contains {found.group(0)!r}; Katib joins the command into "
-                                 "sh -c without quoting, so the shell re-parses it")
+            out.error(
+                "S-SHELL",
+                f"argument {arg!r} contains {found.group(0)!r}; Katib joins the command into "
+                "sh -c without quoting, so the shell re-parses it",
+            )
         for name in PLACEHOLDER.findall(arg):
             parameter = parameters.get(references.get(name))
             if parameter and parameter.get("parameterType") in ("categorical", "discrete"):
                 for value in parameter["feasibleSpace"].get("list") or []:
                     if SHELL_META.search(str(value)):
-                        out.error("S-SHELL", f"parameter {parameter.get('name')!r} value {value!r} is substituted "
-                                             f"into argument {arg!r}; sh -c would re-parse it")
+                        out.error(
+                            "S-SHELL",
+                            f"parameter {parameter.get('name')!r} value {value!r} is substituted "
+                            f"into argument {arg!r}; sh -c would re-parse it",
+                        )
 
 
 def _check_printed_metrics(spec: dict, printed: set[str], out: _Findings) -> None:
@@ -916,5 +1053,8 @@ def _check_printed_metrics(spec: dict, printed: set[str], out: _Findings) -> Non
     names += [("additional metric", n) for n in objective.get("additionalMetricNames") or []]
     for role, name in names:
         if name and name not in printed:
-            out.error("METRICS", f"{role} {name!r} is never printed by the trial (it prints "
-                                 f"{', '.join(sorted(printed)) or 'nothing'}); its trials end MetricsUnavailable")
+            out.error(
+                "METRICS",
+                f"{role} {name!r} is never printed by the trial (it prints "
+                f"{', '.join(sorted(printed)) or 'nothing'}); its trials end MetricsUnavailable",
+            )

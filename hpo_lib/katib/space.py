@@ -127,6 +127,7 @@ def to_katib_parameter(param: Param) -> dict[str, Any]:
     if param.kind == "categorical":
         space: dict[str, Any] = {"list": list(param.choices)}
     else:
+        assert param.low is not None and param.high is not None  # Param.__post_init__ requires both for int, double
         space = {"min": _bound(param, param.low), "max": _bound(param, param.high)}
         if param.step:
             space["step"] = str(param.step)
@@ -142,8 +143,10 @@ def from_katib_parameter(spec: dict[str, Any]) -> od.BaseDistribution:
         return od.CategoricalDistribution([str(v) for v in space.get("list") or []])
     distribution = space.get("distribution") or "uniform"
     if distribution not in ("uniform", "logUniform"):
-        raise ConfigError(f"parameter {name}: distribution {distribution!r} is not supported by Katib's Optuna "
-                          f"service (use uniform or logUniform)")
+        raise ConfigError(
+            f"parameter {name}: distribution {distribution!r} is not supported by Katib's Optuna "
+            f"service (use uniform or logUniform)"
+        )
     log = distribution == "logUniform"
     try:
         if kind == "int":
@@ -152,11 +155,11 @@ def from_katib_parameter(spec: dict[str, Any]) -> od.BaseDistribution:
                 return od.IntDistribution(max(1, low), high, log=True)
             return od.IntDistribution(low, high, step=int(space.get("step") or 1))
         if kind == "double":
-            low, high = float(space["min"]), float(space["max"])
+            float_low, float_high = float(space["min"]), float(space["max"])
             if log:
-                return od.FloatDistribution(max(1e-10, low), high, log=True)
+                return od.FloatDistribution(max(1e-10, float_low), float_high, log=True)
             step = float(space["step"]) if space.get("step") else None
-            return od.FloatDistribution(low, high, step=step)
+            return od.FloatDistribution(float_low, float_high, step=step)
     except (KeyError, ValueError, TypeError) as exc:
         raise ConfigError(f"parameter {name}: bad feasibleSpace {space}: {exc}") from None
     raise ConfigError(f"parameter {name}: unknown parameterType {kind!r}")

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,8 +52,9 @@ def retrain_args(flags: Sequence[str], **overrides: Any) -> trial.TrialArgs:
 
 
 # ----------------------------------------------------------------------------------------------- scoring
-def evaluate_test(ds: data.Dataset, forecast: np.ndarray, *, cost_bps: float = 5.0,
-                  results: baselines.BaselineResults | None = None) -> dict[str, Any]:
+def evaluate_test(
+    ds: data.Dataset, forecast: np.ndarray, *, cost_bps: float = 5.0, results: baselines.BaselineResults | None = None
+) -> dict[str, Any]:
     """The test-split report of one forecast (see the module docstring); JSON-ready.
 
     ``results`` are the dataset's baselines on validation and test, when the caller already has them.
@@ -63,17 +65,26 @@ def evaluate_test(ds: data.Dataset, forecast: np.ndarray, *, cost_bps: float = 5
     base = {name: by_part["test"] for name, by_part in results.report.items()}
     bar = min(base, key=lambda name: base[name][ranking])
     report: dict[str, Any] = {
-        "target": ds.target, "horizon": ds.horizon, "n_test": int(len(ds.y["test"])),
+        "target": ds.target,
+        "horizon": ds.horizon,
+        "n_test": int(len(ds.y["test"])),
         "test_period": [str(ds.dates["test"][0].date()), str(ds.dates["test"][-1].date())],
-        "ranking_metric": ranking, "model": model, "baselines": base, "bar": bar,
+        "ranking_metric": ranking,
+        "model": model,
+        "baselines": base,
+        "bar": bar,
         "beats_bar": bool(model[ranking] < base[bar][ranking]),
         "improvement": float((base[bar][ranking] - model[ranking]) / abs(base[bar][ranking]))
-        if base[bar][ranking] else 0.0,
+        if base[bar][ranking]
+        else 0.0,
         "baseline_warnings": results.skipped,
     }
     try:  # model minus bar: a negative statistic favours the model
-        dm = scoring.diebold_mariano(scoring.sample_losses(ds, "test", forecast),
-                                     scoring.sample_losses(ds, "test", results.forecasts[bar]["test"]), ds.horizon)
+        dm = scoring.diebold_mariano(
+            scoring.sample_losses(ds, "test", forecast),
+            scoring.sample_losses(ds, "test", results.forecasts[bar]["test"]),
+            ds.horizon,
+        )
         report["dm"] = {"against": bar, "loss": ranking, **dm.as_dict()}
     except DataError as exc:
         report["dm"] = {"against": bar, "loss": ranking, "error": str(exc)}
@@ -123,11 +134,19 @@ def retrain(args: trial.TrialArgs, out_dir: str | Path, *, cost_bps: float = 5.0
     base = baselines.evaluate(ds, ("val", "test"))
     report = evaluate_test(ds, forecast, cost_bps=cost_bps, results=base)
     report["run"] = {
-        "model": args.model, "seed": args.seed, "epochs": result.epochs_run, "train_time_s": result.train_time_s,
-        "wall_time_s": time.perf_counter() - started, "n_params": models.count_params(model),
-        "model_size_mb": models.model_size_mb(model), "n_features": ds.n_features, "n_outputs": trial.n_outputs(ds),
-        "window": args.seq_len, "device": str(train.select_device(cfg.device)),
-        "train_samples": int(len(ds.split.train)), "train_period": [str(d.date()) for d in _period(ds, "train")],
+        "model": args.model,
+        "seed": args.seed,
+        "epochs": result.epochs_run,
+        "train_time_s": result.train_time_s,
+        "wall_time_s": time.perf_counter() - started,
+        "n_params": models.count_params(model),
+        "model_size_mb": models.model_size_mb(model),
+        "n_features": ds.n_features,
+        "n_outputs": trial.n_outputs(ds),
+        "window": args.seq_len,
+        "device": str(train.select_device(cfg.device)),
+        "train_samples": int(len(ds.split.train)),
+        "train_period": [str(d.date()) for d in _period(ds, "train")],
     }
 
     trial.save_model(model, out, args)
@@ -136,7 +155,8 @@ def retrain(args: trial.TrialArgs, out_dir: str | Path, *, cost_bps: float = 5.0
     bar_forecast = base.forecasts[report["bar"]]["test"]
     rows = ["date,actual,forecast,bar_forecast"] + [
         f"{d.date()},{y:.8g},{f:.8g},{b:.8g}"
-        for d, y, f, b in zip(ds.dates["test"], ds.y["test"], forecast, bar_forecast)]
+        for d, y, f, b in zip(ds.dates["test"], ds.y["test"], forecast, bar_forecast)
+    ]
     (out / "forecasts.csv").write_text("\n".join(rows) + "\n")
     return report
 
@@ -151,7 +171,8 @@ def load_model(directory: str | Path) -> torch.nn.Module:
     folder = Path(directory)
     config = json.loads((folder / "config.json").read_text())
     run = json.loads((folder / "evaluation.json").read_text())["run"]
-    model = models.build_model(config["model"], n_features=run["n_features"], window=run["window"],
-                               n_outputs=run["n_outputs"], params=config)
+    model = models.build_model(
+        config["model"], n_features=run["n_features"], window=run["window"], n_outputs=run["n_outputs"], params=config
+    )
     model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
     return model.eval()

@@ -14,11 +14,13 @@ import logging
 import re
 import shlex
 import statistics
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from hpo_lib.errors import ConfigError, ExperimentError, HpoError
-from hpo_lib.katib import client, experiment as katib_experiment, manifests, space
+from hpo_lib.katib import client, manifests, space
+from hpo_lib.katib import experiment as katib_experiment
 from hpo_lib.pipeline import retrain
 from hpo_lib.results import render, tracking, winners
 
@@ -52,8 +54,13 @@ def prepare_data(spec: str, out_dir: str | Path, *, cache_dir: str | None = None
     out.mkdir(parents=True, exist_ok=True)
     data.to_long(prices).to_parquet(out / PRICES_FILE, index=False)
     first = next(iter(prices.values()))
-    meta = {"spec": spec, "tickers": list(prices), "rows": len(first), "first_date": str(first.index[0].date()),
-            "last_date": str(first.index[-1].date())}
+    meta = {
+        "spec": spec,
+        "tickers": list(prices),
+        "rows": len(first),
+        "first_date": str(first.index[0].date()),
+        "last_date": str(first.index[-1].date()),
+    }
     _write_json(out / "data.json", meta)
     return meta
 
@@ -63,8 +70,9 @@ def data_spec(data_dir: str | Path) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- 2. tune
-def experiment_doc(*, experiment_yaml: str = "", model_family: str = "lstm", name: str = "",
-                   namespace: str = "") -> dict[str, Any]:
+def experiment_doc(
+    *, experiment_yaml: str = "", model_family: str = "lstm", name: str = "", namespace: str = ""
+) -> dict[str, Any]:
     """The Experiment to launch or read: ``experiment_yaml`` if given, else our manifest for ``model_family``.
 
     ``name`` and ``namespace`` replace the manifest's when set. Only apiVersion, kind, metadata (name, namespace,
@@ -77,10 +85,12 @@ def experiment_doc(*, experiment_yaml: str = "", model_family: str = "lstm", nam
             raise ConfigError(f"unknown model family {model_family!r}; choose one of {', '.join(space.FAMILIES)}")
         source = manifests.experiment(model_family)
     meta = source.get("metadata") or {}
-    doc = {"apiVersion": source.get("apiVersion", f"{client.GROUP}/{client.VERSION}"),
-           "kind": "Experiment",
-           "metadata": {k: v for k, v in meta.items() if k in ("name", "namespace", "labels", "annotations")},
-           "spec": source.get("spec") or {}}
+    doc = {
+        "apiVersion": source.get("apiVersion", f"{client.GROUP}/{client.VERSION}"),
+        "kind": "Experiment",
+        "metadata": {k: v for k, v in meta.items() if k in ("name", "namespace", "labels", "annotations")},
+        "spec": source.get("spec") or {},
+    }
     if name:
         doc["metadata"]["name"] = name
     doc["metadata"]["namespace"] = namespace or meta.get("namespace") or _pod_namespace() or manifests.NAMESPACE
@@ -96,9 +106,20 @@ def _pod_namespace() -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
-def tune(out_dir: str | Path, *, mode: str, data: str, experiment_yaml: str = "", model_family: str = "lstm",
-         experiment_name: str = "", namespace: str = "", trials_export: str = "", timeout_s: float = 86400,
-         poll_s: float = 30, api=None) -> dict[str, Any]:
+def tune(
+    out_dir: str | Path,
+    *,
+    mode: str,
+    data: str,
+    experiment_yaml: str = "",
+    model_family: str = "lstm",
+    experiment_name: str = "",
+    namespace: str = "",
+    trials_export: str = "",
+    timeout_s: float = 86400,
+    poll_s: float = 30,
+    api=None,
+) -> dict[str, Any]:
     """Get every trial of a tuning run and write them out before anything else can lose them.
 
     * ``launch``: create the Experiment (our manifest, or ``experiment_yaml``) with its trials reading ``data``;
@@ -112,19 +133,24 @@ def tune(out_dir: str | Path, *, mode: str, data: str, experiment_yaml: str = ""
     """
     if mode not in TUNE_MODES:
         raise ConfigError(f"tune_mode must be one of {', '.join(TUNE_MODES)}, got {mode!r}")
-    experiment = experiment_doc(experiment_yaml=experiment_yaml, model_family=model_family, name=experiment_name,
-                                namespace=namespace)
+    experiment = experiment_doc(
+        experiment_yaml=experiment_yaml, model_family=model_family, name=experiment_name, namespace=namespace
+    )
     name, ns = experiment["metadata"]["name"], experiment["metadata"]["namespace"]
     notes: list[str] = []
     created = False
     if mode == "launch" and not SHELL_SAFE.fullmatch(data):
-        raise ConfigError(f"data {data!r} goes into the trials' arguments, which Katib runs through `sh -c`: use the "
-                          f"shell-safe form, e.g. yahoo:SPY,QQQ,start=2010-01-01,end=2024-12-31")
+        raise ConfigError(
+            f"data {data!r} goes into the trials' arguments, which Katib runs through `sh -c`: use the "
+            f"shell-safe form, e.g. yahoo:SPY,QQQ,start=2010-01-01,end=2024-12-31"
+        )
     if mode == "export":
         path = Path(trials_export)
         if not trials_export or not path.exists():
-            raise ConfigError(f"tune_mode=export needs trials_export, the trials.json `hpo tune` wrote; "
-                              f"{trials_export or 'none'} does not exist")
+            raise ConfigError(
+                f"tune_mode=export needs trials_export, the trials.json `hpo tune` wrote; "
+                f"{trials_export or 'none'} does not exist"
+            )
         try:
             trials = _read_json(path)
         except json.JSONDecodeError as exc:
@@ -153,16 +179,35 @@ def tune(out_dir: str | Path, *, mode: str, data: str, experiment_yaml: str = ""
     out = Path(out_dir)
     _write_json(out / "experiment.json", experiment)
     _write_json(out / "trials.json", trials)
-    summary = {"mode": mode, "experiment": name, "namespace": ns, "state": state, "detail": detail,
-               "progress": counts, "n_trials": len(trials), "created": created, "data": data, "notes": notes}
+    summary = {
+        "mode": mode,
+        "experiment": name,
+        "namespace": ns,
+        "state": state,
+        "detail": detail,
+        "progress": counts,
+        "n_trials": len(trials),
+        "created": created,
+        "data": data,
+        "notes": notes,
+    }
     _write_json(out / "tune.json", summary)
     return summary
 
 
 # ----------------------------------------------------------------------------------------------- 3. winners
-def select_winners(trials_dir: str | Path, out_dir: str | Path, *, top_k: int = 3, pareto: bool = True,
-                   max_winners: int = 0, include_early_stopped: bool = False, n_seeds: int = 3, epochs: int = 0,
-                   retrain_flags: str = "") -> list[dict[str, Any]]:
+def select_winners(
+    trials_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    top_k: int = 3,
+    pareto: bool = True,
+    max_winners: int = 0,
+    include_early_stopped: bool = False,
+    n_seeds: int = 3,
+    epochs: int = 0,
+    retrain_flags: str = "",
+) -> list[dict[str, Any]]:
     """Pick the winners and return one retrain item per (winner, seed); writes ``selection.json``.
 
     Each item carries everything its retrain needs (the trial's flags included): in a local ``dsl.ParallelFor``,
@@ -179,28 +224,50 @@ def select_winners(trials_dir: str | Path, out_dir: str | Path, *, top_k: int = 
         raise ExperimentError(
             f"experiment {tuned['namespace']}/{tuned['experiment']} failed ({tuned['detail'] or 'no reason given'}; "
             f"{tuned['progress']}); its trials are saved in the tune step's artifact, but no winners are picked "
-            f"from a failed experiment")
+            f"from a failed experiment"
+        )
     experiment = _read_json(folder / "experiment.json")
     objective, axes = winners.criteria(experiment)
     trials = winners.parse_trials(_read_json(folder / "trials.json"))
-    selection = winners.select(trials, objective, k=top_k, axes=axes, pareto=pareto, max_winners=max_winners,
-                               include_early_stopped=include_early_stopped)
+    selection = winners.select(
+        trials,
+        objective,
+        k=top_k,
+        axes=axes,
+        pareto=pareto,
+        max_winners=max_winners,
+        include_early_stopped=include_early_stopped,
+    )
     extra = shlex.split(retrain_flags)
     bad = [f for f in extra if not f.startswith("--")]
     if bad:
         raise ConfigError(f"retrain_flags must be --name=value flags, got {bad}")
     items = []
     for w in selection.winners:
-        flags = (katib_experiment.trial_command(experiment, w.trial.params).flags
-                 + ([f"--epochs={epochs}"] if epochs else []) + extra)
+        flags = (
+            katib_experiment.trial_command(experiment, w.trial.params).flags
+            + ([f"--epochs={epochs}"] if epochs else [])
+            + extra
+        )
         retrain.retrain_args(flags)  # a bad flag fails here, before any GPU is requested
         for seed in range(n_seeds):
-            items.append({
-                "id": f"{w.rank:03d}-{w.trial.name}-seed{seed}", "experiment": tuned["experiment"],
-                "trial": w.trial.name, "seed": seed, "rank": w.rank, "objective_metric": objective.metric,
-                "objective": w.objective, "top_k": w.top_k, "pareto": w.pareto, "axes": w.axes, "flags": flags,
-                "n_trials": selection.n_trials, "n_eligible": selection.n_eligible,
-            })
+            items.append(
+                {
+                    "id": f"{w.rank:03d}-{w.trial.name}-seed{seed}",
+                    "experiment": tuned["experiment"],
+                    "trial": w.trial.name,
+                    "seed": seed,
+                    "rank": w.rank,
+                    "objective_metric": objective.metric,
+                    "objective": w.objective,
+                    "top_k": w.top_k,
+                    "pareto": w.pareto,
+                    "axes": w.axes,
+                    "flags": flags,
+                    "n_trials": selection.n_trials,
+                    "n_eligible": selection.n_eligible,
+                }
+            )
     out = Path(out_dir)
     _write_json(out / "selection.json", {**selection.to_dict(), "tune": tuned, "items": len(items)})
     (out / "leaderboard.md").write_text(render.selection_markdown(selection, tuned))
@@ -208,16 +275,23 @@ def select_winners(trials_dir: str | Path, out_dir: str | Path, *, top_k: int = 
 
 
 # ----------------------------------------------------------------------------------------------- 4. retrain
-def run_retrain(item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Path, *,
-                cost_bps: float = 5.0) -> dict[str, Any]:
+def run_retrain(
+    item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Path, *, cost_bps: float = 5.0
+) -> dict[str, Any]:
     """Retrain one (winner, seed) item on the prepared data; writes the retrain files plus ``item.json``.
 
     Returns the scalar results for the step's metrics. Loop items pass through protobuf, so numbers may arrive as
     floats: they are cast back here.
     """
     out = Path(out_dir)
-    args = retrain.retrain_args(list(item["flags"]), data=data_spec(data_dir), cache_dir="", output_dir=str(out),
-                                seed=int(item["seed"]), eval_test=True)
+    args = retrain.retrain_args(
+        list(item["flags"]),
+        data=data_spec(data_dir),
+        cache_dir="",
+        output_dir=str(out),
+        seed=int(item["seed"]),
+        eval_test=True,
+    )
     report = retrain.retrain(args, out, cost_bps=cost_bps)
     item = {**item, **{k: int(item[k]) for k in ("seed", "rank", "n_trials", "n_eligible")}}
     _write_json(out / "item.json", item)
@@ -248,8 +322,13 @@ def load_retrains(dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
     runs = []
     for d in dirs:
         folder = Path(d)
-        runs.append({"dir": str(folder), "item": _read_json(folder / "item.json"),
-                     "evaluation": _read_json(folder / "evaluation.json")})
+        runs.append(
+            {
+                "dir": str(folder),
+                "item": _read_json(folder / "item.json"),
+                "evaluation": _read_json(folder / "evaluation.json"),
+            }
+        )
     return runs
 
 
@@ -271,22 +350,30 @@ def summarize(dirs: Sequence[str | Path]) -> dict[str, Any]:
         item, ranking = group[0]["item"], group[0]["evaluation"]["ranking_metric"]
         tests = [r["evaluation"]["model"][ranking] for r in group]
         scalars = [scalar_results(r["item"], r["evaluation"]) for r in group]
-        rows.append({
-            "trial": trial_name, "rank": item["rank"], "top_k": item["top_k"], "pareto": item["pareto"],
-            "tuning_objective": item["objective"], "seeds": [r["item"]["seed"] for r in group],
-            "test_mean": statistics.fmean(tests), "test_sd": statistics.stdev(tests) if len(tests) > 1 else 0.0,
-            "test_min": min(tests), "test_max": max(tests),
-            "beats_bar": sum(r["evaluation"]["beats_bar"] for r in group),
-            "bar": group[0]["evaluation"]["bar"],
-            "bar_test": group[0]["evaluation"]["baselines"][group[0]["evaluation"]["bar"]][ranking],
-            "dm_p_values": [s.get("dm_p_value") for s in scalars],
-            "sharpe_mean": _mean([s.get("backtest_sharpe") for s in scalars]),
-            "max_drawdown_mean": _mean([s.get("backtest_max_drawdown") for s in scalars]),
-            "win_rate_mean": _mean([s.get("backtest_win_rate") for s in scalars]),
-            "val_test_gap_mean": _mean([s.get("val_test_gap") for s in scalars]),
-            "train_time_s_mean": _mean([s.get("train_time_s") for s in scalars]),
-            "model_size_mb": group[0]["evaluation"]["run"]["model_size_mb"],
-        })
+        rows.append(
+            {
+                "trial": trial_name,
+                "rank": item["rank"],
+                "top_k": item["top_k"],
+                "pareto": item["pareto"],
+                "tuning_objective": item["objective"],
+                "seeds": [r["item"]["seed"] for r in group],
+                "test_mean": statistics.fmean(tests),
+                "test_sd": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+                "test_min": min(tests),
+                "test_max": max(tests),
+                "beats_bar": sum(r["evaluation"]["beats_bar"] for r in group),
+                "bar": group[0]["evaluation"]["bar"],
+                "bar_test": group[0]["evaluation"]["baselines"][group[0]["evaluation"]["bar"]][ranking],
+                "dm_p_values": [s.get("dm_p_value") for s in scalars],
+                "sharpe_mean": _mean([s.get("backtest_sharpe") for s in scalars]),
+                "max_drawdown_mean": _mean([s.get("backtest_max_drawdown") for s in scalars]),
+                "win_rate_mean": _mean([s.get("backtest_win_rate") for s in scalars]),
+                "val_test_gap_mean": _mean([s.get("val_test_gap") for s in scalars]),
+                "train_time_s_mean": _mean([s.get("train_time_s") for s in scalars]),
+                "model_size_mb": group[0]["evaluation"]["run"]["model_size_mb"],
+            }
+        )
     champion_row = min(rows, key=lambda r: r["rank"])
     champion_run = by_trial[champion_row["trial"]][0]
     evaluation = champion_run["evaluation"]
@@ -301,19 +388,31 @@ def summarize(dirs: Sequence[str | Path]) -> dict[str, Any]:
     else:
         evidence = f"no Diebold-Mariano test: {dm['error']}"
     if evaluation["beats_bar"]:
-        verdict = (f"{who} beats the best baseline ({bar}) on the test split: {ranking} {model_value:.5g} vs "
-                   f"{bar_value:.5g} ({-evaluation['improvement']:+.2%}); {evidence}.")
+        verdict = (
+            f"{who} beats the best baseline ({bar}) on the test split: {ranking} {model_value:.5g} vs "
+            f"{bar_value:.5g} ({-evaluation['improvement']:+.2%}); {evidence}."
+        )
     else:
-        verdict = (f"No champion: {who}, the winner with the best tuning objective, does not beat the best baseline "
-                   f"({bar}) on the test split ({ranking} {model_value:.5g} vs {bar_value:.5g}); {evidence}. "
-                   f"Nothing is registered.")
+        verdict = (
+            f"No champion: {who}, the winner with the best tuning objective, does not beat the best baseline "
+            f"({bar}) on the test split ({ranking} {model_value:.5g} vs {bar_value:.5g}); {evidence}. "
+            f"Nothing is registered."
+        )
     return {
-        "experiment": item["experiment"], "objective_metric": item["objective_metric"], "ranking_metric": ranking,
-        "n_trials": item["n_trials"], "n_eligible": item["n_eligible"], "n_winners": len(rows),
-        "n_retrains": len(runs), "winners": rows, "champion": {"dir": champion_run["dir"], "item": item},
-        "beats_bar": bool(evaluation["beats_bar"]), "verdict": verdict,
+        "experiment": item["experiment"],
+        "objective_metric": item["objective_metric"],
+        "ranking_metric": ranking,
+        "n_trials": item["n_trials"],
+        "n_eligible": item["n_eligible"],
+        "n_winners": len(rows),
+        "n_retrains": len(runs),
+        "winners": rows,
+        "champion": {"dir": champion_run["dir"], "item": item},
+        "beats_bar": bool(evaluation["beats_bar"]),
+        "verdict": verdict,
         "champion_scalars": scalar_results(item, evaluation),
-        "test_period": evaluation["test_period"], "n_test": evaluation["n_test"],
+        "test_period": evaluation["test_period"],
+        "n_test": evaluation["n_test"],
         "backtest": evaluation.get("backtest"),
     }
 
@@ -324,8 +423,15 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 
 # ----------------------------------------------------------------------------------------------- 6. MLflow
-def register(dirs: Sequence[str | Path], summary: Mapping[str, Any], *, uri: str, mlflow_experiment: str = "",
-             model_name: str = "", run_name: str = "") -> dict[str, Any]:
+def register(
+    dirs: Sequence[str | Path],
+    summary: Mapping[str, Any],
+    *,
+    uri: str,
+    mlflow_experiment: str = "",
+    model_name: str = "",
+    run_name: str = "",
+) -> dict[str, Any]:
     """Log every retrain to MLflow under one parent run; register the champion as ``<model_name>@champion``.
 
     Each retrain is a nested run with the trial's flags as params, its per-epoch curves, the test metrics, the
@@ -345,31 +451,57 @@ def register(dirs: Sequence[str | Path], summary: Mapping[str, Any], *, uri: str
         item, evaluation, folder = run["item"], run["evaluation"], Path(run["dir"])
         config = _read_json(folder / "config.json")
         history = _read_json(folder / "history.json")
-        records.append({
-            "id": item["id"], "champion": item["id"] == champion_id,
-            "tags": {"hpo.kind": "retrain-run", "hpo.trial": item["trial"], "hpo.seed": str(item["seed"]),
-                     "hpo.top_k": str(item["top_k"]), "hpo.pareto": str(item["pareto"]),
-                     "hpo.champion": str(item["id"] == champion_id)},
-            "params": {**{k: v for k, v in sorted(config.items()) if k != "output_dir"},
-                       "hpo_trial": item["trial"], "hpo_rank": str(item["rank"])},
-            "curves": [(k, float(v), int(epoch["epoch"])) for epoch in history for k, v in epoch.items()
-                       if k != "epoch"],
-            "metrics": scalar_results(item, evaluation), "dicts": {"evaluation.json": evaluation},
-            "artifacts": [folder / "forecasts.csv"], "model": retrain.load_model(folder),
-        })
+        records.append(
+            {
+                "id": item["id"],
+                "champion": item["id"] == champion_id,
+                "tags": {
+                    "hpo.kind": "retrain-run",
+                    "hpo.trial": item["trial"],
+                    "hpo.seed": str(item["seed"]),
+                    "hpo.top_k": str(item["top_k"]),
+                    "hpo.pareto": str(item["pareto"]),
+                    "hpo.champion": str(item["id"] == champion_id),
+                },
+                "params": {
+                    **{k: v for k, v in sorted(config.items()) if k != "output_dir"},
+                    "hpo_trial": item["trial"],
+                    "hpo_rank": str(item["rank"]),
+                },
+                "curves": [
+                    (k, float(v), int(epoch["epoch"])) for epoch in history for k, v in epoch.items() if k != "epoch"
+                ],
+                "metrics": scalar_results(item, evaluation),
+                "dicts": {"evaluation.json": evaluation},
+                "artifacts": [folder / "forecasts.csv"],
+                "model": retrain.load_model(folder),
+            }
+        )
     parent = {
         "name": run_name or f"retrain-{summary['experiment']}",
-        "tags": {"hpo.kind": "retrain", "hpo.experiment": summary["experiment"],
-                 "hpo.verdict": summary["verdict"][:5000]},
-        "metrics": {**{f"champion_{k}": v for k, v in summary["champion_scalars"].items()},
-                    "n_trials": float(summary["n_trials"]), "n_retrains": float(summary["n_retrains"])},
-        "texts": {"report.md": render.summary_markdown(summary)}, "dicts": {"summary.json": dict(summary)},
+        "tags": {
+            "hpo.kind": "retrain",
+            "hpo.experiment": summary["experiment"],
+            "hpo.verdict": summary["verdict"][:5000],
+        },
+        "metrics": {
+            **{f"champion_{k}": v for k, v in summary["champion_scalars"].items()},
+            "n_trials": float(summary["n_trials"]),
+            "n_retrains": float(summary["n_retrains"]),
+        },
+        "texts": {"report.md": render.summary_markdown(summary)},
+        "dicts": {"summary.json": dict(summary)},
     }
     return tracking.log_retrains(
-        uri, experiment_name=mlflow_experiment or summary["experiment"], parent=parent, runs=records,
+        uri,
+        experiment_name=mlflow_experiment or summary["experiment"],
+        parent=parent,
+        runs=records,
         register_as=model_name if summary["beats_bar"] else None,
         model_tags={"hpo.trial": summary["champion"]["item"]["trial"], "hpo.experiment": summary["experiment"]},
-        code_path=_package_copy(), requirements=_model_requirements()) | {"model_name": model_name}
+        code_path=_package_copy(),
+        requirements=_model_requirements(),
+    ) | {"model_name": model_name}
 
 
 def _package_copy() -> str:
@@ -391,8 +523,14 @@ def _model_requirements() -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------- local runs
-def local_arguments(manifest: str | Path, *, state_dir: str | Path = ".hpo", trials: str | Path | None = None,
-                    data: str | None = None, epochs: int = 0) -> dict[str, Any]:
+def local_arguments(
+    manifest: str | Path,
+    *,
+    state_dir: str | Path = ".hpo",
+    trials: str | Path | None = None,
+    data: str | None = None,
+    epochs: int = 0,
+) -> dict[str, Any]:
     """Pipeline arguments that take the trials from ``hpo tune``'s export of ``manifest`` instead of Katib.
 
     ``data`` and ``epochs`` default to what the local trials ran with (their ``config.json``), since ``--set``
@@ -401,14 +539,22 @@ def local_arguments(manifest: str | Path, *, state_dir: str | Path = ".hpo", tri
     doc = katib_experiment.load_experiment(manifest)
     export = Path(trials) if trials else Path(state_dir) / katib_experiment.qualified_name(doc) / "trials.json"
     if not export.exists():
-        raise ConfigError(f"no trials export at {export}: run `hpo tune {manifest} --state-dir {state_dir}` first "
-                          f"(or give the trials export)", settings=("trials",))
+        raise ConfigError(
+            f"no trials export at {export}: run `hpo tune {manifest} --state-dir {state_dir}` first "
+            f"(or give the trials export)",
+            settings=("trials",),
+        )
     configs = sorted(export.parent.glob("trial-*/config.json"))
     config = _read_json(configs[0]) if configs else {}
     data = data or config.get("data")
     if not data:
-        raise ConfigError(f"cannot tell which data the trials in {export.parent} used: give the data spec",
-                          settings=("data",))
-    return {"tune_mode": "export", "trials_export": str(export.resolve()),
-            "experiment_yaml": Path(manifest).read_text(), "data": data,
-            "epochs": int(epochs or config.get("epochs") or 0)}
+        raise ConfigError(
+            f"cannot tell which data the trials in {export.parent} used: give the data spec", settings=("data",)
+        )
+    return {
+        "tune_mode": "export",
+        "trials_export": str(export.resolve()),
+        "experiment_yaml": Path(manifest).read_text(),
+        "data": data,
+        "epochs": int(epochs or config.get("epochs") or 0),
+    }

@@ -18,8 +18,9 @@ from __future__ import annotations
 import html
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -36,28 +37,58 @@ def _plots(study: optuna.Study, objective_name: str) -> list[tuple[str, str, Cal
     multi = len(study.directions) > 1
     target = (lambda t: t.values[0]) if multi else None
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    varied = [name for name in {p for t in complete for p in t.params}
-              if len({repr(t.params.get(name)) for t in complete}) > 1]
-    kw = {"target": target, "target_name": objective_name}
+    varied = [
+        name
+        for name in {p for t in complete for p in t.params}
+        if len({repr(t.params.get(name)) for t in complete}) > 1
+    ]
+    kw: dict[str, Any] = {"target": target, "target_name": objective_name}
     top = _most_important(study, varied, target) if len(complete) >= 2 else []
-    plots = [("history", "Optimization history",
-              lambda: pv.plot_optimization_history(study, **kw), lambda: pm.plot_optimization_history(study, **kw))]
+    plots: list[tuple[str, str, Callable, Callable]] = [
+        (
+            "history",
+            "Optimization history",
+            lambda: pv.plot_optimization_history(study, **kw),
+            lambda: pm.plot_optimization_history(study, **kw),
+        )
+    ]
     if not multi and any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
-        plots.append(("learning_curves", f"{objective_name} per epoch (early-stopped trials end early)",
-                      lambda: pv.plot_intermediate_values(study), lambda: pm.plot_intermediate_values(study)))
+        plots.append(
+            (
+                "learning_curves",
+                f"{objective_name} per epoch (early-stopped trials end early)",
+                lambda: pv.plot_intermediate_values(study),
+                lambda: pm.plot_intermediate_values(study),
+            )
+        )
     if len(complete) >= 2 and varied:
-        plots.append(("importances", "Parameter importances (fANOVA)",
-                      lambda: pv.plot_param_importances(study, **kw),
-                      lambda: pm.plot_param_importances(study, **kw)))
-        plots.append(("slice", f"{objective_name} against the {len(top)} most important parameters",
-                      lambda: pv.plot_slice(study, params=top, **kw),
-                      lambda: pm.plot_slice(study, params=top, **kw)))
+        plots.append(
+            (
+                "importances",
+                "Parameter importances (fANOVA)",
+                lambda: pv.plot_param_importances(study, **kw),
+                lambda: pm.plot_param_importances(study, **kw),
+            )
+        )
+        plots.append(
+            (
+                "slice",
+                f"{objective_name} against the {len(top)} most important parameters",
+                lambda: pv.plot_slice(study, params=top, **kw),
+                lambda: pm.plot_slice(study, params=top, **kw),
+            )
+        )
     if multi and complete:
         names = [objective_name, *study.user_attrs.get("objective_names", [])[1:]]
-        names = names if len(names) == len(study.directions) else None
-        plots.append(("pareto_front", "Pareto front",
-                      lambda: pv.plot_pareto_front(study, target_names=names),
-                      lambda: pm.plot_pareto_front(study, target_names=names)))
+        target_names = names if len(names) == len(study.directions) else None
+        plots.append(
+            (
+                "pareto_front",
+                "Pareto front",
+                lambda: pv.plot_pareto_front(study, target_names=target_names),
+                lambda: pm.plot_pareto_front(study, target_names=target_names),
+            )
+        )
     return plots
 
 
@@ -71,8 +102,15 @@ def _most_important(study: optuna.Study, varied: list[str], target, k: int = SLI
     return ranked[:k]
 
 
-def write_report(study: optuna.Study, folder: Path, *, objective_name: str = "objective", summary: str = "",
-                 png: bool = True, html_page: bool = True) -> list[Path]:
+def write_report(
+    study: optuna.Study,
+    folder: Path,
+    *,
+    objective_name: str = "objective",
+    summary: str = "",
+    png: bool = True,
+    html_page: bool = True,
+) -> list[Path]:
     """Write the study's plots under ``folder``; returns the files written (PNGs, then report.html)."""
     import matplotlib
 
@@ -110,6 +148,8 @@ def write_report(study: optuna.Study, folder: Path, *, objective_name: str = "ob
             "<!doctype html><html><head><meta charset='utf-8'>"
             f"<title>{html.escape(study.study_name)}</title></head><body style='font-family:sans-serif'>"
             f"<h1>{html.escape(study.study_name)}</h1><pre>{html.escape(summary)}</pre>"
-            + "".join(f"<div>{s}</div>" for s in sections) + "</body></html>")
+            + "".join(f"<div>{s}</div>" for s in sections)
+            + "</body></html>"
+        )
         written.append(page)
     return written

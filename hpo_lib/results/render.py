@@ -8,8 +8,9 @@ from __future__ import annotations
 import csv
 import html
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, cast
 
 import optuna
 from optuna.trial import TrialState
@@ -21,8 +22,13 @@ from hpo_lib.results.winners import Selection
 # the engine's record of each trial, in the study's user attributes (written by hpo_lib.engine, read here)
 INTERRUPTED_ATTR = "interrupted_trials"  # study: trials a killed engine left RUNNING
 EPOCHS_FLAG = "epochs"  # a trial's planned epochs, read from its argv to count what early stopping saved
-CONDITIONS = {TrialState.COMPLETE: "Succeeded", TrialState.PRUNED: "EarlyStopped", TrialState.FAIL: "Failed",
-              TrialState.RUNNING: "Running", TrialState.WAITING: "Created"}
+CONDITIONS = {
+    TrialState.COMPLETE: "Succeeded",
+    TrialState.PRUNED: "EarlyStopped",
+    TrialState.FAIL: "Failed",
+    TrialState.RUNNING: "Running",
+    TrialState.WAITING: "Created",
+}
 
 
 def katib_value(value: Any) -> str:
@@ -33,8 +39,11 @@ def katib_value(value: Any) -> str:
 def state_counts(study: optuna.Study) -> dict[str, int]:
     """Trials that succeeded (``complete``), were early-stopped (``pruned``) or failed (``fail``)."""
     states = [t.state for t in study.get_trials(deepcopy=False)]
-    return {"complete": states.count(TrialState.COMPLETE), "pruned": states.count(TrialState.PRUNED),
-            "fail": states.count(TrialState.FAIL)}
+    return {
+        "complete": states.count(TrialState.COMPLETE),
+        "pruned": states.count(TrialState.PRUNED),
+        "fail": states.count(TrialState.FAIL),
+    }
 
 
 # ----------------------------------------------------------------------------------------------- local studies
@@ -44,16 +53,22 @@ def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
     interrupted = set(study.user_attrs.get(INTERRUPTED_ATTR, []))
     for t in study.get_trials(deepcopy=False):
         observation = t.user_attrs.get("observation", {})
-        records.append({
-            "name": f"{study.study_name.split('.', 1)[-1]}-{t.number:04d}",
-            "condition": CONDITIONS.get(t.state, str(t.state)),
-            "parameterAssignments": [{"name": k, "value": katib_value(v)} for k, v in t.params.items()],
-            "observation": {"metrics": [{"name": k, "min": str(v["min"]), "max": str(v["max"]),
-                                         "latest": str(v["latest"])} for k, v in observation.items()]},
-            "epochsRun": t.user_attrs.get("epochs_run", 0),
-            "failReason": t.user_attrs.get("fail_reason", "") or (
-                "interrupted: the engine running it was killed" if t.number in interrupted else ""),
-        })
+        records.append(
+            {
+                "name": f"{study.study_name.split('.', 1)[-1]}-{t.number:04d}",
+                "condition": CONDITIONS.get(t.state, str(t.state)),
+                "parameterAssignments": [{"name": k, "value": katib_value(v)} for k, v in t.params.items()],
+                "observation": {
+                    "metrics": [
+                        {"name": k, "min": str(v["min"]), "max": str(v["max"]), "latest": str(v["latest"])}
+                        for k, v in observation.items()
+                    ]
+                },
+                "epochsRun": t.user_attrs.get("epochs_run", 0),
+                "failReason": t.user_attrs.get("fail_reason", "")
+                or ("interrupted: the engine running it was killed" if t.number in interrupted else ""),
+            }
+        )
     return records
 
 
@@ -67,14 +82,29 @@ def export(study: optuna.Study, directory: Path) -> tuple[Path, Path]:
     param_names = sorted({p["name"] for r in records for p in r["parameterAssignments"]})
     with csv_path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["name", "condition", "epochs_run", *param_names, *(f"{m}_min" for m in metric_names),
-                         *(f"{m}_latest" for m in metric_names)])
+        writer.writerow(
+            [
+                "name",
+                "condition",
+                "epochs_run",
+                *param_names,
+                *(f"{m}_min" for m in metric_names),
+                *(f"{m}_latest" for m in metric_names),
+            ]
+        )
         for r in records:
             params = {p["name"]: p["value"] for p in r["parameterAssignments"]}
             metrics = {m["name"]: m for m in r["observation"]["metrics"]}
-            writer.writerow([r["name"], r["condition"], r["epochsRun"], *(params.get(p, "") for p in param_names),
-                             *(metrics.get(m, {}).get("min", "") for m in metric_names),
-                             *(metrics.get(m, {}).get("latest", "") for m in metric_names)])
+            writer.writerow(
+                [
+                    r["name"],
+                    r["condition"],
+                    r["epochsRun"],
+                    *(params.get(p, "") for p in param_names),
+                    *(metrics.get(m, {}).get("min", "") for m in metric_names),
+                    *(metrics.get(m, {}).get("latest", "") for m in metric_names),
+                ]
+            )
     return json_path, csv_path
 
 
@@ -97,8 +127,11 @@ def compute_summary(study: optuna.Study) -> dict[str, float]:
         planned = _planned_epochs(t)
         if t.state == TrialState.PRUNED and planned:
             saved += max(planned - t.user_attrs.get("epochs_run", 0), 0)
-    return {"epochs_run": float(run), "epochs_saved": float(saved),
-            "compute_saved_pct": 100.0 * saved / (run + saved) if run + saved else 0.0}
+    return {
+        "epochs_run": float(run),
+        "epochs_saved": float(saved),
+        "compute_saved_pct": 100.0 * saved / (run + saved) if run + saved else 0.0,
+    }
 
 
 def _metric_text(observation: dict[str, Any], names: list[str]) -> str:
@@ -114,15 +147,22 @@ def leaderboard(study: optuna.Study, k: int = 5) -> str:
     multi = len(study.directions) > 1
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     counts = state_counts(study)
-    lines = [f"{study.study_name}: {counts['complete']} succeeded, {counts['pruned']} early-stopped, "
-             f"{counts['fail']} failed"]
+    lines = [
+        f"{study.study_name}: {counts['complete']} succeeded, {counts['pruned']} early-stopped, {counts['fail']} failed"
+    ]
     if multi:
-        ranked = sorted(study.best_trials, key=lambda t: t.values[0],
-                        reverse=study.directions[0] == optuna.study.StudyDirection.MAXIMIZE)
+        ranked = sorted(
+            study.best_trials,
+            key=lambda t: t.values[0],
+            reverse=study.directions[0] == optuna.study.StudyDirection.MAXIMIZE,
+        )
         lines.append(f"  Pareto front ({len(ranked)} trials):")
     else:
-        ranked = sorted(complete, key=lambda t: t.value,
-                        reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)[:k]
+        ranked = sorted(  # cast: a complete single-objective trial always has a value
+            complete,
+            key=lambda t: cast(float, t.value),
+            reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE,
+        )[:k]
         if ranked:
             lines.append(f"  top {len(ranked)} by the objective:")
     extra = list(metrics.LEADERBOARD)
@@ -132,34 +172,47 @@ def leaderboard(study: optuna.Study, k: int = 5) -> str:
         base_text = f" vs best naive baseline {base:.5g}" if base is not None else ""
         value = "(" + ", ".join(f"{v:.5g}" for v in t.values) + ")" if multi else f"{t.value:.5g}"
         params = " ".join(f"{name}={katib_value(v)}" for name, v in t.params.items())
-        lines.append(f"  #{rank} trial {t.number}: objective {value}{base_text}, "
-                     f"{t.user_attrs.get('epochs_run', '?')} epochs | {_metric_text(observation, extra)}")
+        lines.append(
+            f"  #{rank} trial {t.number}: objective {value}{base_text}, "
+            f"{t.user_attrs.get('epochs_run', '?')} epochs | {_metric_text(observation, extra)}"
+        )
         lines.append(f"      {params}")
     if not complete:
         lines.append("  no trial succeeded yet")
     compute = compute_summary(study)
-    lines.append(f"  epochs run: {compute['epochs_run']:.0f}; early stopping saved {compute['epochs_saved']:.0f} "
-                 f"epochs ({compute['compute_saved_pct']:.0f}% of the planned compute)")
+    lines.append(
+        f"  epochs run: {compute['epochs_run']:.0f}; early stopping saved {compute['epochs_saved']:.0f} "
+        f"epochs ({compute['compute_saved_pct']:.0f}% of the planned compute)"
+    )
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------- pipeline pages
 def selection_markdown(selection: Selection, tuned: Mapping[str, Any]) -> str:
     axes = [a.metric for a in selection.axes]
-    lines = [f"# Winners of {tuned['namespace']}/{tuned['experiment']}", "",
-             f"{selection.n_eligible} usable of {selection.n_trials} trials ({tuned['progress']}); "
-             f"ranked by {selection.objective.metric} ({selection.objective.direction}, "
-             f"{selection.objective.strategy}).", ""]
+    lines = [
+        f"# Winners of {tuned['namespace']}/{tuned['experiment']}",
+        "",
+        f"{selection.n_eligible} usable of {selection.n_trials} trials ({tuned['progress']}); "
+        f"ranked by {selection.objective.metric} ({selection.objective.direction}, "
+        f"{selection.objective.strategy}).",
+        "",
+    ]
     for reason, names in selection.skipped.items():
         lines.append(f"* skipped, {reason}: {len(names)} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
     lines += [f"* note: {n}" for n in [*selection.notes, *tuned.get("notes", [])]]
-    lines += ["", f"| rank | trial | {selection.objective.metric} | {' | '.join(axes)} | top-k | Pareto | parameters |",
-              "|---:|---|---:|" + "---:|" * len(axes) + "---|---|---|"]
+    lines += [
+        "",
+        f"| rank | trial | {selection.objective.metric} | {' | '.join(axes)} | top-k | Pareto | parameters |",
+        "|---:|---|---:|" + "---:|" * len(axes) + "---|---|---|",
+    ]
     for w in selection.winners:
         params = ", ".join(f"{k}={v}" for k, v in w.trial.params.items())
         values = " | ".join(_fmt(w.axes.get(a)) for a in axes)
-        lines.append(f"| {w.rank} | {w.trial.name} | {_fmt(w.objective)} | {values} | {'yes' if w.top_k else ''} | "
-                     f"{'yes' if w.pareto else ''} | {params} |")
+        lines.append(
+            f"| {w.rank} | {w.trial.name} | {_fmt(w.objective)} | {values} | {'yes' if w.top_k else ''} | "
+            f"{'yes' if w.pareto else ''} | {params} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -173,14 +226,20 @@ def _fmt(value: Any, digits: int = 5) -> str:
 
 def summary_markdown(summary: Mapping[str, Any]) -> str:
     ranking = summary["ranking_metric"]
-    lines = [f"# Retrained winners of {summary['experiment']}", "", f"**{summary['verdict']}**", "",
-             f"Selected from {summary['n_eligible']} usable of {summary['n_trials']} trials; {summary['n_winners']} "
-             f"winners x seeds = {summary['n_retrains']} retrains on train + validation; test split "
-             f"{summary['test_period'][0]} .. {summary['test_period'][1]} ({summary['n_test']} days). The champion "
-             f"is chosen by the tuning objective, never by test.", "",
-             f"| rank | trial | top-k | Pareto | tuning {summary['objective_metric']} | test {ranking} mean ± sd "
-             f"(seeds) | best baseline (test) | beats it | DM p | Sharpe | max drawdown | win rate | val→test gap |",
-             "|---:|---|---|---|---:|---:|---|---:|---|---:|---:|---:|---:|"]
+    lines = [
+        f"# Retrained winners of {summary['experiment']}",
+        "",
+        f"**{summary['verdict']}**",
+        "",
+        f"Selected from {summary['n_eligible']} usable of {summary['n_trials']} trials; {summary['n_winners']} "
+        f"winners x seeds = {summary['n_retrains']} retrains on train + validation; test split "
+        f"{summary['test_period'][0]} .. {summary['test_period'][1]} ({summary['n_test']} days). The champion "
+        f"is chosen by the tuning objective, never by test.",
+        "",
+        f"| rank | trial | top-k | Pareto | tuning {summary['objective_metric']} | test {ranking} mean ± sd "
+        f"(seeds) | best baseline (test) | beats it | DM p | Sharpe | max drawdown | win rate | val→test gap |",
+        "|---:|---|---|---|---:|---:|---|---:|---|---:|---:|---:|---:|",
+    ]
     for r in summary["winners"]:
         p_values = ", ".join(_fmt(p, 2) for p in r["dm_p_values"])
         lines.append(
@@ -188,26 +247,39 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
             f"{_fmt(r['tuning_objective'])} | {_fmt(r['test_mean'])} ± {_fmt(r['test_sd'], 2)} ({len(r['seeds'])}) | "
             f"{r['bar']} {_fmt(r['bar_test'])} | {r['beats_bar']}/{len(r['seeds'])} | {p_values} | "
             f"{_fmt(r['sharpe_mean'], 3)} | {_fmt(r['max_drawdown_mean'], 3)} | {_fmt(r['win_rate_mean'], 3)} | "
-            f"{_fmt(r['val_test_gap_mean'], 3)} |")
+            f"{_fmt(r['val_test_gap_mean'], 3)} |"
+        )
     backtest = summary.get("backtest") or {}
     if "buy_and_hold" in backtest:
         bh, cost = backtest["buy_and_hold"], backtest["buy_and_hold"]["cost_bps"]
-        lines += ["", f"Backtest: long/short on the forecast's sign, {cost:g} bp per unit traded; buy-and-hold over "
-                      f"the same days: Sharpe {bh['sharpe']:.3f}, max drawdown {bh['max_drawdown']:.3f}."]
+        lines += [
+            "",
+            f"Backtest: long/short on the forecast's sign, {cost:g} bp per unit traded; buy-and-hold over "
+            f"the same days: Sharpe {bh['sharpe']:.3f}, max drawdown {bh['max_drawdown']:.3f}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def markdown_to_html(text: str, title: str) -> str:
     """A self-contained HTML page for the KFP UI from our own Markdown (headings, paragraphs, lists, tables)."""
-    body, table = [], []
+    body: list[str] = []
+    table: list[str] = []
 
     def flush() -> None:
         if table:
-            rows = [[html.escape(c.strip()) for c in r.strip().strip("|").split("|")] for r in table
-                    if not set(r.replace("|", "").strip()) <= set("-: ")]
+            rows = [
+                [html.escape(c.strip()) for c in r.strip().strip("|").split("|")]
+                for r in table
+                if not set(r.replace("|", "").strip()) <= set("-: ")
+            ]
             head, rest = rows[0], rows[1:]
-            body.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>"
-                        + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rest) + "</table>")
+            body.append(
+                "<table><tr>"
+                + "".join(f"<th>{c}</th>" for c in head)
+                + "</tr>"
+                + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rest)
+                + "</table>"
+            )
             table.clear()
 
     for line in text.splitlines():
@@ -222,10 +294,14 @@ def markdown_to_html(text: str, title: str) -> str:
         elif line.strip():
             body.append(f"<p>{html.escape(line).replace('**', '')}</p>")
     flush()
-    style = ("body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+    style = (
+        "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    )
 
 
 def registry_markdown(result: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
@@ -234,7 +310,15 @@ def registry_markdown(result: Mapping[str, Any], summary: Mapping[str, Any]) -> 
         head = f"Registered **{name}@{ALIAS}** = version {result['registered_version']}."
     else:
         head = f"Nothing registered: {summary['verdict']}"
-    lines = [f"# MLflow: {result['experiment']}", "", head, "", f"Tracking URI: `{result['tracking_uri']}`; parent "
-             f"run `{result.get('parent_run_id', 'n/a')}`.", "", "| retrain | run id | model |", "|---|---|---|"]
+    lines = [
+        f"# MLflow: {result['experiment']}",
+        "",
+        head,
+        "",
+        f"Tracking URI: `{result['tracking_uri']}`; parent run `{result.get('parent_run_id', 'n/a')}`.",
+        "",
+        "| retrain | run id | model |",
+        "|---|---|---|",
+    ]
     lines += [f"| {k} | {v['run_id']} | {v['model_uri']} |" for k, v in result["runs"].items()]
     return "\n".join(lines) + "\n"

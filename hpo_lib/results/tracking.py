@@ -25,8 +25,9 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from hpo_lib.errors import ConfigError, TrackingError, first_line
 
@@ -79,8 +80,14 @@ def run(client, experiment: str, *, name: str, tags: Mapping[str, str]) -> Itera
     client.set_terminated(run_id, status="FINISHED")
 
 
-def log_batch(client, run_id: str, *, params: Mapping[str, Any] | None = None,
-              metrics: Sequence[tuple[str, float, int]] = (), timestamp: int | None = None) -> None:
+def log_batch(
+    client,
+    run_id: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    metrics: Sequence[tuple[str, float, int]] = (),
+    timestamp: int | None = None,
+) -> None:
     """Params and (name, value, step) metrics in as few calls as MLflow's batch limits allow."""
     from mlflow.entities import Metric, Param
 
@@ -88,15 +95,20 @@ def log_batch(client, run_id: str, *, params: Mapping[str, Any] | None = None,
     param_list = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
     metric_list = [Metric(k, float(v), timestamp, int(step)) for k, v, step in metrics]
     for start in range(0, len(param_list), 100):  # MLflow: at most 100 params per batch
-        client.log_batch(run_id, params=param_list[start:start + 100])
+        client.log_batch(run_id, params=param_list[start : start + 100])
     for start in range(0, len(metric_list), _BATCH):
-        client.log_batch(run_id, metrics=metric_list[start:start + _BATCH])
+        client.log_batch(run_id, metrics=metric_list[start : start + _BATCH])
 
 
 def _code_version() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -111,13 +123,17 @@ class StudyTracker:
         try:
             self.experiment_id = experiment_id(self.client, uri, experiment_name, artifact_root)
         except Exception as exc:  # noqa: BLE001 - MLflow raises many types; the user needs one line
-            raise ConfigError(f"MLflow tracking at {uri} is not usable: {_short(exc)} (point the tracking URI "
-                              "elsewhere, or turn tracking off)", settings=("tracking_uri", "no_tracking")) from None
+            raise ConfigError(
+                f"MLflow tracking at {uri} is not usable: {_short(exc)} (point the tracking URI "
+                "elsewhere, or turn tracking off)",
+                settings=("tracking_uri", "no_tracking"),
+            ) from None
         self.parent_run_id: str | None = None
 
     # ------------------------------------------------------------------------------------------- study
-    def open_study(self, study_name: str, study_attrs: dict[str, Any], params: dict[str, Any],
-                   argv: Sequence[str] | None = None) -> str:
+    def open_study(
+        self, study_name: str, study_attrs: dict[str, Any], params: dict[str, Any], argv: Sequence[str] | None = None
+    ) -> str:
         """Resume the study's parent run if it has one in this experiment, else start it. Returns its id."""
         from mlflow.exceptions import MlflowException
 
@@ -132,9 +148,16 @@ class StudyTracker:
             except MlflowException:
                 pass  # a different tracking store than last time: start a new parent run
         command = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv))
-        run = self.client.create_run(self.experiment_id, run_name=study_name, tags={
-            "hpo.study": study_name, "hpo.kind": "study", "mlflow.source.name": command,
-            "mlflow.source.git.commit": _code_version()})
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=study_name,
+            tags={
+                "hpo.study": study_name,
+                "hpo.kind": "study",
+                "mlflow.source.name": command,
+                "mlflow.source.git.commit": _code_version(),
+            },
+        )
         self.parent_run_id = run.info.run_id
         self._batch(run.info.run_id, params=params)
         return self.parent_run_id
@@ -148,13 +171,31 @@ class StudyTracker:
         self.client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")
 
     # ------------------------------------------------------------------------------------------- trials
-    def log_trial(self, *, number: int, name: str, condition: str, params: dict[str, Any],
-                  curves: dict[str, list[float]], tags: dict[str, str], output_tail: str = "",
-                  started: float | None = None) -> str:
+    def log_trial(
+        self,
+        *,
+        number: int,
+        name: str,
+        condition: str,
+        params: dict[str, Any],
+        curves: dict[str, list[float]],
+        tags: dict[str, str],
+        output_tail: str = "",
+        started: float | None = None,
+    ) -> str:
         """One nested run for a finished trial, written in a handful of batched calls. Returns the run id."""
-        run = self.client.create_run(self.experiment_id, run_name=name, start_time=_ms(started), tags={
-            "mlflow.parentRunId": self.parent_run_id or "", "hpo.kind": "trial", "hpo.trial_number": str(number),
-            "hpo.condition": condition, **tags})
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=name,
+            start_time=_ms(started),
+            tags={
+                "mlflow.parentRunId": self.parent_run_id or "",
+                "hpo.kind": "trial",
+                "hpo.trial_number": str(number),
+                "hpo.condition": condition,
+                **tags,
+            },
+        )
         run_id = run.info.run_id
         now = _ms(None)
         metrics = [(metric, value, step) for metric, values in curves.items() for step, value in enumerate(values)]
@@ -164,8 +205,14 @@ class StudyTracker:
         self.client.set_terminated(run_id, status=STATUS.get(condition, "FAILED"))
         return run_id
 
-    def _batch(self, run_id: str, *, params: dict[str, Any] | None = None,
-               metrics: list[tuple[str, float, int]] | None = None, timestamp: int | None = None) -> None:
+    def _batch(
+        self,
+        run_id: str,
+        *,
+        params: dict[str, Any] | None = None,
+        metrics: list[tuple[str, float, int]] | None = None,
+        timestamp: int | None = None,
+    ) -> None:
         log_batch(self.client, run_id, params=params, metrics=metrics or [], timestamp=timestamp)
 
 
@@ -187,16 +234,28 @@ def check_server(uri: str, *, timeout_s: float = 10.0) -> None:
     try:
         response = requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
     except requests.RequestException as exc:
-        raise TrackingError(f"MLflow at {uri} is unreachable ({type(exc).__name__}); nothing was logged or "
-                            f"registered, and the retrain results are still in the pipeline's artifacts") from None
+        raise TrackingError(
+            f"MLflow at {uri} is unreachable ({type(exc).__name__}); nothing was logged or "
+            f"registered, and the retrain results are still in the pipeline's artifacts"
+        ) from None
     if response.status_code != 200:
-        raise TrackingError(f"MLflow at {uri} answered its health check with HTTP {response.status_code}; nothing "
-                            f"was logged or registered, and the retrain results are still in the pipeline's artifacts")
+        raise TrackingError(
+            f"MLflow at {uri} answered its health check with HTTP {response.status_code}; nothing "
+            f"was logged or registered, and the retrain results are still in the pipeline's artifacts"
+        )
 
 
-def log_retrains(uri: str, *, experiment_name: str, parent: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],
-                 register_as: str | None, model_tags: Mapping[str, str], code_path: str,
-                 requirements: Sequence[str]) -> dict[str, Any]:
+def log_retrains(
+    uri: str,
+    *,
+    experiment_name: str,
+    parent: Mapping[str, Any],
+    runs: Sequence[Mapping[str, Any]],
+    register_as: str | None,
+    model_tags: Mapping[str, str],
+    code_path: str,
+    requirements: Sequence[str],
+) -> dict[str, Any]:
     """One parent run with a nested run per retrain (and its model); optionally the champion in the registry.
 
     ``parent``: ``name``, ``tags``, ``metrics`` ({name: value}), ``texts`` ({file: text}), ``dicts`` ({file: obj}).
@@ -214,8 +273,13 @@ def log_retrains(uri: str, *, experiment_name: str, parent: Mapping[str, Any], r
         import mlflow
         import mlflow.pytorch
 
-    result: dict[str, Any] = {"tracking_uri": uri, "experiment": experiment_name, "model_name": register_as,
-                              "runs": {}, "registered_version": None}
+    result: dict[str, Any] = {
+        "tracking_uri": uri,
+        "experiment": experiment_name,
+        "model_name": register_as,
+        "runs": {},
+        "registered_version": None,
+    }
     try:
         mlflow.set_tracking_uri(uri)
         client = _client(uri)
@@ -230,9 +294,13 @@ def log_retrains(uri: str, *, experiment_name: str, parent: Mapping[str, Any], r
             for retrain in runs:
                 tags = {"mlflow.parentRunId": parent_id, **retrain["tags"]}
                 with run(client, exp, name=retrain["id"], tags=tags) as run_id:
-                    log_batch(client, run_id, params=retrain["params"],
-                              metrics=[*retrain["curves"], *((k, v, 0) for k, v in retrain["metrics"].items())],
-                              timestamp=now)
+                    log_batch(
+                        client,
+                        run_id,
+                        params=retrain["params"],
+                        metrics=[*retrain["curves"], *((k, v, 0) for k, v in retrain["metrics"].items())],
+                        timestamp=now,
+                    )
                     for file, obj in retrain["dicts"].items():
                         client.log_dict(run_id, obj, file)
                     for path in retrain["artifacts"]:
@@ -240,8 +308,13 @@ def log_retrains(uri: str, *, experiment_name: str, parent: Mapping[str, Any], r
                     with mlflow.start_run(run_id=run_id):
                         # explicit requirements skip MLflow's inference (a subprocess that reloads the model: ~5 s
                         # each); the package's code travels with the model, so it loads wherever torch is installed
-                        info = mlflow.pytorch.log_model(retrain["model"], name="model", serialization_format="pickle",
-                                                        code_paths=[code_path], pip_requirements=list(requirements))
+                        info = mlflow.pytorch.log_model(
+                            retrain["model"],
+                            name="model",
+                            serialization_format="pickle",
+                            code_paths=[code_path],
+                            pip_requirements=list(requirements),
+                        )
                 result["runs"][retrain["id"]] = {"run_id": run_id, "model_uri": info.model_uri}
                 if retrain["champion"]:
                     champion_uri = info.model_uri
@@ -258,6 +331,8 @@ def log_retrains(uri: str, *, experiment_name: str, parent: Mapping[str, Any], r
             else:
                 client.set_tag(parent_id, "hpo.registered", "nothing: the champion does not beat the best baseline")
     except Exception as exc:  # noqa: BLE001 - MLflow and its HTTP stack raise many types; the user needs one line
-        raise TrackingError(f"MLflow at {uri} failed: {_short(exc)}"[:500]
-                            + "; the retrain results are still in the pipeline's artifacts") from None
+        raise TrackingError(
+            f"MLflow at {uri} failed: {_short(exc)}"[:500]
+            + "; the retrain results are still in the pipeline's artifacts"
+        ) from None
     return result

@@ -13,8 +13,9 @@ values that are not finite numbers are read as missing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, cast
 
 from hpo_lib import metrics
 from hpo_lib.errors import ConfigError, NoWinnersError
@@ -55,10 +56,18 @@ def parse_trial(obj: Mapping[str, Any]) -> Trial:
     if not name:
         raise ConfigError("a trial has no name")
     params = {str(p["name"]): str(p.get("value", "")) for p in assignments or []}
-    metrics = {str(m["name"]): {k: contract.finite_number(m.get(k)) for k in ("min", "max", "latest")}
-               for m in (observation or {}).get("metrics") or []}
-    return Trial(name=name, condition=condition, params=params, metrics=metrics, reason=reason,
-                 epochs_run=int(epochs) if epochs is not None else None)
+    metrics = {
+        str(m["name"]): {k: contract.finite_number(m.get(k)) for k in ("min", "max", "latest")}
+        for m in (observation or {}).get("metrics") or []
+    }
+    return Trial(
+        name=name,
+        condition=condition,
+        params=params,
+        metrics=metrics,
+        reason=reason,
+        epochs_run=int(epochs) if epochs is not None else None,
+    )
 
 
 def parse_trials(objs: Iterable[Mapping[str, Any]]) -> list[Trial]:
@@ -68,16 +77,21 @@ def parse_trials(objs: Iterable[Mapping[str, Any]]) -> list[Trial]:
     return [parse_trial(o) for o in objs]
 
 
-def criteria(experiment: Mapping[str, Any], pareto_metrics: Iterable[str] = metrics.PARETO,
-             ) -> tuple[Objective, list[Objective]]:
+def criteria(
+    experiment: Mapping[str, Any],
+    pareto_metrics: Iterable[str] = metrics.PARETO,
+) -> tuple[Objective, list[Objective]]:
     """The objective and the extra Pareto axes (all minimised) of an Experiment, with its metric strategies.
 
     An extra axis without a declared strategy uses ``latest`` (the value at the end of the trial, as for
     ``train_time_s``).
     """
     objective = katib_experiment.primary_objective(experiment)
-    axes = [Objective(m, "minimize", katib_experiment.metric_strategy(experiment, m, "latest"))
-            for m in pareto_metrics if m != objective.metric]
+    axes = [
+        Objective(m, "minimize", katib_experiment.metric_strategy(experiment, m, "latest"))
+        for m in pareto_metrics
+        if m != objective.metric
+    ]
     return objective, axes
 
 
@@ -121,8 +135,11 @@ def pareto_front(points: list[tuple[float, ...]]) -> list[int]:
     """
     front = []
     for i, p in enumerate(points):
-        dominated = any(all(a <= b for a, b in zip(q, p)) and any(a < b for a, b in zip(q, p))
-                        for j, q in enumerate(points) if j != i)
+        dominated = any(
+            all(a <= b for a, b in zip(q, p)) and any(a < b for a, b in zip(q, p))
+            for j, q in enumerate(points)
+            if j != i
+        )
         if not dominated:
             front.append(i)
     return front
@@ -144,8 +161,16 @@ def _skip_reason(trial: Trial, objective: Objective, include_early_stopped: bool
     return None
 
 
-def select(trials: list[Trial], objective: Objective, *, k: int = 3, axes: Iterable[Objective] = (),
-           pareto: bool = True, max_winners: int = 0, include_early_stopped: bool = False) -> Selection:
+def select(
+    trials: list[Trial],
+    objective: Objective,
+    *,
+    k: int = 3,
+    axes: Iterable[Objective] = (),
+    pareto: bool = True,
+    max_winners: int = 0,
+    include_early_stopped: bool = False,
+) -> Selection:
     """The top ``k`` trials by the objective plus the Pareto front over the objective and ``axes``.
 
     Usable trials are the Succeeded ones (and EarlyStopped ones with ``include_early_stopped``) whose objective
@@ -173,11 +198,15 @@ def select(trials: list[Trial], objective: Objective, *, k: int = 3, axes: Itera
         if reason:
             skipped.setdefault(reason, []).append(trial.name)
         else:
-            usable.append((trial.value(objective.metric, objective.strategy), trial))
+            value = trial.value(objective.metric, objective.strategy)
+            assert value is not None  # _skip_reason skips a trial without an objective value
+            usable.append((value, trial))
     if not usable:
         counts = ", ".join(f"{len(v)} {r}" for r, v in skipped.items()) or "no trials at all"
-        raise NoWinnersError(f"no trial succeeded with a usable {objective.metric} among {len(trials)} trial(s) "
-                             f"({counts}); nothing to retrain")
+        raise NoWinnersError(
+            f"no trial succeeded with a usable {objective.metric} among {len(trials)} trial(s) "
+            f"({counts}); nothing to retrain"
+        )
     usable.sort(key=lambda item: (objective.key(item[0]), item[1].name))
     notes = []
     if k > len(usable):
@@ -189,17 +218,38 @@ def select(trials: list[Trial], objective: Objective, *, k: int = 3, axes: Itera
         complete = [(v, t) for v, t in usable if all(t.value(a.metric, a.strategy) is not None for a in axes)]
         missing = len(usable) - len(complete)
         if missing:
-            notes.append(f"{missing} usable trial(s) lack {' or '.join(a.metric for a in axes)} and cannot be on "
-                         f"the Pareto front")
-        points = [(objective.key(v), *(a.key(t.value(a.metric, a.strategy)) for a in axes)) for v, t in complete]
+            notes.append(
+                f"{missing} usable trial(s) lack {' or '.join(a.metric for a in axes)} and cannot be on "
+                f"the Pareto front"
+            )
+        # cast: complete holds only trials with a value for every axis
+        points = [
+            (objective.key(v), *(a.key(cast(float, t.value(a.metric, a.strategy))) for a in axes)) for v, t in complete
+        ]
         on_front = {complete[i][1].name for i in pareto_front(points)}
 
-    winners = [Winner(trial=t, rank=rank, objective=v, axes={a.metric: t.value(a.metric, a.strategy) for a in axes},
-                      top_k=t.name in top, pareto=t.name in on_front)
-               for rank, (v, t) in enumerate(usable, start=1) if t.name in top or t.name in on_front]
+    winners = [
+        Winner(
+            trial=t,
+            rank=rank,
+            objective=v,
+            axes={a.metric: t.value(a.metric, a.strategy) for a in axes},
+            top_k=t.name in top,
+            pareto=t.name in on_front,
+        )
+        for rank, (v, t) in enumerate(usable, start=1)
+        if t.name in top or t.name in on_front
+    ]
     if max_winners and len(winners) > max_winners:
         dropped = [w.trial.name for w in winners[max_winners:]]
         notes.append(f"max_winners={max_winners}: left out {len(dropped)} lower-ranked winner(s) {', '.join(dropped)}")
         winners = winners[:max_winners]
-    return Selection(objective=objective, axes=axes, winners=winners, n_trials=len(trials), n_eligible=len(usable),
-                     skipped=skipped, notes=notes)
+    return Selection(
+        objective=objective,
+        axes=axes,
+        winners=winners,
+        n_trials=len(trials),
+        n_eligible=len(usable),
+        skipped=skipped,
+        notes=notes,
+    )

@@ -1,48 +1,73 @@
-"""Benchmarks run and measure: the quick mode of each bench/ script finishes and prints its headline."""
+"""Benchmarks run and measure: the quick mode of each bench/ script finishes, its table adds up, and its headline
+quotes the table."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+import torch
 
-from tests.conftest import bench_module
+from tests.conftest import ROOT, bench_module
 
-ROOT = Path(__file__).resolve().parents[2]
+
+def printed_quotient(printed: str, numerator: str, denominator: str) -> bool:
+    """Whether a printed ratio is the quotient of two printed numbers, allowing for the rounding of all three."""
+    def half_step(text: str) -> float:
+        return 0.5 * 10 ** -len(text.partition(".")[2])
+
+    num, den, dn, dd = float(numerator), float(denominator), half_step(numerator), half_step(denominator)
+    low, high = (num - dn) / (den + dd), (num + dn) / (den - dd)
+    return low - half_step(printed) <= float(printed) <= high + half_step(printed)
+
+
+def test_printed_quotient_allows_rounding_and_nothing_more():
+    # 2.00 / 3.00 = 0.667 to three places; 0.700 is no rounding of it
+    assert printed_quotient("0.667", "2.00", "3.00") and not printed_quotient("0.700", "2.00", "3.00")
+    # the inputs' own rounding widens the band: 1.0 / 3.0 may be anything from 0.95 / 3.05 to 1.05 / 2.95
+    assert printed_quotient("0.350", "1.0", "3.0") and not printed_quotient("0.360", "1.0", "3.0")
 
 
 @pytest.mark.e2e
 def test_trial_loop_benchmark_quick_prints_measured_ratios():
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "trial_loop.py"), "--quick"], capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    headline = proc.stdout.strip().splitlines()[-1]
-    ratios = [float(x) for x in re.findall(r"(?:LSTM|GRU) ([0-9.]+)x", headline)]
-    # two measured ratios, each a plausible positive number (not a constant)
-    assert len(ratios) == 2 and all(0.2 < r < 5 for r in ratios)
+    lines = _run_quick("trial_loop.py", timeout=300)
+    rows = {line.split()[0]: line.split()[1:] for line in lines if line.split()[0] in ("lstm", "gru")}
+    # one row per recurrent family, and each ratio is the row's trial s/epoch over its bare s/epoch
+    assert set(rows) == {"lstm", "gru"}
+    for name, (trial_s, bare_s, ratio) in rows.items():
+        assert float(bare_s) > 0 and printed_quotient(ratio, trial_s, bare_s), (name, trial_s, bare_s, ratio)
+    # the headline repeats the table's ratios, digit for digit
+    headline = re.fullmatch(r"headline: trial loop / bare PyTorch loop = LSTM ([0-9.]+)x, GRU ([0-9.]+)x "
+                            r"\(goal <= 1\.10\)", lines[-1])
+    assert headline and headline.groups() == (rows["lstm"][2], rows["gru"][2])
 
 
 @pytest.mark.e2e
 def test_engine_overhead_benchmark_quick_prints_measured_ratios():
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "engine_overhead.py"), "--quick"],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.strip().splitlines()
-    rows = {line.split()[0]: line.split()[1:] for line in lines if line.split()[0] in ("engine", "in-process")}
-    assert float(rows["in-process"][1]) == 1.0 and float(rows["engine"][0]) > 0
-    match = re.search(r"engine/in-process = ([0-9.]+)x, with MLflow ([0-9.]+)x; fixed cost (-?[0-9.]+) s/trial",
-                      lines[-1])
-    # measured, so only plausible: seconds-long quick trials are dominated by each process's start (ratios of
-    # 6-14x were seen), and the fixed cost per trial is what the engine adds on top of the in-process compute
-    assert match and all(0.5 < float(match.group(i)) < 100 for i in (1, 2)) and float(match.group(3)) < 60
+    lines = _run_quick("engine_overhead.py", timeout=600)
+    trials = int(re.search(r", (\d+) trials x \d+ epochs", lines[0]).group(1))
+    rows = {line.split()[0]: line.split()[1:] for line in lines
+            if line.split()[0] in ("engine", "engine+mlflow", "in-process")}
+    # one row per variant
+    assert set(rows) == {"engine", "engine+mlflow", "in-process"}
+    base = rows["in-process"][0]
+    for name, (seconds, ratio, per_trial) in rows.items():
+        # each ratio is the variant's wall seconds over the in-process seconds
+        assert printed_quotient(ratio, seconds, base), (name, seconds, ratio, base)
+        # the seconds per trial over in-process are the difference of the printed seconds over the trial count
+        assert abs(float(per_trial) - (float(seconds) - float(base)) / trials) <= 0.01 / trials + 0.005, name
+    match = re.fullmatch(r"headline: engine/in-process = ([0-9.]+)x, with MLflow ([0-9.]+)x; "
+                         r"fixed cost (-?[0-9.]+) s/trial", lines[-1])
+    # the headline is the table's engine ratio, its engine+mlflow ratio and the engine's seconds per trial, verbatim
+    assert match and match.groups() == (rows["engine"][1], rows["engine+mlflow"][1], rows["engine"][2])
 
 
-def _run_quick(script: str, timeout: int = 600) -> list[str]:
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick"], capture_output=True, text=True,
-                          timeout=timeout)
+def _run_quick(script: str, *extra: str, timeout: int = 600) -> list[str]:
+    """A bench script's ``--quick`` run; it must exit 0, and its stdout lines are returned."""
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick", *extra], capture_output=True,
+                          text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip().splitlines()
 
@@ -82,20 +107,51 @@ def test_samplers_benchmark_quick_reports_best_after_n_trials():
     assert per_seed["tpe"][0] == per_seed["random"][0]
     match = re.search(r"random search needs (\d+|more than \d+ \(not within \d+\)) trials .* best after (\d+)",
                       lines[-1])
+    # the headline says how many random trials match TPE's best, within the run's budget
     assert match and (not match.group(1).isdigit() or 1 <= int(match.group(1)) <= 24)
 
 
-@pytest.mark.e2e
-def test_gpu_throughput_benchmark_skips_cleanly_or_measures():
-    lines = _run_quick("gpu_throughput.py")
-    import torch
+def check_gpu_throughput_table(lines: list[str], levels: list[int]) -> None:
+    """The throughput table's own arithmetic: vs N=1 is the aggregate over N=1's, and the headline quotes the table."""
+    rows = {int(line.split()[0]): line.split()[1:] for line in lines if re.match(r"\s*\d+ ", line)}
+    # one row per concurrency level, in order
+    assert list(rows) == levels
+    one = rows[levels[0]][3]
+    for n, (epoch_s, _util, _memory, aggregate, versus, _wall) in rows.items():
+        # the vs N=1 column is this row's aggregate epochs/s over the first row's
+        assert float(epoch_s) > 0 and printed_quotient(versus, aggregate, one), (n, aggregate, versus, one)
+    top, first = rows[levels[-1]], rows[levels[0]]
+    util = "n/a" if first[1] == "nan" else f"{first[1]}%"
+    match = re.fullmatch(rf"headline: {levels[-1]} concurrent trials give ([0-9.]+)x the epochs/s of one trial on "
+                         r"one .+ \(one trial: ([0-9.]+) s/epoch at (.+) GPU utilisation\)", lines[-1])
+    # the headline quotes the last row's vs N=1, the first row's s/epoch and its utilisation
+    assert match and match.groups() == (top[4], first[0], util)
 
-    if not torch.cuda.is_available():
-        # no GPU: one skip line and a headline that says so, exit code 0
-        assert "skipped: no CUDA GPU" in lines[0] and lines[-1] == "headline: skipped, no GPU on this machine"
-    else:
-        ratio = float(re.search(r"give ([0-9.]+)x the epochs/s", lines[-1]).group(1))
-        assert 0.1 < ratio < 10
+
+@pytest.mark.e2e
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present: the benchmark measures instead")
+def test_gpu_throughput_benchmark_without_a_gpu_prints_only_its_skip_line():
+    lines = _run_quick("gpu_throughput.py")
+    # the skip path: no CUDA GPU, so exactly one skip line and a headline that says so, exit code 0
+    assert lines == ["# gpu throughput | skipped: no CUDA GPU visible (torch.cuda.is_available() is False)",
+                     "headline: skipped, no GPU on this machine"]
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: without one only the skip path runs")
+def test_gpu_throughput_benchmark_measures_on_a_gpu():
+    lines = _run_quick("gpu_throughput.py")
+    # N = 1, 2 concurrent LSTM trials on the GPU, and a table that adds up
+    check_gpu_throughput_table(lines, [1, 2])
+
+
+@pytest.mark.e2e
+def test_gpu_throughput_benchmark_plumbing_on_the_cpu():
+    lines = _run_quick("gpu_throughput.py", "--device=cpu")
+    # the same trial processes and table on the CPU, where no utilisation is sampled
+    assert lines[0].startswith("# gpu throughput | CPU,")
+    check_gpu_throughput_table(lines, [1, 2])
+    assert " at n/a GPU utilisation)" in lines[-1]
 
 
 def test_hyperband_study_is_reproducible_run_to_run():
@@ -113,4 +169,5 @@ def test_hyperband_study_is_reproducible_run_to_run():
         return bench.run(sampler, bench.pruner("hyperband"), 8).epochs_run
 
     first, second = epochs_run(), epochs_run()
+    # the same brackets prune the same trials twice, and Hyperband did prune
     assert first == second and sum(first) < 8 * 4  # same brackets, same pruning; and Hyperband did prune

@@ -13,7 +13,7 @@ results_page = bench_module("results_page")
 
 
 def _run(model_loss: float, p_value: float, *, bar_loss: float = 0.70, seed_statistic: float | None = None) -> dict:
-    """One retrain's evaluation record in :func:`hpo_lib.retrain.evaluate_test`'s shape (direction target)."""
+    """One retrain's evaluation record in :func:`hpo_lib.pipeline.retrain.evaluate_test`'s shape (direction target)."""
     statistic = seed_statistic if seed_statistic is not None else (-1.0 if model_loss < bar_loss else 1.0)
     return {"ranking_metric": "loss", "model": {"loss": model_loss, "acc": 0.52, "dir_acc": 0.52},
             "baselines": {"train_prior": {"loss": bar_loss, "acc": 0.54, "dir_acc": 0.54},
@@ -72,6 +72,7 @@ def test_generator_tunes_retrains_and_writes_the_page_from_measurements(tmp_path
     argv = ["--out", str(out), "--json", str(saved), "--bench-dir", str(tmp_path / "bench"), "--datasets", "sp500",
             "--targets", "direction", "--start", "2013-01-01", "--trials", "2", "--epochs", "1", "--seeds", "2",
             "--label", "test run"]
+    # the generator tunes, retrains and writes the page, exit code 0
     assert results_page.main(argv) == 0
     page, record = out.read_text(), json.loads(saved.read_text())
     cell = record["cells"][0]

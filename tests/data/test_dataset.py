@@ -1,4 +1,4 @@
-"""Data: specs, sources, features, targets, chronological splits, train-only scaling, windows."""
+"""The dataset: features, targets, chronological splits, train-only scaling, the refit split, windows."""
 
 from __future__ import annotations
 
@@ -7,86 +7,8 @@ import pandas as pd
 import pytest
 
 from hpo_lib import data
-from hpo_lib.data import sources
 from hpo_lib.errors import DataError
-
 from tests.conftest import prices_from_returns
-
-
-# ----------------------------------------------------------------------------------------------- specs
-@pytest.mark.parametrize("spec, expected", [
-    ("sample:sp500", data.DataSpec(kind="sample", tickers=("sp500",))),
-    ("file:/tmp/x.csv", data.DataSpec(kind="file", path="/tmp/x.csv")),
-    ("yahoo:spy", data.DataSpec(kind="yahoo", tickers=("SPY",))),
-    ("yahoo:SPY,QQQ?start=2010-01-01&end=2024-12-31&interval=1d",
-     data.DataSpec(kind="yahoo", tickers=("SPY", "QQQ"), start="2010-01-01", end="2024-12-31", interval="1d")),
-    ("yahoo:SPY,QQQ,start=2010-01-01,end=2024-12-31",
-     data.DataSpec(kind="yahoo", tickers=("SPY", "QQQ"), start="2010-01-01", end="2024-12-31", interval="1d")),
-])
-def test_parse_spec_accepts_each_source(spec, expected):
-    # each documented form parses to its fields
-    assert data.parse_spec(spec) == expected
-
-
-@pytest.mark.parametrize("spec, message", [
-    ("sp500", "must look like"),
-    ("sample:dax", "unknown sample 'dax'"),
-    ("ftp:SPY", "unknown data source 'ftp'"),
-    ("yahoo:?start=2020-01-01", "names no ticker"),
-    ("yahoo:SPY?begin=2020-01-01", "unknown yahoo option"),
-    ("yahoo:SPY,begin=2020-01-01", "unknown yahoo option"),
-    ("yahoo:SPY?start=yesterday", "is not a date"),
-])
-def test_parse_spec_rejects_bad_specs_by_name(spec, message):
-    # the error names the offending part
-    with pytest.raises(DataError, match=message):
-        data.parse_spec(spec)
-
-
-def test_cache_key_changes_with_every_request_field():
-    base = data.parse_spec("yahoo:SPY?start=2010-01-01&end=2020-01-01")
-    others = ["yahoo:QQQ?start=2010-01-01&end=2020-01-01", "yahoo:SPY?start=2011-01-01&end=2020-01-01",
-              "yahoo:SPY?start=2010-01-01&end=2021-01-01", "yahoo:SPY?start=2010-01-01&end=2020-01-01&interval=1wk"]
-    # a different request never hits another request's cache file
-    assert len({base.cache_key(), *(data.parse_spec(s).cache_key() for s in others)}) == 5
-
-
-# ----------------------------------------------------------------------------------------------- sources
-def test_sample_sp500_is_real_daily_data(sp500):
-    frame = sp500["sp500"]
-    # 20 years of daily OHLCV from the arch package
-    assert list(frame.columns) == list(data.FIELDS)
-    assert frame.index[0] == pd.Timestamp("1999-01-04") and frame.index[-1] == pd.Timestamp("2018-12-31")
-    assert len(frame) == 5031
-
-
-def test_file_source_reads_csv_and_parquet(tmp_path, sp500):
-    frame = sp500["sp500"].iloc[:300].reset_index()
-    frame.to_csv(tmp_path / "spx.csv", index=False)
-    frame.to_parquet(tmp_path / "spx.parquet")
-    for name in ("spx.csv", "spx.parquet"):
-        loaded = data.load_prices(f"file:{tmp_path / name}")
-        # the file's stem names the series and values survive the round trip
-        np.testing.assert_allclose(loaded["spx"]["Close"].to_numpy(), frame["Close"].to_numpy())
-
-
-@pytest.mark.parametrize("mutate, message", [
-    (lambda f: f.drop(columns=["Volume"]), r"lacks column\(s\) \['Volume'\]"),
-    (lambda f: f.assign(Close=f["Close"].where(f.index != 10)), r"1 row\(s\) with NaN prices, first on 1999-01-19"),
-    (lambda f: f.iloc[:0], "has no rows"),
-    (lambda f: f.assign(Low=-1.0), "non-positive price"),
-])
-def test_file_source_rejects_bad_files(tmp_path, sp500, mutate, message):
-    path = tmp_path / "bad.csv"
-    mutate(sp500["sp500"].iloc[:100].reset_index()).to_csv(path, index=False)
-    # the message names what is wrong with the file
-    with pytest.raises(DataError, match=message):
-        data.load_prices(f"file:{path}")
-
-
-def test_missing_file_is_a_data_error(tmp_path):
-    with pytest.raises(DataError, match="does not exist"):
-        data.load_prices(f"file:{tmp_path / 'nope.csv'}")
 
 
 # ----------------------------------------------------------------------------------------------- features/targets
@@ -111,11 +33,13 @@ def test_targets_use_the_next_horizon_only():
     # a zero return counts as not up
     np.testing.assert_array_equal(up[:4], [0, 1, 0, 1])
     vol, prev = data.make_target(r, "volatility", 2)
+    # volatility: RMS of the next horizon's returns; its reference is the RMS of the last horizon's
     np.testing.assert_allclose(vol[0], np.sqrt((0.02**2 + 0.03**2) / 2))
     np.testing.assert_allclose(prev[1], np.sqrt((0.01**2 + 0.02**2) / 2))
 
 
 def test_unknown_target_is_rejected():
+    # a target the dataset does not know is refused by name
     with pytest.raises(DataError, match="unknown target 'price'"):
         data.make_target(np.zeros(5), "price", 1)
 
@@ -144,6 +68,7 @@ def test_split_exact_indices_on_tiny_input():
 
 @pytest.mark.parametrize("n_rows, window, horizon", [(500, 20, 1), (1500, 90, 5), (5000, 60, 10), (317, 7, 3)])
 def test_no_window_or_label_crosses_a_split(n_rows, window, horizon):
+    # every split of every size keeps its windows and labels inside its own rows, purge gaps between
     check_valid_split(data.chronological_split(n_rows, window=window, horizon=horizon), n_rows, window, horizon)
 
 
@@ -177,6 +102,32 @@ def test_scaler_sees_only_training_rows(sp500):
     np.testing.assert_array_equal(ds.x["train"], changed.x["train"])
 
 
+# ----------------------------------------------------------------------------------------------- refit
+def test_refit_trains_on_train_and_validation_and_keeps_the_test_split(sp500):
+    tuned = data.prepare(sp500, window=30, split_window=60)
+    refit = data.prepare(sp500, window=30, split_window=60, refit=True)
+    # the test split is the same days
+    np.testing.assert_array_equal(tuned.split.test, refit.split.test)
+    # training now runs from the first training sample through the last validation sample
+    assert refit.split.train[0] == tuned.split.train[0] and refit.split.train[-1] == tuned.split.val[-1]
+    assert len(refit.split.train) == tuned.split.val[-1] - tuned.split.train[0] + 1
+    # the rows the scaler sees end a full purge gap before the first test row
+    first_test_row = tuned.split.test[0] - 60 + 1
+    assert refit.split.train_rows[1] + refit.split.gap == first_test_row
+
+
+def test_refit_scaler_never_sees_test_rows(sp500):
+    ds = data.prepare(sp500, window=30, split_window=60, refit=True)
+    frame = sp500["sp500"].copy()
+    first_unused = frame.index.get_loc(ds.dates["train"][-1]) + 1 + ds.horizon  # after the last refit label
+    frame.iloc[first_unused + 1:, :4] *= np.linspace(0.5, 3.0, len(frame) - first_unused - 1)[:, None]
+    changed = data.prepare({"sp500": frame}, window=30, split_window=60, refit=True)
+    # changing every row after the training labels leaves both scalers and the training windows unchanged
+    np.testing.assert_array_equal(ds.feature_scaler.mean, changed.feature_scaler.mean)
+    np.testing.assert_array_equal(ds.target_scaler.std, changed.target_scaler.std)
+    np.testing.assert_array_equal(ds.x["train"], changed.x["train"])
+
+
 def test_windows_match_a_plain_loop():
     values = np.arange(60, dtype=np.float64).reshape(20, 3)
     ends = np.array([4, 9, 19])
@@ -191,30 +142,12 @@ def test_multi_ticker_features_align_on_common_dates(sp500):
     features, returns = data.build_features(prices)
     # both tickers contribute features on the dates they share; the first ticker is the one forecast
     assert {c.split(":")[0] for c in features.columns} == {"sp500", "half"}
-    assert len(prices["sp500"]) == len(other)
+    assert len(features) <= len(other) and features.index.isin(other.index).all()
     assert returns.name == "ret" and np.allclose(returns, features["sp500:ret_1"])
 
 
 def test_constant_prices_do_not_produce_nan_features():
     prices = prices_from_returns(np.zeros(300))
     features, _ = data.build_features(prices)
+    # a price that never moves has zero returns and zero volatility, not 0/0
     assert not features.isna().any().any()
-
-
-def test_sample_spec_keeps_a_date_range():
-    prices = data.load_prices("sample:sp500,start=2012-01-01,end=2012-12-31")
-    frame = next(iter(prices.values()))
-    assert frame.index[0] >= pd.Timestamp("2012-01-01") and frame.index[-1] <= pd.Timestamp("2012-12-31")
-    assert 240 < len(frame) < 260  # one year of trading days
-    for bad, message in (("sample:sp500,foo=1", "unknown sample option"), ("sample:sp500,start=x", "not a date")):
-        with pytest.raises(DataError, match=message):
-            data.parse_spec(bad)
-
-
-@pytest.mark.parametrize("name", sorted(data.SAMPLES))
-def test_sample_read_directly_equals_archs_own_loader(name):
-    import importlib
-
-    ours = sources._load_sample(name)
-    theirs = importlib.import_module(data.SAMPLES[name]).load()[list(data.FIELDS)].astype("float64")
-    pd.testing.assert_frame_equal(ours, theirs, check_freq=False)

@@ -245,7 +245,8 @@ def test_a_failed_build_names_the_failing_dockerfile_step():
         container = buildah("from", "scratch").stdout.strip()
         buildah("commit", "--rm", container, empty)
     proc = subprocess.run([str(BUILD), "image", "--base", empty, "--tag", "localhost/katib-hpo/trial:never"],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "HPO_IMAGE_ENGINE": "buildah"})
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HPO_IMAGE_ENGINE": "buildah"})
     assert proc.returncode == 1
     assert re.search(r"the image build FAILED at Dockerfile step: STEP \d+/\d+: RUN grep -v '\^torch==' constraints",
                      proc.stderr), proc.stderr[-3000:]

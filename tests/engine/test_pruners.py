@@ -10,7 +10,6 @@ from optuna.pruners import HyperbandPruner, MedianPruner, NopPruner
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from hpo_lib.errors import ConfigError
 from hpo_lib.engine.pruners import (
     PRUNERS,
     KatibMedianStopPruner,
@@ -19,7 +18,10 @@ from hpo_lib.engine.pruners import (
     _trial_prefix_mean,
     from_katib_settings,
     make_pruner,
+    medianstop_stops,
+    medianstop_threshold,
 )
+from hpo_lib.errors import ConfigError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -260,6 +262,75 @@ def test_optuna_median_waits_for_start_step_and_min_trials():
     assert prune_reports(study, [9.0] * 5) == [4, 5]
 
 
+# ------------------------------------------------------------------------------------------------ pruner vs curve rule
+# One set of scripted objective curves, run one trial after another. The single-objective engine feeds each value to
+# KatibMedianStopPruner (trial.report, then should_prune); the multi-objective engine, which has no intermediate
+# values, freezes medianstop_threshold over the completed curves at each trial's creation and asks medianstop_stops
+# after each value. Both must stop the same trials at the same report.
+CURVES = [
+    [1.0, 1.0, 0.5, 0.5],
+    [3.0, 3.0, 3.0, 3.0],
+    [5.0, 2.5, 1.0, 1.0],
+    [5.0, 2.0, 9.0, 9.0],  # minimize, (2, 2): best 2.0 equals the threshold 2.0 at its check: not stopped
+    [2.7, 2.7, 0.1, 0.1],  # minimize, (2, 2): 2.7 over the mean 2.5 of 1, 3, 3.5, under their median 3: stopped
+    [1.0, 1.0, 9.0, 9.0],  # bad only after the check
+    [4.0, 4.0, 4.0, 4.0],
+    [9.0],  # ends before its check: never stopped, however bad
+]
+
+
+def stops_by_pruner(curves, min_trials, start_step, direction) -> dict[int, int]:
+    """{trial: report number} where KatibMedianStopPruner stopped it, trials run in order as the engine runs them."""
+    pruner = KatibMedianStopPruner(min_trials, start_step)
+    study = make_study(pruner, direction=direction)
+    stopped = {}
+    for number, curve in enumerate(curves):
+        trial = study.ask()
+        pruner.freeze(study, trial)  # the engine freezes the rule right after ask()
+        for step, value in enumerate(curve):
+            trial.report(value, step)
+            if trial.should_prune():
+                stopped[number] = step + 1
+                break
+        if number in stopped:
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, curve[-1])
+    return stopped
+
+
+def stops_by_curve_rule(curves, min_trials, start_step, direction) -> dict[int, int]:
+    """The same, by the multi-objective path: threshold frozen at creation from completed curves, checked per value."""
+    direction = StudyDirection.MINIMIZE if direction == "minimize" else StudyDirection.MAXIMIZE
+    completed, stopped = [], {}
+    for number, curve in enumerate(curves):
+        threshold = medianstop_threshold(completed, min_trials, start_step)
+        for reports in range(1, len(curve) + 1):
+            if medianstop_stops(curve[:reports], threshold, start_step, direction):
+                stopped[number] = reports
+                break
+        if number not in stopped:
+            completed.append(curve)
+    return stopped
+
+
+@pytest.mark.parametrize("min_trials, start_step, direction, expected", [
+    # no rule for trials 0-1; trials 2 (best 2.5 > 2.0), 4 (2.7 > 2.5) and 6 (4.0 > 2.125) stop at report 2
+    (2, 2, "minimize", {2: 2, 4: 2, 6: 2}),
+    # trials 4 (2.4 < 2.81) and 5 (1.0, the pruned trial 4 not counted) stop at report 2
+    (2, 2, "maximize", {4: 2, 5: 2}),
+    # no rule for trials 0-2; only trial 6 (best 4.0 > 2.92) is worse at its 3rd report
+    (3, 3, "minimize", {6: 3}),
+])
+def test_pruner_and_curve_rule_stop_the_same_trials_at_the_same_report(min_trials, start_step, direction, expected):
+    by_pruner = stops_by_pruner(CURVES, min_trials, start_step, direction)
+    by_curves = stops_by_curve_rule(CURVES, min_trials, start_step, direction)
+    # the Optuna pruner stops the trials Katib's rule stops, at the report it checks
+    assert by_pruner == expected
+    # the multi-objective curve rule stops exactly the same trials at the same reports
+    assert by_curves == by_pruner
+
+
 # ------------------------------------------------------------------------------------------------ validation
 @pytest.mark.parametrize("kwargs, message", [
     ({"min_trials_required": 0}, "min_trials_required must be an integer >= 1, got 0"),
@@ -330,7 +401,22 @@ def test_make_pruner_maps_names_to_pruners():
     assert isinstance(make_pruner("optuna-median"), MedianPruner)
     assert isinstance(make_pruner("hyperband", min_resource=1, max_resource=9), HyperbandPruner)
     assert isinstance(make_pruner("none"), NopPruner)
-    assert PRUNERS == ("medianstop", "optuna-median", "hyperband", "none")
+
+
+def test_every_listed_pruner_name_builds_its_own_pruner():
+    built = {name: make_pruner(name) for name in PRUNERS}
+    # every name a face may offer builds an Optuna pruner with its defaults
+    assert all(isinstance(pruner, optuna.pruners.BasePruner) for pruner in built.values())
+    # and no two names build the same kind (a name falling through to a default would)
+    assert len({type(pruner) for pruner in built.values()}) == len(PRUNERS)
+
+
+def test_an_unknown_pruner_name_is_refused_with_every_choice():
+    with pytest.raises(ConfigError) as info:
+        make_pruner("median")
+    # the message names the bad value and every name that would work
+    assert "'median'" in str(info.value)
+    assert all(name in str(info.value) for name in PRUNERS)
 
 
 @pytest.mark.parametrize("name, settings, message", [

@@ -2,70 +2,22 @@
 
 from __future__ import annotations
 
-import copy
-import json
-import sys
-from pathlib import Path
+import sqlite3
 
 import optuna
 import pytest
-import yaml
 from optuna.trial import TrialState
 
-from hpo_lib import cli
 from hpo_lib import engine
-from hpo_lib.results import render
 from hpo_lib.errors import ConfigError
-
-SCRIPT = Path(__file__).parents[1] / "fixtures" / "scripted_trial.py"
-
-BASE = {
-    "apiVersion": "kubeflow.org/v1beta1", "kind": "Experiment",
-    "metadata": {"name": "scripted", "namespace": "local"},
-    "spec": {
-        "objective": {"type": "minimize", "objectiveMetricName": "val_loss", "additionalMetricNames": ["val_rmse"],
-                      "metricStrategies": [{"name": "val_loss", "value": "min"}, {"name": "val_rmse", "value": "min"}]},
-        "algorithm": {"algorithmName": "random", "algorithmSettings": [{"name": "random_state", "value": "7"}]},
-        "earlyStopping": {"algorithmName": "medianstop", "algorithmSettings": [
-            {"name": "min_trials_required", "value": "2"}, {"name": "start_step", "value": "2"}]},
-        "parallelTrialCount": 1, "maxTrialCount": 3, "maxFailedTrialCount": 3,
-        "metricsCollectorSpec": {"collector": {"kind": "StdOut"}},
-        "parameters": [{"name": "x", "parameterType": "double",
-                        "feasibleSpace": {"min": "0.0", "max": "1.0", "distribution": "uniform"}}],
-        "trialTemplate": {
-            "primaryContainerName": "training",
-            "trialParameters": [{"name": "x", "description": "a knob", "reference": "x"}],
-            "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {
-                "backoffLimit": 0, "activeDeadlineSeconds": 600,
-                "template": {"metadata": {"labels": {"sidecar.istio.io/inject": "false"}}, "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [{"name": "training", "image": "local/scripted:1", "command": ["python"],
-                                    "args": [str(SCRIPT), "--x=${trialParameters.x}", "--epochs=4"]}]}}}},
-        },
-    },
-}
+from hpo_lib.katib import experiment as katib_experiment
+from tests.conftest import BASE, OBJECTIVES_ANNOTATION, manifest, multi_manifest, options, states
 
 
-def manifest(tmp_path: Path, **spec_changes) -> Path:
-    doc = copy.deepcopy(BASE)
-    doc["spec"].update(spec_changes)
-    doc["spec"]["maxFailedTrialCount"] = min(doc["spec"]["maxFailedTrialCount"], doc["spec"]["maxTrialCount"])
-    path = tmp_path / "experiment.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
-
-
-def options(tmp_path: Path, **overrides) -> engine.TuneOptions:
-    return engine.TuneOptions(overrides=overrides, state_dir=tmp_path / "state", tracking=False)
-
-
-def states(study: optuna.Study) -> list[TrialState]:
-    return [t.state for t in study.get_trials()]
-
-
+# ------------------------------------------------------------------------------------------------ stopping
 def test_medianstop_stops_a_trial_worse_than_the_mean_at_start_step(tmp_path):
-    # levels 1 and 3 succeed (threshold = mean 2.0); the third at 5 is stopped at its 2nd report
     study = engine.run(manifest(tmp_path), options(tmp_path, curves="1,3,5"))
+    # levels 1 and 3 succeed (threshold = mean 2.0); the third at 5 is stopped at its 2nd report
     assert states(study) == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
     assert study.trials[2].user_attrs["epochs_run"] == 2
     # the objective is extracted with the manifest's strategy (min), additional metrics kept as Katib does
@@ -74,13 +26,25 @@ def test_medianstop_stops_a_trial_worse_than_the_mean_at_start_step(tmp_path):
 
 
 def test_mean_not_median_decides(tmp_path):
-    # completed levels 1, 1, 7: median 1 would stop a trial at 2.5, Katib's mean 3 lets it finish
     path = manifest(tmp_path, maxTrialCount=4, earlyStopping={"algorithmName": "medianstop", "algorithmSettings": [
         {"name": "min_trials_required", "value": "3"}, {"name": "start_step", "value": "2"}]})
     study = engine.run(path, options(tmp_path, curves="1,1,7,2.5"))
+    # completed levels 1, 1, 7: median 1 would stop a trial at 2.5, Katib's mean 3 lets it finish
     assert states(study)[3] == TrialState.COMPLETE
 
 
+@pytest.mark.parametrize("pruner, kind", [("hyperband", optuna.pruners.HyperbandPruner),
+                                          ("optuna-median", optuna.pruners.MedianPruner),
+                                          ("none", optuna.pruners.NopPruner)])
+def test_local_pruners_run_on_a_manifest_with_medianstop_settings(tmp_path, pruner, kind):
+    opts = options(tmp_path, curves="1,3,5")
+    opts.pruner = pruner
+    study = engine.run(manifest(tmp_path), opts)
+    # the chosen pruner replaces the manifest's medianstop, and the whole budget runs under it
+    assert isinstance(study.pruner, kind) and len(study.trials) == 3
+
+
+# ------------------------------------------------------------------------------------------------ failures and budget
 @pytest.mark.parametrize("mode, reason", [
     ("crash", "exited with code 3"),
     ("nometric", "never printed the objective val_loss"),
@@ -97,6 +61,7 @@ def test_failed_trials_keep_their_output_and_the_study_goes_on(tmp_path, mode, r
 
 def test_max_failed_trial_count_stops_the_study(tmp_path):
     study = engine.run(manifest(tmp_path, maxTrialCount=5, maxFailedTrialCount=2), options(tmp_path, mode="crash"))
+    # two failures of a budget of five end the study
     assert states(study) == [TrialState.FAIL, TrialState.FAIL]
 
 
@@ -104,6 +69,7 @@ def test_hanging_trial_is_ended_at_its_deadline(tmp_path):
     opts = options(tmp_path, mode="hang")
     opts.trial_timeout_s = 1.5
     study = engine.run(manifest(tmp_path, maxTrialCount=1), opts)
+    # the trial is ended and failed with the deadline as its reason
     assert states(study) == [TrialState.FAIL]
     assert "deadline" in study.trials[0].user_attrs["fail_reason"]
 
@@ -121,21 +87,30 @@ def test_resume_keeps_finished_trials_and_fails_interrupted_ones(tmp_path):
 
 def test_two_parallel_trials_on_sqlite(tmp_path):
     study = engine.run(manifest(tmp_path, maxTrialCount=4, parallelTrialCount=2), options(tmp_path, curves="1"))
+    # two processes at once on one SQLite file: every trial succeeds, none hits a lock
     assert states(study) == [TrialState.COMPLETE] * 4
 
 
-def test_export_has_katib_trial_shape(tmp_path):
-    study = engine.run(manifest(tmp_path), options(tmp_path, curves="1,3,5"))
-    json_path, csv_path = render.export(study, tmp_path / "export")
-    records = json.loads(json_path.read_text())
-    # like Trial CRs: parameterAssignments and observation.metrics with string min/max/latest
-    assert [r["condition"] for r in records] == ["Succeeded", "Succeeded", "EarlyStopped"]
-    assert records[1]["observation"]["metrics"][0] == {"name": "val_loss", "min": "3.0", "max": "3.0",
-                                                       "latest": "3.0"}
-    assert records[0]["parameterAssignments"][0]["name"] == "x"
-    assert csv_path.read_text().splitlines()[0].startswith("name,condition,epochs_run,x,")
+# ------------------------------------------------------------------------------------------------ progress
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_progress_reports_only_changes_and_ends_at_the_budget(tmp_path, parallel):
+    heard = []
+    opts = options(tmp_path, curves="1,3,5,2")
+    opts.on_progress = heard.append
+    study = engine.run(manifest(tmp_path, maxTrialCount=4, parallelTrialCount=parallel), opts)
+    finished = [p.finished for p in heard]
+    # the face hears Progress values, each one a change from the one before
+    assert heard and all(isinstance(p, engine.Progress) for p in heard)
+    assert all(before != after for before, after in zip(heard, heard[1:]))
+    # finished trials never go back, and the last report counts every trial of the budget
+    assert finished == sorted(finished)
+    assert finished[-1] == len(study.trials) == heard[-1].total == 4 and heard[-1].running == 0
+    # trials are reported running while they run, and the best value is the study's once one succeeded
+    assert max(p.running for p in heard) == parallel
+    assert heard[-1].best == (study.best_value,) and heard[-1].front is None
 
 
+# ------------------------------------------------------------------------------------------------ manifests
 @pytest.mark.parametrize("change, message", [
     ({"algorithm": {"algorithmName": "bayesianoptimization"}}, "not served by Katib's Optuna service"),
     ({"parallelTrialCount": 9}, "W-CNT"),
@@ -143,23 +118,88 @@ def test_export_has_katib_trial_shape(tmp_path):
      "setting 'foo' is unknown to multivariate-tpe"),
 ])
 def test_invalid_manifests_are_refused_with_the_rule(tmp_path, change, message):
+    # the engine refuses what Katib would refuse, with the rule in the message
     with pytest.raises(ConfigError, match=message):
         engine.run(manifest(tmp_path, **change), options(tmp_path))
 
 
-def test_tune_command_prints_a_leaderboard(tmp_path, capsys):
-    code = cli.main(["tune", str(manifest(tmp_path)), "--set", "curves=1,3,5", "--state-dir", str(tmp_path / "s"),
-                     "--no-progress"])
-    out = capsys.readouterr().out
-    assert code == 0 and "2 succeeded, 1 early-stopped, 0 failed" in out and "#1 trial 0: objective 1" in out
-    assert cli.main(["tune", str(tmp_path / "missing.yaml")]) == 2
+# ------------------------------------------------------------------------------------------------ objectives
+# These test hpo_lib.katib.experiment.objectives and belong in tests/katib/test_experiment.py once that file exists.
+def test_objectives_annotation_adds_objectives_after_katibs():
+    doc = {"metadata": {"annotations": {OBJECTIVES_ANNOTATION: "val_loss:minimize, val_rmse:maximize"}},
+           "spec": BASE["spec"]}
+    # Katib's objective first, with its strategy; the annotation's extra objective after it
+    assert [(o.metric, o.direction, o.strategy) for o in katib_experiment.objectives(doc)] == [
+        ("val_loss", "minimize", "min"), ("val_rmse", "maximize", "min")]
+    # without the annotation, Katib's one objective
+    assert len(katib_experiment.objectives({"metadata": {}, "spec": BASE["spec"]})) == 1
 
 
-@pytest.mark.parametrize("pruner, kind", [("hyperband", optuna.pruners.HyperbandPruner),
-                                          ("optuna-median", optuna.pruners.MedianPruner),
-                                          ("none", optuna.pruners.NopPruner)])
-def test_local_pruners_run_on_a_manifest_with_medianstop_settings(tmp_path, pruner, kind):
-    opts = options(tmp_path, curves="1,3,5")
-    opts.pruner = pruner
-    study = engine.run(manifest(tmp_path), opts)
-    assert isinstance(study.pruner, kind) and len(study.trials) == 3
+@pytest.mark.parametrize("annotation, message", [
+    ("train_time_s:minimize", "not in additionalMetricNames"),
+    ("val_loss:maximize", "which the manifest says to minimize"),
+    ("val_rmse", "is not METRIC:minimize"),
+    ("val_rmse:minimize,val_rmse:maximize", "listed twice"),
+])
+def test_bad_objectives_annotation_is_refused(annotation, message):
+    doc = {"metadata": {"annotations": {OBJECTIVES_ANNOTATION: annotation}}, "spec": BASE["spec"]}
+    # an annotation Katib's metrics collector could not serve is refused with the reason
+    with pytest.raises(ConfigError, match=message):
+        katib_experiment.objectives(doc)
+
+
+# ------------------------------------------------------------------------------------------------ multi-objective
+def test_multi_objective_study_has_a_pareto_front_and_keeps_katibs_medianstop(tmp_path):
+    study = engine.run(multi_manifest(tmp_path), options(tmp_path, curves="1,3,5"))
+    # one direction per objective
+    assert len(study.directions) == 2
+    # Katib's rule still applies to the first objective: threshold mean(1, 3) = 2, the level-5 trial stops
+    assert states(study) == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
+    assert study.trials[2].user_attrs["epochs_run"] == 2
+    # (val_loss min, val_rmse max): level 1 = (1, 2) and level 3 = (3, 6) trade off, so both are on the front
+    assert sorted(t.values for t in study.best_trials) == [[1.0, 2.0], [3.0, 6.0]]
+
+
+def test_multi_objective_refuses_a_pruner_optuna_cannot_apply(tmp_path):
+    opts = options(tmp_path)
+    opts.pruner = "hyperband"
+    # refused before any trial, naming the setting that fixes it
+    with pytest.raises(ConfigError, match="cannot prune multi-objective") as info:
+        engine.run(multi_manifest(tmp_path), opts)
+    assert info.value.settings == ("pruner",)
+
+
+def test_nsga2_runs_a_multi_objective_study(tmp_path):
+    opts = options(tmp_path, curves="1,2")
+    opts.mo_sampler = "nsga2"
+    study = engine.run(multi_manifest(tmp_path, maxTrialCount=2), opts)
+    # the chosen sampler drives the study to the end of its budget
+    assert isinstance(study.sampler, optuna.samplers.NSGAIISampler)
+    assert states(study) == [TrialState.COMPLETE] * 2
+
+
+# ------------------------------------------------------------------------------------------------ storage faults
+def test_unwritable_storage_is_one_clear_error(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the storage folder should be")
+    opts = options(tmp_path)
+    opts.storage = f"sqlite:///{blocker / 'studies.db'}"
+    # a storage that cannot be opened is one ConfigError naming it
+    with pytest.raises(ConfigError, match="cannot open study storage"):
+        engine.run(manifest(tmp_path), opts)
+
+
+def test_locked_storage_is_one_clear_error(tmp_path):
+    path = manifest(tmp_path)
+    engine.run(path, options(tmp_path, curves="1"))  # the database exists with the study in it
+    holder = sqlite3.connect(tmp_path / "state" / "studies.db", timeout=0)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        opts = options(tmp_path)
+        opts.max_trials = 5
+        # another writer holding the database is one ConfigError saying it is locked
+        with pytest.raises(ConfigError, match="locked"):
+            engine.run(path, opts)
+    finally:
+        holder.rollback()
+        holder.close()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from hpo_lib.katib import contract
 from hpo_lib.errors import ConfigError
+from hpo_lib.katib import contract
 
 
 # Katib's own reading of sample lines (kubeflow/katib file-metricscollector, default filter)
@@ -23,10 +23,12 @@ from hpo_lib.errors import ConfigError
     ("accuracy=98%", ["accuracy"], {"accuracy": "98"}),
 ])
 def test_parser_reads_lines_as_katib_does(line, names, expected):
+    # the default filter reads the names asked for, as Katib's StdOut collector does
     assert contract.parse_metrics_line(line, names)[1] == expected
 
 
 def test_lines_without_a_metric_name_are_skipped():
+    # a line that names no collected metric is no observation at all
     assert contract.parse_metrics_line("2026-01-01T00:00:00Z starting", ["val_loss"]) is None
 
 
@@ -35,11 +37,12 @@ def test_lines_without_a_metric_name_are_skipped():
     ("2026-11-23T10:00:00+02:00", True), ("2026-11-23 10:00:00,123", False), ("epoch=1", False),
 ])
 def test_rfc3339_timestamps(token, ok):
+    # only RFC 3339 timestamps count (Go's RFC3339Nano); anything else is Katib's zero time
     assert (contract.parse_timestamp(token) is not None) == ok
 
 
 def test_formatted_line_round_trips_through_the_default_filter():
-    now = datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=UTC)
     metrics = {"epoch": 3, "val_loss": 0.0123456789, "val_rmse": 1.5e-7, "train_time_s": 12.5, "n_params": 52289}
     line = contract.format_metrics_line(metrics, now=now)
     stamp, parsed = contract.parse_metrics_line(line, metrics)
@@ -51,15 +54,18 @@ def test_formatted_line_round_trips_through_the_default_filter():
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_non_finite_values_are_never_printed(value):
+    # a NaN or infinite value is refused instead of printed
     with pytest.raises(ValueError, match="non-finite"):
         contract.format_metrics_line({"val_loss": value})
 
 
 def test_metric_names_outside_the_safe_alphabet_are_refused():
+    # a name the default filter would cut is refused, by name
     with pytest.raises(ValueError, match="val/loss"):
         contract.format_metrics_line({"val/loss": 0.1})
 
 
 def test_custom_filter_needs_two_groups():
+    # a custom filter without a name group and a value group is refused
     with pytest.raises(ConfigError, match="two capture groups"):
         contract.compile_filters([r"loss=\d+"])

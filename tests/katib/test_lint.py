@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import copy
+import inspect
 import re
 
 import pytest
 import yaml
 
 from hpo_lib.errors import ConfigError
+from hpo_lib.katib import lint
 from hpo_lib.katib.lint import Finding, validate_experiment, validate_file
 
 VALID = yaml.safe_load("""
@@ -198,12 +201,6 @@ def test_input_document_is_not_modified():
     assert doc == before
 
 
-def test_finding_prints_severity_rule_and_message():
-    # the CLI prints findings one per line in this form
-    assert str(Finding("W-CNT", "error", "parallelTrialCount 5 exceeds maxTrialCount 3")) == \
-        "error W-CNT: parallelTrialCount 5 exceeds maxTrialCount 3"
-
-
 RULES = [
     # id, changes to VALID, keyword arguments, rule, message fragment
     ("type-int-as-string", [("spec.parallelTrialCount", "2")], {}, "TYPE", "spec.parallelTrialCount = '2'"),
@@ -230,7 +227,8 @@ RULES = [
     ("W-CNT-default-parallel", [("spec.parallelTrialCount", DELETE), ("spec.maxTrialCount", 2),
                                 ("spec.maxFailedTrialCount", 1)], {}, "W-CNT",
      "parallelTrialCount 3 (Katib's default when unset"),
-    ("W-CNT-failed", [("spec.maxFailedTrialCount", 20)], {}, "W-CNT", "maxFailedTrialCount 20 exceeds maxTrialCount 12"),
+    ("W-CNT-failed", [("spec.maxFailedTrialCount", 20)], {}, "W-CNT",
+     "maxFailedTrialCount 20 exceeds maxTrialCount 12"),
     ("W-CNT-negative", [("spec.maxFailedTrialCount", -1)], {}, "W-CNT", "maxFailedTrialCount -1 must be >= 0"),
     ("W-CNT-zero", [("spec.parallelTrialCount", 0)], {}, "W-CNT", "parallelTrialCount 0 must be > 0"),
     ("W-OBJ-missing", [("spec.objective", DELETE)], {}, "W-OBJ", "spec.objective is missing"),
@@ -279,7 +277,8 @@ RULES = [
     ("W-MC-prometheus", [("spec.metricsCollectorSpec.collector.kind", "PrometheusMetric")], {}, "W-MC",
      "'PrometheusMetric' has no image"),
     ("W-MC-file-path", [("spec.metricsCollectorSpec", {"collector": {"kind": "File"}, "source": {
-        "fileSystemPath": {"path": "metrics.log", "kind": "File"}}})], {}, "W-MC", "path 'metrics.log' must be absolute"),
+        "fileSystemPath": {"path": "metrics.log", "kind": "File"}}})], {}, "W-MC",
+     "path 'metrics.log' must be absolute"),
     ("W-MC-file-json-filter", [("spec.metricsCollectorSpec", {"collector": {"kind": "File"}, "source": {
         "fileSystemPath": {"path": "/m.json", "kind": "File", "format": "JSON"},
         "filter": {"metricsFormat": [r"(\w+)=(\d+)"]}}})], {}, "W-MC", "format JSON must not set a filter"),
@@ -385,10 +384,43 @@ def test_each_rule_fires_on_a_minimal_mutation(changes, kwargs, rule, fragment):
 
 def test_every_rule_has_a_row():
     rules = {r[3] for r in RULES}
-    # the table covers each webhook, runtime and suggested rule (W-UPD cannot be checked offline)
-    assert rules >= {"TYPE", "S2", "W-NS", "W-NAME", "W-CNT", "W-OBJ", "W-ALG", "W-ES", "W-RP", "W-TT", "W-PAR",
-                     "W-MC", "K8S-SCHEMA", "R1", "R2", "R3", "R4", "R5", "R6", "S1", "S3", "S4", "S5", "S6", "S7",
-                     "S8", "S9", "S-SHELL", "METRICS", "PRIMARY", "TRIAL-KIND"}
+    # the table covers exactly the rules lint can emit, each listed once (W-UPD cannot be checked offline)
+    assert len(set(lint.RULE_IDS)) == len(lint.RULE_IDS)
+    assert rules == set(lint.RULE_IDS)
+
+
+def _emitted_rule_ids() -> dict[str, set[str]]:
+    """Rule id -> severities, read from lint's source: the first argument of every ``out.error``/``out.warning``."""
+    tree = ast.parse(inspect.getsource(lint))
+    emitted: dict[str, set[str]] = {}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("error", "warning") and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "out"):
+            first = node.args[0]
+            assert isinstance(first, ast.Constant) and isinstance(first.value, str), ast.unparse(node)
+            emitted.setdefault(first.value, set()).add(node.func.attr)
+    return emitted
+
+
+def test_rule_ids_are_every_rule_the_module_emits():
+    emitted = _emitted_rule_ids()
+    # RULE_IDS lists each id some check reports under, and no id that nothing reports
+    assert set(emitted) == set(lint.RULE_IDS)
+
+
+def test_every_rule_id_is_in_the_docstring_rule_index():
+    index = lint.__doc__.split("Rules (``Finding.rule``)", 1)[1]
+    documented: set[str] = set()
+    for line in index.splitlines():
+        if not line.startswith("- "):
+            continue
+        head = line[2:].split(":", 1)[0]
+        for prefix, low, high in re.findall(r"``([A-Z]+)(\d+)``-``\1(\d+)``", head):
+            documented |= {f"{prefix}{n}" for n in range(int(low), int(high) + 1)}  # ``R1``-``R6``: R1 .. R6
+        documented |= set(re.findall(r"``([A-Z][A-Z0-9-]*)``", head))
+    # every id lint can emit has a line in the index a reader of a finding can look it up in
+    assert set(lint.RULE_IDS) <= documented, sorted(set(lint.RULE_IDS) - documented)
 
 
 @pytest.mark.parametrize("changes", [

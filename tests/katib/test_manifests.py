@@ -13,13 +13,9 @@ import pytest
 import yaml
 from kubeflow_katib_api.models import V1beta1Experiment
 
-from hpo_lib import cli, trial
-from hpo_lib import metrics
-from hpo_lib.katib import contract
-from hpo_lib.katib import manifests
-from hpo_lib.katib import space
-from hpo_lib.katib import experiment, lint
+from hpo_lib import cli, metrics
 from hpo_lib.errors import ConfigError
+from hpo_lib.katib import contract, experiment, lint, manifests, space
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
@@ -44,6 +40,7 @@ def test_check_names_a_drifted_file_and_render_fixes_it(tmp_path, capsys):
     # a hand edit and a missing file are both reported, by name, with exit code 1
     assert cli.main(["manifests", "check", f"--root={copy}"]) == 1
     err = capsys.readouterr().err
+    # both problems are named on stderr; rendering fixes them and check passes again
     assert "gru-experiment.yaml" in err and "cluster/role.yaml" in err
     assert cli.main(["manifests", "render", f"--root={copy}"]) == 0
     assert cli.main(["manifests", "check", f"--root={copy}"]) == 0
@@ -58,6 +55,7 @@ def test_experiments_load_into_katib_api_models(path):
     # Katib's name rule: starts with a letter, at most 40 characters
     assert re.match(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", doc["metadata"]["name"]) and len(doc["metadata"]["name"]) <= 40
     spec = doc["spec"]
+    # multivariate TPE searches and medianstop stops
     assert spec["algorithm"]["algorithmName"] == "multivariate-tpe"
     assert spec["earlyStopping"]["algorithmName"] == "medianstop"
     # every metric has an explicit strategy (Katib's default would extract "min" for all of them)
@@ -67,6 +65,7 @@ def test_experiments_load_into_katib_api_models(path):
 
 def test_namespace_enables_metrics_injection_and_rbac_is_least_privilege():
     labels = load(MANIFESTS / "cluster" / "namespace.yaml")["metadata"]["labels"]
+    # the namespace lets Katib inject its metrics collector
     assert labels["katib.kubeflow.org/metrics-collector-injection"] == "enabled"
     rules = load(MANIFESTS / "cluster" / "role.yaml")["rules"]
     # experiments: create/get/list/watch/delete; trials: read only; nothing else
@@ -80,7 +79,9 @@ def test_namespace_enables_metrics_injection_and_rbac_is_least_privilege():
 def test_substitution_matches_katib_and_names_missing_values():
     spec = {"args": ["--lr=${trialParameters.lr}", "--x=${trialParameters.other}"]}
     params = [{"name": "lr", "reference": "lr"}, {"name": "other", "reference": "x"}]
-    assert contract.substitute_trial_parameters(spec, params, {"lr": "0.1", "x": "7"}) == {"args": ["--lr=0.1", "--x=7"]}
+    # placeholders are replaced through each trialParameter's reference; a missing value is named
+    assert contract.substitute_trial_parameters(spec, params, {"lr": "0.1", "x": "7"}) == {
+        "args": ["--lr=0.1", "--x=7"]}
     with pytest.raises(ConfigError, match="references 'x', which has no value"):
         contract.substitute_trial_parameters(spec, params, {"lr": "0.1"})
 
@@ -102,6 +103,7 @@ def _trial_argv(path: Path, tmp_path: Path) -> tuple[list[str], dict, list[str]]
 def test_manifest_trial_command_runs_and_reports_every_metric(path, tmp_path):
     argv, env, names = _trial_argv(path, tmp_path)
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    # the trial command exits 0 and prints one line per epoch
     assert proc.returncode == 0, proc.stderr[-2000:]
     epoch_lines = [line for line in proc.stdout.splitlines() if " epoch=" in line]
     assert len(epoch_lines) == 2
@@ -118,9 +120,10 @@ def test_kustomize_builds_and_overrides_the_trial_image(tmp_path):
     shutil.copytree(MANIFESTS, copy)
     kustomization = copy / "kustomization.yaml"
     text = kustomization.read_text().replace(f"newTag: {manifests.IMAGE_TAG}",
-                                             f"newName: registry.example/hpo\n  newTag: '9.9'")
+                                             "newName: registry.example/hpo\n  newTag: '9.9'")
     kustomization.write_text(text)
     out = subprocess.run(["kubectl", "kustomize", str(copy)], capture_output=True, text=True, timeout=120)
+    # kustomize builds the tree, with the cluster resources and the four experiments
     assert out.returncode == 0, out.stderr
     docs = list(yaml.safe_load_all(out.stdout))
     kinds = sorted(d["kind"] for d in docs)
@@ -151,6 +154,7 @@ def test_validate_command_reports_rules_and_exit_code(tmp_path, capsys):
         "--data=yahoo:SPY?start=2020-01-01&end=2021-01-01")
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(doc))
+    # the committed manifest is valid (exit 0); the broken one is INVALID (exit 1)
     assert cli.main(["manifests", "validate", str(EXPERIMENTS[0])]) == 0
     assert cli.main(["manifests", "validate", str(bad)]) == 1
     out = capsys.readouterr().out

@@ -1,5 +1,5 @@
-"""The KFP pipeline: compiled YAML, each step's logic (refit data, retrain, test evaluation, backtest, tune modes,
-winners, summary, MLflow), the bad inputs, and one end-to-end local run against a real MLflow server."""
+"""The KFP pipeline steps: compiled YAML, the retrain step's item, tune modes, winners, summary, MLflow, the bad
+inputs, and one end-to-end local run against a real MLflow server. The retrain itself is in test_retrain.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,15 +18,12 @@ import pytest
 import yaml
 
 from hpo_lib import cli, data
-from hpo_lib.data import scoring
+from hpo_lib.errors import ConfigError, TrackingError
 from hpo_lib.katib import client as katib_client
 from hpo_lib.katib import manifests
-from hpo_lib.pipeline import steps
-from hpo_lib.pipeline import retrain
-from hpo_lib.results import render
-from hpo_lib.errors import ConfigError, DataError, TrackingError
-from hpo_lib.results import tracking
-from tests.conftest import FIXTURES, ROOT, FakeApi, ar1_returns, fixture, free_port, prices_from_returns
+from hpo_lib.pipeline import retrain, steps
+from hpo_lib.results import render, tracking
+from tests.conftest import ROOT, FakeApi, fixture, free_port
 
 
 def load_definition():
@@ -89,165 +85,14 @@ def test_every_component_runs_on_the_trial_image_without_installing_anything(com
         name: {} for name in ("prepare-data", "tune", "select-winners", "retrain", "evaluate", "register")}
 
 
-# ----------------------------------------------------------------------------------------------- refit data
-def test_refit_trains_on_train_and_validation_and_keeps_the_test_split(sp500):
-    tuned = data.prepare(sp500, window=30, split_window=60)
-    refit = data.prepare(sp500, window=30, split_window=60, refit=True)
-    # the test split is the same days
-    np.testing.assert_array_equal(tuned.split.test, refit.split.test)
-    # training now runs from the first training sample through the last validation sample
-    assert refit.split.train[0] == tuned.split.train[0] and refit.split.train[-1] == tuned.split.val[-1]
-    assert len(refit.split.train) == tuned.split.val[-1] - tuned.split.train[0] + 1
-    # the rows the scaler sees end a full purge gap before the first test row
-    first_test_row = tuned.split.test[0] - 60 + 1
-    assert refit.split.train_rows[1] + refit.split.gap == first_test_row
-
-
-def test_refit_scaler_never_sees_test_rows(sp500):
-    ds = data.prepare(sp500, window=30, split_window=60, refit=True)
-    frame = sp500["sp500"].copy()
-    first_unused = frame.index.get_loc(ds.dates["train"][-1]) + 1 + ds.horizon  # after the last refit label
-    frame.iloc[first_unused + 1:, :4] *= np.linspace(0.5, 3.0, len(frame) - first_unused - 1)[:, None]
-    changed = data.prepare({"sp500": frame}, window=30, split_window=60, refit=True)
-    # changing every row after the training labels leaves both scalers and the training windows unchanged
-    np.testing.assert_array_equal(ds.feature_scaler.mean, changed.feature_scaler.mean)
-    np.testing.assert_array_equal(ds.target_scaler.std, changed.target_scaler.std)
-    np.testing.assert_array_equal(ds.x["train"], changed.x["train"])
-
-
-# ----------------------------------------------------------------------------------------------- backtest
-@pytest.mark.parametrize("positions, returns, cost_bps, total, turnover", [
-    ([1, 1, 1], [0.01, 0.02, -0.01], 0, 1.01 * 1.02 * 0.99 - 1, 1 / 3),  # buy and hold: one entry
-    ([1, 1, 1], [0.01, 0.02, -0.01], 10, 1.009 * 1.02 * 0.99 - 1, 1 / 3),  # entering costs 10 bp once
-    ([1, -1, 1], [0.0, 0.0, 0.0], 5, 0.9995 * 0.999 * 0.999 - 1, 5 / 3),  # each flip trades 2 units
-    ([0, 0, 0], [0.01, -0.02, 0.03], 5, 0.0, 0.0),  # never in the market: no return, no cost
-])
-def test_backtest_charges_costs_per_unit_traded(positions, returns, cost_bps, total, turnover):
-    result = scoring.backtest(np.array(positions, float), np.array(returns), cost_bps=cost_bps)
-    assert result.total_return == pytest.approx(total) and result.turnover == pytest.approx(turnover)
-
-
-def test_backtest_risk_numbers():
-    r = scoring.backtest(np.ones(4), np.array([0.1, -0.5, 0.2, 0.1]), cost_bps=0)
-    # peak 1.1, trough 0.55: a 50% drawdown; 3 of 4 days up
-    assert r.max_drawdown == pytest.approx(0.5) and r.win_rate == 0.75 and r.exposure == 1.0
-    # returns that do not vary have no Sharpe ratio to speak of: 0, not a division by zero
-    assert scoring.sharpe_ratio(np.full(5, 0.01)) == 0.0
-
-
-def test_positions_follow_the_forecast_sign():
-    assert scoring.positions_from_forecast(np.array([0.2, -0.1, 0.0])).tolist() == [1.0, -1.0, -1.0]
-    assert scoring.positions_from_forecast(np.array([0.7, 0.3]), 0.5, long_only=True).tolist() == [1.0, 0.0]
-
-
-@pytest.mark.parametrize("positions, returns, cost, message", [
-    ([1.0], [0.1, 0.2], 0, "equal length"), ([1.0], [np.nan], 0, "finite"), ([1.0], [0.1], -1, "cost_bps"),
-    ([], [], 0, "at least one day"),
-])
-def test_backtest_refuses_bad_input(positions, returns, cost, message):
-    with pytest.raises(DataError, match=message):
-        scoring.backtest(np.array(positions), np.array(returns), cost_bps=cost)
-
-
-# ----------------------------------------------------------------------------------------------- retrain
-AR1_FLAGS = ["--model=mlp", "--hidden-size=16", "--num-layers=1", "--seq-len=5", "--split-window=10",
-             "--epochs=60", "--lr=0.003", "--batch-size=128", "--optimizer=adam", "--threads=1"]
-
-
-@pytest.fixture(scope="module")
-def ar1_data(tmp_path_factory) -> Path:
-    """Prices with a predictable next return, prepared the way the pipeline's first step does."""
-    folder = tmp_path_factory.mktemp("ar1")
-    frame = prices_from_returns(ar1_returns(1500, phi=0.5, seed=1))["SYN"]
-    frame.rename_axis("Date").reset_index().to_csv(folder / "syn.csv", index=False)
-    out = folder / "prepared"
-    steps.prepare_data(f"file:{folder / 'syn.csv'}", out)
-    return out
-
-
-def item(trial: str, rank: int, seed: int, objective: float, flags=AR1_FLAGS) -> dict:
-    return {"id": f"{rank:03d}-{trial}-seed{seed}", "experiment": "syn-exp", "trial": trial, "seed": float(seed),
-            "rank": float(rank), "objective_metric": "val_loss", "objective": objective, "top_k": True,
-            "pareto": False, "axes": {}, "flags": list(flags), "n_trials": 7.0, "n_eligible": 5.0}
-
-
-@pytest.fixture(scope="module")
-def retrained(ar1_data, tmp_path_factory) -> list[Path]:
-    """Two winners x one seed, 3 epochs each, on the AR(1) data."""
-    root = tmp_path_factory.mktemp("retrains")
-    dirs = []
-    for rank, (name, extra) in enumerate([("t-best", []), ("t-second", ["--hidden-size=8"])], start=1):
-        folder = root / name
-        steps.run_retrain(item(name, rank, 0, 0.5 + rank / 10, AR1_FLAGS + extra + ["--epochs=3"]), ar1_data,
-                             folder)
-        dirs.append(folder)
-    return dirs
-
-
-def test_retrain_runs_every_epoch_on_train_and_validation(retrained):
-    folder = retrained[0]
-    # the retrain's files, and the loop item with its numbers cast back from floats
-    assert {p.name for p in folder.iterdir()} >= {*retrain.FILES, "item.json"}
-    assert json.loads((folder / "item.json").read_text())["seed"] == 0
-    history = json.loads((folder / "history.json").read_text())
-    # no early stopping: all 3 epochs ran; validation is inside the training rows and is named in-sample
-    assert [h["epoch"] for h in history] == [1, 2, 3] and "insample_val_loss" in history[0]
-    assert not any(k.startswith("val_") for k in history[0])
-
-
-def test_retrain_beats_the_baselines_on_predictable_data(retrained):
-    report = json.loads((retrained[0] / "evaluation.json").read_text())
-    # an AR(1) series is predictable: the model beats every naive baseline, and DM says it is no accident
-    assert report["beats_bar"] and report["bar"] in report["baselines"]
-    assert report["model"]["loss"] < min(b["loss"] for b in report["baselines"].values())
-    assert report["dm"]["statistic"] < 0 and report["dm"]["p_value"] < 0.01 and report["dm"]["against"] == report["bar"]
-    # the forecast's sign is worth trading here, costs included, and beats buy-and-hold
-    backtest = report["backtest"]
-    assert backtest["model"]["sharpe"] > backtest["buy_and_hold"]["sharpe"] and backtest["model"]["cost_bps"] == 5.0
-    assert 0 <= backtest["model"]["max_drawdown"] < 1 and 0.5 < backtest["model"]["win_rate"] < 1
-
-
-def test_the_saved_model_reproduces_the_evaluated_forecasts(retrained, ar1_data):
-    import torch
-
-    folder = retrained[0]
-    model = retrain.load_model(folder)
-    args = retrain.retrain_args(AR1_FLAGS, data=steps.data_spec(ar1_data))
-    ds = data.prepare(data.load_prices(args.data), window=args.seq_len, split_window=args.split_window, refit=True)
-    with torch.no_grad():
-        forecast = ds.target_scaler.inverse(model(torch.from_numpy(ds.x["test"])).numpy()[:, 0])
-    saved = np.loadtxt(folder / "forecasts.csv", delimiter=",", skiprows=1, usecols=2)
-    np.testing.assert_allclose(forecast, saved, rtol=1e-5)
-
-
-@pytest.mark.parametrize("target", ["return", "direction", "volatility"])
-def test_per_day_losses_average_to_the_ranking_metric(target):
-    from hpo_lib.data import baselines
-
-    ds = data.prepare(prices_from_returns(ar1_returns(900, seed=3)), target=target, window=5, split_window=5)
-    forecast = next(iter(baselines.naive_forecasts(ds, "test").values()))
-    scores = baselines.score(ds, "test", forecast)
-    # the Diebold-Mariano test compares exactly the losses the verdict ranks by
-    assert np.mean(scoring.sample_losses(ds, "test", forecast)) == pytest.approx(
-        scores[baselines.ranking_metric(scores)])
-
-
-def test_a_test_split_too_short_for_dm_is_reported_not_fatal(tmp_path):
-    prices = prices_from_returns(ar1_returns(400, seed=2))
-    # horizon 20 needs 40 loss pairs; this test split has fewer
-    ds = data.prepare(prices, window=5, split_window=5, horizon=20, val_frac=0.2, test_frac=0.18)
-    assert len(ds.y["test"]) < 40
-    report = retrain.evaluate_test(ds, ds.persistence["test"])
-    assert "needs at least 40 loss pairs for horizon=20" in report["dm"]["error"]
-    # everything else is still there
-    assert "loss" in report["model"] and "sharpe" in report["backtest"]["model"]
-
-
-def test_retrain_flags_are_checked_like_trial_flags():
-    with pytest.raises(ConfigError, match="unknown flag --colour"):
-        retrain.retrain_args(["--colour=blue"])
-    with pytest.raises(ConfigError, match="unknown retrain override"):
-        retrain.retrain_args([], colour="blue")
+# ----------------------------------------------------------------------------------------------- retrain step
+def test_the_retrain_step_keeps_its_item_with_the_numbers_cast_back(retrained):
+    saved = json.loads((retrained[0] / "item.json").read_text())
+    # the loop item arrives with floats (KFP's protobuf); the step writes it beside the retrain with ints again
+    assert (saved["seed"], saved["rank"], saved["n_trials"], saved["n_eligible"]) == (0, 1, 7, 5)
+    assert all(type(saved[k]) is int for k in ("seed", "rank", "n_trials", "n_eligible"))
+    # ... beside the retrain's own files
+    assert {p.name for p in retrained[0].iterdir()} >= {*retrain.FILES, "item.json"}
 
 
 # ----------------------------------------------------------------------------------------------- tune
@@ -287,6 +132,7 @@ def test_an_unknown_experiment_or_namespace_is_a_clear_error(tmp_path):
     from kubernetes.client import ApiException
 
     api = FakeApi(gets=[ApiException(status=404, reason="Not Found")])
+    # a 404 names the experiment and the namespace that was searched
     with pytest.raises(katib_client.ExperimentError, match="experiment 'nope' not found in namespace 'team-x'"):
         steps.tune(tmp_path, mode="existing", data="sample:sp500", experiment_name="nope", namespace="team-x",
                       api=api)
@@ -300,6 +146,7 @@ def test_an_unknown_experiment_or_namespace_is_a_clear_error(tmp_path):
     ({"mode": "launch", "data": "yahoo:SPY?start=2010-01-01&end=2024-12-31"}, "use the shell-safe form"),
 ])
 def test_bad_tune_arguments(tmp_path, kwargs, message):
+    # each bad argument is a ConfigError naming it, before any cluster call
     with pytest.raises(ConfigError, match=message):
         steps.tune(tmp_path, **{"data": "sample:sp500", **kwargs})
 
@@ -331,6 +178,7 @@ def test_select_emits_one_self_contained_item_per_winner_and_seed(tuned_dir, tmp
 
 def test_k_beyond_the_usable_trials_is_noted_in_the_leaderboard(tuned_dir, tmp_path):
     items = steps.select_winners(tuned_dir, tmp_path / "sel", top_k=10, pareto=False, n_seeds=1)
+    # every usable trial is a winner, and the leaderboard says k was cut
     assert len(items) == 5
     assert "top-k asked for 10 trials but only 5 are usable" in (tmp_path / "sel" / "leaderboard.md").read_text()
 
@@ -342,6 +190,7 @@ def test_k_beyond_the_usable_trials_is_noted_in_the_leaderboard(tuned_dir, tmp_p
     ({"epochs": -1}, "epochs must be 0"),
 ])
 def test_bad_winner_arguments_fail_before_any_retrain(tuned_dir, tmp_path, kwargs, message):
+    # each bad argument is a ConfigError naming it, before any retrain starts
     with pytest.raises(ConfigError, match=message):
         steps.select_winners(tuned_dir, tmp_path / "sel", **kwargs)
 
@@ -360,6 +209,7 @@ def test_the_champion_is_chosen_by_tuning_rank_not_by_test(retrained, tmp_path):
     assert summary["beats_bar"] and summary["verdict"].startswith("trial t-best (tuning rank 1, seed 0) beats")
     assert (summary["n_trials"], summary["n_eligible"], summary["n_winners"], summary["n_retrains"]) == (7, 5, 2, 2)
     markdown = render.summary_markdown(summary)
+    # the summary renders as Markdown with the counts and the champion, and as HTML
     assert "Selected from 5 usable of 7 trials" in markdown and "| 1 | t-best |" in markdown
     assert "<table>" in render.markdown_to_html(markdown, "x")
 
@@ -372,6 +222,7 @@ def test_a_champion_that_loses_to_the_baseline_is_said_plainly(retrained, tmp_pa
     report["beats_bar"], report["model"]["loss"] = False, 9.0
     (dirs[0] / "evaluation.json").write_text(json.dumps(report))
     summary = steps.summarize(dirs)
+    # no champion, and the verdict says so and that nothing is registered
     assert not summary["beats_bar"]
     assert summary["verdict"].startswith("No champion: trial t-best") and "Nothing is registered." in summary["verdict"]
 
@@ -391,6 +242,7 @@ def test_register_logs_every_retrain_and_aliases_a_winning_champion(retrained, t
                                   filter_string=f"tags.mlflow.parentRunId = '{result['parent_run_id']}'")
     assert len(children) == 2
     run = next(r for r in children if r.data.tags["hpo.trial"] == "t-best")
+    # the t-best run carries its params and one train_loss point per epoch
     assert run.data.params["model"] == "mlp" and run.data.params["seed"] == "0"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2, 3]
     assert run.data.metrics["beats_bar"] == 1.0 and "dm_p_value" in run.data.metrics
@@ -413,10 +265,12 @@ def test_a_losing_champion_registers_nothing(retrained, tmp_path):
     summary = {**steps.summarize(retrained), "beats_bar": False, "verdict": "No champion: test says so."}
     result = steps.register(retrained, summary, uri=uri, model_name="syn-loser")
     client = MlflowClient(uri)
+    # no version is registered, and no champion alias exists
     assert result["registered_version"] is None
     with pytest.raises(MlflowException):
         client.get_model_version_by_alias("syn-loser", "champion")
     parent = client.get_run(result["parent_run_id"])
+    # the parent run is tagged with what happened and the registry page says it
     assert parent.data.tags["hpo.registered"].startswith("nothing") and "No champion" in parent.data.tags["hpo.verdict"]
     assert "Nothing registered: No champion" in render.registry_markdown(result, summary)
 
@@ -425,6 +279,7 @@ def test_unreachable_mlflow_is_a_clear_error_and_keeps_the_results(retrained):
     uri = f"http://127.0.0.1:{free_port()}"
     before = {p.name for p in retrained[0].iterdir()}
     started = time.monotonic()
+    # an unreachable server is one clear error that says where the results still are
     with pytest.raises(TrackingError, match=f"MLflow at {uri} is unreachable.*retrain results are still "
                                                      f"in the pipeline's artifacts"):
         steps.register(retrained, steps.summarize(retrained), uri=uri)
@@ -433,8 +288,10 @@ def test_unreachable_mlflow_is_a_clear_error_and_keeps_the_results(retrained):
 
 def test_tracking_defaults_to_a_local_sqlite_store(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # without a URI or $MLFLOW_TRACKING_URI: a SQLite file in the state folder
     assert tracking.tracking_uri("", state_dir=tmp_path) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    # $MLFLOW_TRACKING_URI wins over the default, and an explicit URI over both
     assert tracking.tracking_uri("", state_dir=tmp_path) == "http://mlflow:5000"
     assert tracking.tracking_uri("sqlite:///x.db") == "sqlite:///x.db"
 
@@ -464,6 +321,7 @@ def tiny_manifest(path: Path, name: str = "lstm-tiny") -> Path:
 
 def test_run_local_without_an_export_says_to_tune_first(tmp_path, capsys):
     manifest = tiny_manifest(tmp_path / "tiny.yaml")
+    # exit code 2, and the message says which export is missing and the command that makes it
     assert cli.main(["pipeline", "run-local", str(manifest), "--state-dir", str(tmp_path / "state")]) == 2
     err = capsys.readouterr().err
     assert "no trials export at" in err and f"run `hpo tune {manifest}" in err
@@ -535,6 +393,7 @@ def test_local_pipeline_against_a_real_mlflow_server(tmp_path, mlflow_server, re
                      "--state-dir", str(state), "--no-progress", "--no-tracking"]) == 0
     wait_healthy(server, url)
     capsys.readouterr()
+    # the pipeline runs locally against the server from that export
     assert cli.main(["pipeline", "run-local", str(manifest), "--state-dir", str(state), "--top-k", "2",
                      "--no-pareto", "--seeds", "2", "--tracking-uri", url, "--model-name", "lstm-tiny",
                      "--pipeline-root", str(tmp_path / "root")]) == 0
@@ -548,6 +407,7 @@ def test_local_pipeline_against_a_real_mlflow_server(tmp_path, mlflow_server, re
     client = MlflowClient(url)
     experiment = client.get_experiment_by_name("lstm-tiny")
     parents = client.search_runs([experiment.experiment_id], filter_string="tags.`hpo.kind` = 'retrain'")
+    # one parent retrain run, with one finished child run per winner and seed
     assert len(parents) == 1
     parent = parents[0]
     children = client.search_runs([experiment.experiment_id],
@@ -586,5 +446,6 @@ def test_local_pipeline_against_a_real_mlflow_server(tmp_path, mlflow_server, re
     version = client.get_model_version_by_alias("syn-model", "champion")
     assert str(version.version) == result["registered_version"]
     x = torch.randn(3, 5, 8)
+    # the registered model loads back over HTTP and predicts what the retrain's own model does
     torch.testing.assert_close(mlflow.pytorch.load_model("models:/syn-model@champion")(x),
                                retrain.load_model(retrained[0])(x))

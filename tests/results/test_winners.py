@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from hpo_lib.results import winners
 from hpo_lib.errors import ConfigError
 from hpo_lib.katib import contract
 from hpo_lib.katib.experiment import Objective
+from hpo_lib.results import winners
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "katib"
 EXP = "lstm-spy-return"

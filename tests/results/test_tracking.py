@@ -1,0 +1,151 @@
+"""Every MLflow write: runs that end in one place, the engine's study and trial runs, the pipeline's retrains."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from hpo_lib import engine
+from hpo_lib.errors import ConfigError, TrackingError
+from hpo_lib.results import tracking
+from tests.conftest import manifest, options
+
+
+def mlflow_client(uri: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SQLAlchemy deprecation noise from MLflow's store
+        from mlflow.tracking import MlflowClient
+    return MlflowClient(tracking_uri=uri)
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A real local MLflow store (SQLite, artifacts beside it) with one experiment: (client, experiment id)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow_client(uri)
+    return client, tracking.experiment_id(client, uri, "runs", artifact_root=tmp_path / "mlartifacts")
+
+
+# ------------------------------------------------------------------------------------------------ run()
+def test_a_run_whose_block_finishes_ends_finished(store):
+    client, experiment = store
+    with tracking.run(client, experiment, name="ok", tags={"hpo.kind": "test"}) as run_id:
+        # inside the block the run is open, with its name and tags
+        opened = client.get_run(run_id)
+        assert opened.info.status == "RUNNING" and opened.info.run_name == "ok"
+        assert opened.data.tags["hpo.kind"] == "test"
+    # the block ended: FINISHED
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("error", [RuntimeError("write failed"), KeyboardInterrupt()])
+def test_a_run_whose_block_raises_ends_failed_and_the_error_propagates(store, error):
+    client, experiment = store
+    opened = []
+    # the block's own exception comes out of the with statement unchanged
+    with pytest.raises(type(error)) as raised:
+        with tracking.run(client, experiment, name="broken", tags={}) as run_id:
+            opened.append(run_id)
+            raise error
+    assert raised.value is error
+    # the run is not left RUNNING: FAILED
+    assert client.get_run(opened[0]).info.status == "FAILED"
+
+
+def test_a_failing_status_write_does_not_hide_the_blocks_error(store):
+    client, experiment = store
+
+    class Refusing:  # the real client, except that ending a run fails
+        def __getattr__(self, name):
+            return getattr(client, name)
+
+        def set_terminated(self, run_id, status=None):
+            raise OSError("store went away")
+
+    # the block's error reaches the caller, not the failed status write
+    with pytest.raises(ValueError, match="the block's error"):
+        with tracking.run(Refusing(), experiment, name="r", tags={}):
+            raise ValueError("the block's error")
+
+
+# ------------------------------------------------------------------------------------------------ retrains
+def _retrain(run_id: str, artifact) -> dict:
+    return {"id": run_id, "tags": {"hpo.kind": "retrain-run"}, "params": {"lr": "0.01"},
+            "curves": [("val_loss", 1.0, 1), ("val_loss", 0.5, 2)], "metrics": {"test_rmse": 0.3},
+            "dicts": {"evaluation.json": {"rmse": 0.3}}, "artifacts": [artifact], "model": torch.nn.Linear(1, 1),
+            "champion": True}
+
+
+def test_a_failed_retrain_write_leaves_no_run_running_and_is_one_tracking_error(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = {"name": "retrain-x", "tags": {"hpo.kind": "retrain"}, "metrics": {"n_trials": 3.0},
+              "texts": {"report.md": "# report"}, "dicts": {"summary.json": {}}}
+    missing = tmp_path / "no-such-folder" / "forecasts.csv"  # the write that fails mid-way
+    # one TrackingError naming the store, saying the results are kept
+    with pytest.raises(TrackingError, match=f"MLflow at {uri} failed") as raised:
+        tracking.log_retrains(uri, experiment_name="x", parent=parent, runs=[_retrain("r-0", missing)],
+                              register_as="x-model", model_tags={}, code_path=str(tmp_path), requirements=[])
+    assert "the retrain results are still in the pipeline's artifacts" in str(raised.value)
+    client = mlflow_client(uri)
+    runs = client.search_runs([client.get_experiment_by_name("x").experiment_id])
+    by_kind = {r.data.tags["hpo.kind"]: r for r in runs}
+    # the parent and the retrain run it had opened both end FAILED: nothing is left RUNNING
+    assert sorted(by_kind) == ["retrain", "retrain-run"]
+    assert {r.info.status for r in runs} == {"FAILED"}
+    # the retrain run is the parent's child, and the parent got none of its end-of-run writes
+    assert by_kind["retrain-run"].data.tags["mlflow.parentRunId"] == by_kind["retrain"].info.run_id
+    assert "hpo.registered" not in by_kind["retrain"].data.tags
+
+
+# ------------------------------------------------------------------------------------------------ local studies
+def _runs(tmp_path, kind: str):
+    client = mlflow_client(f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("scripted").experiment_id])
+    return client, sorted((r for r in runs if r.data.tags.get("hpo.kind") == kind),
+                          key=lambda r: int(r.data.tags.get("hpo.trial_number", 0)))
+
+
+def test_study_is_a_parent_run_and_each_trial_a_nested_run(tmp_path):
+    opts = options(tmp_path, curves="1,3,5")
+    opts.tracking = True
+    study = engine.run(manifest(tmp_path), opts)
+    client, parents = _runs(tmp_path, "study")
+    _, children = _runs(tmp_path, "trial")
+    # one finished parent run with the summary, and a nested run per trial
+    assert len(parents) == 1 and len(children) == 3
+    assert parents[0].info.status == "FINISHED" and parents[0].data.metrics["trials_complete"] == 2
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    # state, parameters and the per-epoch curve; the early-stopped trial is KILLED after its 2 reports
+    assert [c.info.status for c in children] == ["FINISHED", "FINISHED", "KILLED"]
+    assert children[0].data.params["x"] == repr(study.trials[0].params["x"])
+    history = client.get_metric_history(children[1].info.run_id, "val_loss")
+    assert [(m.step, m.value) for m in history] == [(0, 3.0), (1, 3.0), (2, 3.0), (3, 3.0)]
+    assert len(client.get_metric_history(children[2].info.run_id, "val_loss")) == 2
+    opts.max_trials = 4
+    engine.run(manifest(tmp_path), opts)
+    # a resumed study keeps its parent run and adds the new trial under it
+    assert len(_runs(tmp_path, "study")[1]) == 1
+    assert len(_runs(tmp_path, "trial")[1]) == 4
+
+
+def test_failed_trial_run_keeps_its_output_tail(tmp_path):
+    opts = options(tmp_path, mode="crash")
+    opts.tracking = True
+    engine.run(manifest(tmp_path, maxTrialCount=1), opts)
+    client, (run,) = _runs(tmp_path, "trial")
+    # the failed trial's run is FAILED and carries the trial's output tail
+    assert run.info.status == "FAILED"
+    tail = client.download_artifacts(run.info.run_id, "output_tail.txt", str(tmp_path))
+    assert "simulated crash" in open(tail).read()
+
+
+def test_unreachable_tracking_server_is_one_clear_error_before_any_trial(tmp_path, monkeypatch):
+    opts = options(tmp_path)
+    opts.tracking, opts.tracking_uri = True, "http://127.0.0.1:9"  # discard port: nothing listens
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    # one ConfigError naming the URI, raised before any trial started
+    with pytest.raises(ConfigError, match="MLflow tracking at http://127.0.0.1:9 is not usable"):
+        engine.run(manifest(tmp_path), opts)
+    assert not (tmp_path / "state" / "local.scripted").exists()
