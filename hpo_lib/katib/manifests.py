@@ -44,6 +44,16 @@ def _settings(values: dict[str, str]) -> list[dict[str, str]]:
     return [{"name": k, "value": v} for k, v in values.items()]
 
 
+def _container_security() -> dict[str, Any]:
+    """The securityContext of every container we run: no privilege escalation, read-only root, no capabilities."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
 def _pod_security() -> dict[str, Any]:
     """The pod securityContext of every pod we run: the image's non-root user, the runtime's seccomp profile."""
     return {
@@ -87,12 +97,7 @@ def trial_job(family: str, params: tuple[space.Param, ...]) -> dict[str, Any]:
             "requests": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"},
             "limits": {"cpu": "4", "memory": "8Gi", "nvidia.com/gpu": "1"},
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": _container_security(),
         "volumeMounts": [
             {"name": "market-data", "mountPath": DATA_MOUNT, "readOnly": True},
             {"name": "scratch", "mountPath": "/tmp"},
@@ -264,12 +269,7 @@ def data_prep_job() -> dict[str, Any]:
                                 "requests": {"cpu": "250m", "memory": "512Mi"},
                                 "limits": {"cpu": "1", "memory": "1Gi"},
                             },
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "readOnlyRootFilesystem": True,
-                                "runAsNonRoot": True,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
+                            "securityContext": _container_security(),
                             "volumeMounts": [
                                 {"name": "market-data", "mountPath": DATA_MOUNT},
                                 {"name": "scratch", "mountPath": "/tmp"},
