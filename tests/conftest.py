@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import logging
 import socket
 import sys
 from pathlib import Path
@@ -120,6 +121,13 @@ def no_yahoo(monkeypatch):
 
     monkeypatch.setattr(yfinance, "download", refuse)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # tracking in tests stays in their tmp folders
+
+
+@pytest.fixture(autouse=True)
+def logging_enabled():
+    """The bench scripts' main() calls logging.disable(WARNING) for their own runs: never let it outlive a test."""
+    yield
+    logging.disable(logging.NOTSET)
 
 
 collect_ignore_glob = ["fixtures/*"]  # helper programs the tests run as processes, not test modules

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 from kubernetes.client import ApiException
 
@@ -65,9 +63,7 @@ def test_create_posts_to_katibs_crd():
     assert is_new is True and created["metadata"]["uid"] == "5f1c-server-set"
 
 
-def test_an_existing_experiment_is_reused_not_relaunched(caplog, monkeypatch):
-    # a library's logging.config call in an earlier test of the same process may have disabled existing loggers
-    monkeypatch.setattr(logging.getLogger(katib_client.__name__), "disabled", False)
+def test_an_existing_experiment_is_reused_not_relaunched(caplog):
     api = FakeApi(create=ApiException(status=409, reason="Conflict"), gets=[fixture("experiment-running.json")])
     existing, is_new = katib_client.create_experiment(api, manifests.experiment("lstm"))
     # 409 AlreadyExists: read the experiment that is there and carry on with it
