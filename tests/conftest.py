@@ -123,11 +123,29 @@ def no_yahoo(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # tracking in tests stays in their tmp folders
 
 
+def _drop_dead_handlers() -> None:
+    """Remove root handlers left by code run under an earlier test that write to a stream closed since (a capsys
+    capture): ``hpo``'s ``logging.basicConfig`` and KFP's local runner bind a handler to the sys.stderr/stdout of the
+    moment, and a later test's warnings would end in "--- Logging error ---" on its stderr."""
+    for handler in list(logging.root.handlers):
+        stream = getattr(handler, "stream", None)
+        if isinstance(handler, logging.StreamHandler) and getattr(stream, "closed", False):
+            logging.root.removeHandler(handler)
+
+
 @pytest.fixture(autouse=True)
 def logging_enabled():
-    """The bench scripts' main() calls logging.disable(WARNING) for their own runs: never let it outlive a test."""
+    """Each test starts and ends with sane global logging: the bench scripts' main() calls logging.disable(WARNING)
+    for their own runs, and handlers added by the code under test never outlive it."""
+    before, level = list(logging.root.handlers), logging.root.level
+    _drop_dead_handlers()
     yield
     logging.disable(logging.NOTSET)
+    for handler in list(logging.root.handlers):
+        if handler not in before and not type(handler).__module__.startswith("_pytest"):
+            logging.root.removeHandler(handler)
+    logging.root.setLevel(level)
+    _drop_dead_handlers()
 
 
 collect_ignore_glob = ["fixtures/*"]  # helper programs the tests run as processes, not test modules
