@@ -21,6 +21,11 @@ SCORES: dict[str, tuple[str, ...]] = {
 }
 VAL = "val_"  # a score of the model on the validation split
 BASELINE_VAL = "baseline_val_"  # the same score of the best naive baseline (chosen on validation)
+# with several replicas (walk-forward folds x seeds) the val_ scores are means over replicas, and two more describe
+# their spread: the sample standard deviation of the replicas' val_loss and the worst fold's mean val_loss
+VAL_SD = "val_loss_sd"
+VAL_WORST = "val_loss_worst_fold"
+ROBUST = (VAL_SD, VAL_WORST)
 EPOCH = ("epoch", "train_loss", "lr", "train_time_s")  # the loop's own fields of every epoch record
 STATIC = ("n_params", "model_size_mb")  # the model's size, the same on every line (the Pareto "size" axis)
 FINAL_PREFIX = "final"  # the last line: "<stamp> final best_epoch=... best_val_loss=..."
@@ -33,6 +38,8 @@ COLLECTED: dict[str, str] = {
     "val_rmse": "min",
     "val_mae": "min",
     "val_dir_acc": "max",
+    VAL_SD: "latest",
+    VAL_WORST: "min",
     "baseline_val_loss": "latest",
     "train_time_s": "latest",
     "model_size_mb": "latest",
@@ -42,7 +49,11 @@ LEADERBOARD = ("val_rmse", "val_dir_acc", "val_acc", "train_time_s", "model_size
 PARETO = ("train_time_s", "model_size_mb")  # traded off against the objective when picking winners (minimized)
 
 
-def epoch_metrics(target: str = "return") -> set[str]:
-    """Every metric name an epoch line carries for a target: the contract Katib manifests are checked against."""
+def epoch_metrics(target: str = "return", *, robust: bool = False) -> set[str]:
+    """Every metric name an epoch line carries for a target: the contract Katib manifests are checked against.
+
+    ``robust``: the trial trains several replicas (``--folds`` or ``--seeds`` above 1) and adds :data:`ROBUST`.
+    """
     scores = SCORES[target]
-    return {*EPOCH, *STATIC, *(VAL + k for k in scores), *(BASELINE_VAL + k for k in scores)}
+    names = {*EPOCH, *STATIC, *(VAL + k for k in scores), *(BASELINE_VAL + k for k in scores)}
+    return names | set(ROBUST) if robust else names

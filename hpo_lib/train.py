@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -17,10 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hpo_lib import models
 from hpo_lib.data import Dataset
 from hpo_lib.data.scoring import score
 from hpo_lib.errors import ConfigError, TrainingError
-from hpo_lib.metrics import VAL
+from hpo_lib.metrics import VAL, VAL_SD, VAL_WORST
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "step", "exponential")
@@ -54,7 +56,8 @@ class FitResult:
     stopped_early: bool
     train_time_s: float
     state_dict: dict[str, torch.Tensor]
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, float]] = field(default_factory=list)  # the reported (mean over replicas) records
+    replicas: list[ReplicaResult] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -149,6 +152,230 @@ def to_forecast(ds: Dataset, outputs: torch.Tensor) -> np.ndarray:
     return ds.target_scaler.inverse(out[:, 0])
 
 
+# ----------------------------------------------------------------------------------------------- replicas
+@dataclass(frozen=True)
+class Replica:
+    """One model of a trial: trained on one walk-forward fold's dataset with one seed."""
+
+    fold: int
+    seed: int
+    ds: Dataset
+
+
+@dataclass
+class ReplicaResult:
+    fold: int
+    seed: int
+    history: list[dict[str, float]]  # this replica's own epoch records
+    state_dict: dict[str, torch.Tensor]  # its weights at the trial's best (mean) epoch
+
+
+def _clip_per_replica(params: Sequence[torch.Tensor], max_norm: float) -> None:
+    """``clip_grad_norm_`` for each replica of stacked parameters: each replica's own total norm, its own scale."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads], dim=1)  # (R, params)
+    total = torch.linalg.vector_norm(norms, dim=1)
+    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
+
+
+def _per_replica_loss(cfg: TrainConfig, classification: bool) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """:func:`make_loss` on ``(R, batch, n_outputs)`` outputs: one mean per replica, shape ``(R,)``."""
+    make_loss(cfg, classification)  # the same checks and message
+    if cfg.loss == "mse":
+        return lambda out, y: ((out[..., 0] - y) ** 2).mean(-1)
+    if cfg.loss == "mae":
+        return lambda out, y: (out[..., 0] - y).abs().mean(-1)
+    if cfg.loss == "huber":
+        return lambda out, y: F.huber_loss(out[..., 0], y, delta=1.0, reduction="none").mean(-1)
+    if cfg.loss == "ce":
+        return lambda out, y: (
+            F.cross_entropy(out.flatten(0, 1), y.long().flatten(), reduction="none").view(y.shape).mean(-1)
+        )
+
+    alpha = torch.tensor([1 - cfg.focal_alpha, cfg.focal_alpha])
+
+    def focal(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        log_p = F.log_softmax(out, dim=-1).gather(-1, y.long()[..., None])[..., 0]
+        weight = alpha.to(out.device)[y.long()] * (1 - log_p.exp()) ** cfg.focal_gamma
+        return -(weight * log_p).mean(-1)
+
+    return focal
+
+
+class _Solo:
+    """One replica trained alone, as :func:`fit` always did; it keeps its own global-RNG stream (dropout) so that
+    replicas trained one after another in one process each see the stream they would see alone."""
+
+    def __init__(self, model: nn.Module, replica: Replica, cfg: TrainConfig, device: torch.device) -> None:
+        self.replicas, self.model, self.ds = [replica], model.to(device), replica.ds
+        self.criterion = make_loss(cfg, replica.ds.is_classification)
+        self.optimizer = make_optimizer(model, cfg)
+        self.cfg, self.device = cfg, device
+        self.x_train = torch.from_numpy(replica.ds.x["train"]).to(device)
+        self.y_train = torch.from_numpy(replica.ds.y_scaled["train"].astype(np.float32)).to(device)
+        self.x_val = torch.from_numpy(replica.ds.x["val"]).to(device)
+        self.generator = torch.Generator().manual_seed(replica.seed)
+        seed_everything(replica.seed)  # the loop's dropout starts from the seed whatever the model's init drew
+        self.rng = self._rng_state()
+
+    def _rng_state(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return torch.get_rng_state(), cuda
+
+    def epoch(self, lr: float, autocast: Any) -> list[tuple[float, dict[str, float]]]:
+        torch.set_rng_state(self.rng[0])
+        if self.rng[1] is not None:
+            torch.cuda.set_rng_state(self.rng[1], self.device)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        n, model = len(self.x_train), self.model
+        model.train()
+        order = torch.randperm(n, generator=self.generator).to(self.device)
+        total = torch.zeros((), device=self.device)
+        for i in range(0, n, self.cfg.batch_size):
+            idx = order[i : i + self.cfg.batch_size]
+            with autocast:
+                out = model(self.x_train[idx])
+            loss = self.criterion(out.float(), self.y_train[idx])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+            self.optimizer.step()
+            total += loss.detach() * len(idx)
+        train_loss = (total / n).item()  # host sync: once per epoch
+        self.rng = self._rng_state()
+        if not math.isfinite(train_loss):
+            return [(train_loss, {})]
+        with autocast:
+            val_out = predict(model, self.x_val)
+        return [(train_loss, score(self.ds, "val", to_forecast(self.ds, val_out)))]
+
+    def states(self) -> list[dict[str, torch.Tensor]]:
+        return [{k: v.detach().clone() for k, v in self.model.state_dict().items()}]
+
+
+class _Packed:
+    """Replicas of one packable family and equal training length, trained as one packed model (:func:`models.pack`):
+    one forward/backward per step for all of them. Each keeps its own seed for initialisation (built by the caller),
+    dropout and batch order, its own optimizer state (the optimizers are elementwise, so one optimizer over stacked
+    parameters is one per replica), the shared learning-rate schedule, and its own gradient clipping."""
+
+    def __init__(self, packed: nn.Module, replicas: list[Replica], cfg: TrainConfig, device: torch.device) -> None:
+        self.replicas, self.model, self.cfg, self.device = replicas, packed.to(device), cfg, device
+        self.criterion = _per_replica_loss(cfg, replicas[0].ds.is_classification)
+        self.optimizer = make_optimizer(packed, cfg)
+        self.x_train = torch.stack([torch.from_numpy(r.ds.x["train"]) for r in replicas]).to(device)
+        y = [torch.from_numpy(r.ds.y_scaled["train"].astype(np.float32)) for r in replicas]
+        self.y_train = torch.stack(y).to(device)
+        self.x_val = torch.stack([torch.from_numpy(r.ds.x["val"]) for r in replicas]).to(device)
+        self.orders = [torch.Generator().manual_seed(r.seed) for r in replicas]
+        self.dropout = [torch.Generator(device).manual_seed(r.seed) for r in replicas]
+
+    def epoch(self, lr: float, autocast: Any) -> list[tuple[float, dict[str, float]]]:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        n, model = self.x_train.shape[1], self.model
+        model.train()
+        orders = torch.stack([torch.randperm(n, generator=g) for g in self.orders]).to(self.device)
+        rows = torch.arange(len(self.replicas), device=self.device)[:, None]
+        total = torch.zeros(len(self.replicas), device=self.device)
+        params = list(model.parameters())
+        for i in range(0, n, self.cfg.batch_size):
+            idx = orders[:, i : i + self.cfg.batch_size]
+            with autocast:
+                out = model(self.x_train[rows, idx], self.dropout)
+            loss = self.criterion(out.float(), self.y_train[rows, idx])  # (R,)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.sum().backward()  # replicas share no parameter: each gradient is that replica's own
+            if self.cfg.grad_clip > 0:
+                _clip_per_replica(params, self.cfg.grad_clip)
+            self.optimizer.step()
+            total += loss.detach() * idx.shape[1]
+        train_losses = (total / n).tolist()  # host sync: once per epoch
+        model.eval()
+        with torch.no_grad(), autocast:
+            val_out = torch.cat(
+                [model(self.x_val[:, j : j + 4096]).float() for j in range(0, self.x_val.shape[1], 4096)], 1
+            )
+        return [
+            (loss, score(r.ds, "val", to_forecast(r.ds, val_out[k])) if math.isfinite(loss) else {})
+            for k, (r, loss) in enumerate(zip(self.replicas, train_losses))
+        ]
+
+    def states(self) -> list[dict[str, torch.Tensor]]:
+        return self.model.unpack()  # type: ignore[operator]  # models.PackedMLP
+
+
+PACK = ("auto", "on", "off")
+
+
+def plan(trained: Sequence[nn.Module], replicas: Sequence[Replica], pack: str = "auto") -> list[list[int]]:
+    """Which replicas train together: groups of equal training length whose family packs (:func:`models.pack`),
+    unless ``pack="off"``; every other replica trains alone. ``auto`` packs wherever a packed form exists (the MLP:
+    measured faster than one after another on CPU, see ``bench/packing.py``); ``on`` insists and refuses a family
+    that has no packed form."""
+    if pack not in PACK:
+        raise ConfigError(f"pack must be one of {', '.join(PACK)}, got {pack!r}", settings=("pack",))
+    packable = models.packs(trained[0])
+    if pack == "on" and not packable and len(replicas) > 1:
+        raise ConfigError(
+            f"{type(trained[0]).__name__} has no packed form (only the MLP packs); use pack=auto to train its "
+            "replicas one after another in this process",
+            settings=("pack",),
+        )
+    if pack == "off" or not packable:
+        return [[i] for i in range(len(replicas))]
+    groups: dict[int, list[int]] = {}
+    for i, r in enumerate(replicas):
+        groups.setdefault(len(r.ds.split.train), []).append(i)
+    return list(groups.values())
+
+
+def estimate_memory(trained: Sequence[nn.Module], replicas: Sequence[Replica], cfg: TrainConfig) -> int:
+    """Bytes a trial's replicas need on their device, a deliberate overestimate: per replica its parameters four
+    times over (weights, gradients, two optimizer moments; eight while a best state is kept), its training and
+    validation windows, and activations of one batch at 16 floats per input value and hidden unit."""
+    total = 0
+    for model, r in zip(trained, replicas):
+        n_params = sum(p.numel() for p in model.parameters())
+        widest = max((p.shape[0] for p in model.parameters() if p.dim() > 1), default=1)
+        x = r.ds.x["train"]
+        windows = 4 * (x.size + r.ds.x["val"].size)
+        activations = 4 * 16 * cfg.batch_size * x.shape[1] * (x.shape[2] + widest)
+        total += 4 * 8 * n_params + windows + activations
+    return total
+
+
+def available_memory(device: torch.device) -> int:
+    """Free bytes on the device: CUDA's free memory, or the host's MemAvailable."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def aggregate(results: Sequence[tuple[float, dict[str, float]]], replicas: Sequence[Replica]) -> dict[str, float]:
+    """One epoch record from every replica's: means over replicas, and with several replicas ``val_loss_sd`` (sample
+    standard deviation) and ``val_loss_worst_fold`` (the worst fold's mean over its seeds). One replica's record is
+    its own values, unchanged."""
+    record = {"train_loss": float(np.mean([loss for loss, _ in results]))}
+    for key in results[0][1]:
+        record[VAL + key] = float(np.mean([val[key] for _, val in results]))
+    if len(results) > 1:
+        losses = np.array([val["loss"] for _, val in results])
+        folds = np.array([r.fold for r in replicas])
+        record[VAL_SD] = float(losses.std(ddof=1))
+        record[VAL_WORST] = float(max(losses[folds == k].mean() for k in np.unique(folds)))
+    return record
+
+
 # ----------------------------------------------------------------------------------------------- the loop
 def fit(
     model: nn.Module, ds: Dataset, cfg: TrainConfig, reporter: Callable[[dict[str, float]], Any] = lambda record: None
@@ -158,78 +385,94 @@ def fit(
     ``reporter`` receives one record per epoch: ``epoch`` (1-based), ``train_loss``, ``val_*`` metrics from
     :func:`score`, ``lr`` and cumulative ``train_time_s``. Raises TrainingError if the training loss is not finite.
     """
-    seed_everything(cfg.seed)  # the loop's shuffling and dropout start from the seed whatever the model's init drew
+    result = fit_replicas([model], [Replica(fold=0, seed=cfg.seed, ds=ds)], cfg, reporter)
+    model.load_state_dict(result.state_dict)
+    return result
+
+
+def fit_replicas(
+    trained: Sequence[nn.Module],
+    replicas: Sequence[Replica],
+    cfg: TrainConfig,
+    reporter: Callable[[dict[str, float]], Any] = lambda record: None,
+    *,
+    pack: str = "auto",
+    primary: int = -1,
+) -> FitResult:
+    """Train every replica (a model per fold and seed, each built by the caller under its own seed) epoch by epoch.
+
+    Per epoch, every replica trains once over its own fold's shuffled training windows and is scored on its fold's
+    validation block; ``reporter`` gets one record: the means over replicas (:func:`aggregate`), ``lr`` and the
+    cumulative ``train_time_s``. Early stopping (``patience``) and the best epoch follow the mean validation loss;
+    every replica's weights at that epoch are kept (``FitResult.replicas``), and ``FitResult.state_dict`` is replica
+    ``primary``'s. Replicas pack where :func:`plan` says so; the numbers are those of each replica trained alone.
+    Raises TrainingError if a loss is not finite, ConfigError if the replicas would not fit in the device's memory.
+    """
     device = select_device(cfg.device)
-    model.to(device)
-    criterion = make_loss(cfg, ds.is_classification)
-    optimizer = make_optimizer(model, cfg)
+    need, free = estimate_memory(trained, replicas, cfg), available_memory(device)
+    if need > 0.9 * free:
+        raise ConfigError(
+            f"{len(replicas)} replicas need an estimated {need / 2**30:.1f} GiB on {device.type} and "
+            f"{free / 2**30:.1f} GiB is free; use fewer folds or seeds, a smaller model or batch",
+            settings=("folds", "seeds"),
+        )
+    units: list[_Solo | _Packed] = []
+    order: list[int] = []
+    for group in plan(trained, replicas, pack):
+        rs = [replicas[i] for i in group]
+        if len(group) == 1:
+            units.append(_Solo(trained[group[0]], rs[0], replace(cfg, seed=rs[0].seed), device))
+        else:
+            packed = models.pack([trained[i] for i in group])
+            assert packed is not None  # plan() groups only packable replicas
+            units.append(_Packed(packed, rs, cfg, device))
+        order += group
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-
-    # tensors move to the device once; batches are index slices, never a DataLoader
-    x_train = torch.from_numpy(ds.x["train"]).to(device)
-    y_train = torch.from_numpy(ds.y_scaled["train"].astype(np.float32)).to(device)
-    x_val = torch.from_numpy(ds.x["val"]).to(device)
-    n = len(x_train)
-    generator = torch.Generator().manual_seed(cfg.seed)
-
+    per_replica: list[list[dict[str, float]]] = [[] for _ in replicas]
     best = FitResult(
         best_epoch=0, best_val_loss=math.inf, epochs_run=0, stopped_early=False, train_time_s=0.0, state_dict={}
     )
+    states: list[dict[str, torch.Tensor]] = []
     started = time.perf_counter()
-    model.train()
     for epoch in range(cfg.epochs):
-        # phase 1: schedule
         lr = lr_at(epoch, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        # phase 2: one pass over the shuffled training windows (shuffling stays inside the train split)
-        order = torch.randperm(n, generator=generator).to(device)
-        total = torch.zeros((), device=device)
-        for i in range(0, n, cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            with autocast:
-                out = model(x_train[idx])
-            loss = criterion(out.float(), y_train[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            total += loss.detach() * len(idx)
-        train_loss = (total / n).item()  # host sync: once per epoch
-        if not math.isfinite(train_loss):
+        outcome: dict[int, tuple[float, dict[str, float]]] = {}
+        for i, res in zip(order, (res for unit in units for res in unit.epoch(lr, autocast))):
+            outcome[i] = res
+        results = [outcome[i] for i in range(len(replicas))]
+        bad = [(i, loss) for i, (loss, val) in enumerate(results) if not math.isfinite(loss)]
+        if bad:
+            i, loss = bad[0]
+            where = f" (fold {replicas[i].fold + 1}, seed {replicas[i].seed})" if len(replicas) > 1 else ""
             raise TrainingError(
-                f"training loss became {train_loss} at epoch {epoch + 1} with learning rate "
+                f"training loss became {loss} at epoch {epoch + 1}{where} with learning rate "
                 f"{cfg.lr:g}; lower the learning rate or enable gradient clipping",
                 settings=("lr", "grad_clip"),
             )
-        # phase 3: evaluate on validation
-        with autocast:
-            val_out = predict(model, x_val)
-        val = score(ds, "val", to_forecast(ds, val_out))
-        if not math.isfinite(val["loss"]):
+        record = {"epoch": epoch + 1, **aggregate(results, replicas), "lr": lr}
+        if not math.isfinite(record[VAL + "loss"]):
             raise TrainingError(
-                f"validation loss became {val['loss']} at epoch {epoch + 1} with learning rate "
+                f"validation loss became {record[VAL + 'loss']} at epoch {epoch + 1} with learning rate "
                 f"{cfg.lr:g}; lower the learning rate",
                 settings=("lr",),
             )
         elapsed = time.perf_counter() - started
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": train_loss,
-            **{VAL + k: v for k, v in val.items()},
-            "lr": lr,
-            "train_time_s": elapsed,
-        }
+        record["train_time_s"] = elapsed
         best.history.append(record)
-        # phase 4: keep the best weights, report, early-stop
-        if val["loss"] < best.best_val_loss:
-            best.best_val_loss, best.best_epoch = val["loss"], epoch + 1
-            best.state_dict = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        for i, (loss, val) in enumerate(results):
+            per_replica[i].append({"epoch": epoch + 1, "train_loss": loss, **{VAL + k: v for k, v in val.items()}})
+        if record[VAL + "loss"] < best.best_val_loss:
+            best.best_val_loss, best.best_epoch = record[VAL + "loss"], epoch + 1
+            unpacked = [s for unit in units for s in unit.states()]
+            states = [unpacked[order.index(i)] for i in range(len(replicas))]
         best.epochs_run, best.train_time_s = epoch + 1, elapsed
         reporter(record)
         if epoch + 1 - best.best_epoch >= cfg.patience:
             best.stopped_early = True
             break
-    model.load_state_dict(best.state_dict)
+    best.state_dict = states[primary]
+    best.replicas = [
+        ReplicaResult(fold=r.fold, seed=r.seed, history=h, state_dict=st)
+        for r, h, st in zip(replicas, per_replica, states)
+    ]
     return best

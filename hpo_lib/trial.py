@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from hpo_lib import data, metrics, models, train
-from hpo_lib.data import TARGETS, baselines, scoring
+from hpo_lib.data import FOLD_TRAIN, TARGETS, baselines, scoring
 from hpo_lib.errors import ConfigError, DataError, run_main
 from hpo_lib.katib import contract
 
@@ -56,6 +56,24 @@ class TrialArgs:
     val_frac: float = _flag(0.15, "fraction of rows for validation", gt=0, lt=1)
     test_frac: float = _flag(0.15, "fraction of rows held out for the final test", gt=0, lt=1)
     cache_dir: str = _flag("", "yahoo Parquet cache folder (default $HPO_CACHE_DIR or ~/.cache/katib-hpo)")
+    # robust objective: walk-forward folds x seeds, one model each, reported as their mean
+    folds: int = _flag(
+        1, "walk-forward folds of the tuning period (the last validates on the usual split)", min=1, max=64
+    )
+    seeds: int = _flag(
+        1, "seeds per fold: --seed, --seed+1, ...; val_loss is the mean over folds x seeds", min=1, max=256
+    )
+    fold_train: str = _flag(
+        "expanding",
+        "each fold trains from the first row (expanding) or on a fixed length (rolling)",
+        choices=FOLD_TRAIN,
+    )
+    embargo: int = _flag(0, "rows left between one fold's validation block and the next one's", min=0, max=100_000)
+    pack: str = _flag(
+        "auto",
+        "train the replicas as one packed model where the family packs (auto, on) or one by one (off)",
+        choices=train.PACK,
+    )
     # model
     model: str = _flag("lstm", "model family", choices=tuple(models.MODELS))
     hidden_size: int = _flag(64, "recurrent hidden size (lstm, gru) or first layer width (mlp)", min=1, max=4096)
@@ -206,6 +224,41 @@ def load_dataset(args: TrialArgs, *, prices: data.Prices | None = None, refit: b
     )
 
 
+def load_datasets(args: TrialArgs, *, prices: data.Prices | None = None) -> list[data.Dataset]:
+    """One dataset per walk-forward fold (:func:`hpo_lib.data.prepare_folds`), oldest first; the last is
+    :func:`load_dataset`'s. A volatility fold must hold a GARCH fit's training returns."""
+    if prices is None:
+        prices = data.load_prices(args.data, cache_dir=args.cache_dir or None)
+    return data.prepare_folds(
+        prices,
+        folds=args.folds,
+        embargo=args.embargo,
+        fold_train=args.fold_train,
+        min_train_rows=baselines.GARCH_MIN_OBS if args.target == "volatility" else 0,
+        target=args.target,
+        horizon=args.horizon,
+        window=args.seq_len,
+        split_window=args.split_window,
+        val_frac=args.val_frac,
+        test_frac=args.test_frac,
+    )
+
+
+def build_replicas(
+    args: TrialArgs, datasets: Sequence[data.Dataset]
+) -> tuple[list[train.Replica], list[torch.nn.Module]]:
+    """Fold-major replicas (fold k, seed ``args.seed + s``) and their models, each initialised under its own seed as a
+    lone trial with that seed would be."""
+    replicas = [
+        train.Replica(fold=k, seed=args.seed + s, ds=ds) for k, ds in enumerate(datasets) for s in range(args.seeds)
+    ]
+    built = []
+    for r in replicas:
+        train.seed_everything(r.seed)
+        built.append(build_model(args, r.ds))
+    return replicas, built
+
+
 def n_outputs(ds: data.Dataset) -> int:
     """Two logits for the direction target, one value for the others."""
     return 2 if ds.is_classification else 1
@@ -230,24 +283,41 @@ def split_x(ds: data.Dataset, model: torch.nn.Module, part: str) -> torch.Tensor
 
 
 def run(args: TrialArgs, *, out=None, err=None) -> dict[str, Any]:
-    """Run one trial; returns the final metrics record (also written to ``metrics.json``)."""
+    """Run one trial; returns the final metrics record (also written to ``metrics.json``).
+
+    With ``--folds``/``--seeds`` above 1 the trial trains one replica per fold and seed and reports their mean;
+    the saved model and the test and Diebold-Mariano figures are the last fold's first seed (the usual split).
+    """
     out, err = out or sys.stdout, err or sys.stderr
     cfg = setup(args)
-    ds = load_dataset(args)
+    datasets = load_datasets(args)
     parts = ("val", "test") if args.eval_test else ("val",)
-    results = baselines.evaluate(ds, parts)
+    fold_results = [baselines.evaluate(ds, parts) for ds in datasets]
+    warned = set()
+    for k, res in enumerate(fold_results):
+        for name, reason in res.skipped.items():
+            if (name, reason) not in warned:
+                where = f" (fold {k + 1})" if args.folds > 1 else ""
+                print(f"hpo: warning: baseline {name} skipped{where}: {reason}", file=err, flush=True)
+                warned.add((name, reason))
+    ds, results = datasets[-1], fold_results[-1]
     base, best_base = results.report, results.best
-    for name, reason in results.skipped.items():
-        print(f"hpo: warning: baseline {name} skipped: {reason}", file=err, flush=True)
+    # the bar: each fold's best naive baseline (chosen on that fold's validation block), averaged over folds
+    bar_val = {
+        key: float(np.mean([r.report[r.best]["val"][key] for r in fold_results])) for key in base[best_base]["val"]
+    }
 
-    model = build_model(args, ds)
+    replicas, built = build_replicas(args, datasets)
+    primary = (args.folds - 1) * args.seeds  # the last fold's first seed: the usual split and --seed
+    model = built[primary]
     static = {"n_params": models.count_params(model), "model_size_mb": models.model_size_mb(model)}
-    static.update({metrics.BASELINE_VAL + k: v for k, v in base[best_base]["val"].items()})
+    static.update({metrics.BASELINE_VAL + k: v for k, v in bar_val.items()})
 
     def report(record: dict[str, float]) -> None:
         print(contract.format_metrics_line({**record, **static}), file=out, flush=True)
 
-    result = train.fit(model, ds, cfg, reporter=report)
+    result = train.fit_replicas(built, replicas, cfg, reporter=report, pack=args.pack, primary=primary)
+    model.load_state_dict(result.state_dict)
 
     final: dict[str, Any] = {
         "model": args.model,
@@ -272,6 +342,8 @@ def run(args: TrialArgs, *, out=None, err=None) -> dict[str, Any]:
         "device": str(train.select_device(cfg.device)),
         "params": asdict(args),
     }
+    if len(replicas) > 1:
+        final["robust"] = robust_summary(args, datasets, fold_results, result, bar_val)
     forecasts = {
         part: train.to_forecast(ds, train.predict(model, split_x(ds, model, part)))
         for part in parts
@@ -283,22 +355,43 @@ def run(args: TrialArgs, *, out=None, err=None) -> dict[str, Any]:
         final["dm"] = {
             part: dm_against_baseline(ds, part, forecasts[part], results.forecasts[best_base][part]) for part in parts
         }
-    summary = dict(
-        zip(
-            metrics.FINAL,
-            (
-                result.best_epoch,
-                final["val"]["loss"],
-                base[best_base]["val"]["loss"],
-                result.epochs_run,
-                result.train_time_s,
-            ),
-        )
-    )
+    values = (result.best_epoch, final["val"]["loss"], bar_val["loss"], result.epochs_run, result.train_time_s)
+    summary: dict[str, Any] = dict(zip(metrics.FINAL, values))
+    if len(replicas) > 1:  # each replica's validation loss at the best (mean) epoch
+        for r in result.replicas:
+            summary[f"val_loss_fold{r.fold + 1}_seed{r.seed}"] = r.history[result.best_epoch - 1][metrics.OBJECTIVE]
     print(contract.format_metrics_line(summary, prefix=metrics.FINAL_PREFIX), file=out, flush=True)
     print(comparison(final), file=err, flush=True)
     write_outputs(Path(args.output_dir or _default_output_dir(args)), final, model, args)
     return final
+
+
+def robust_summary(
+    args: TrialArgs,
+    datasets: Sequence[data.Dataset],
+    fold_results: Sequence[baselines.BaselineResults],
+    result: train.FitResult,
+    bar_val: dict[str, float],
+) -> dict[str, Any]:
+    """``metrics.json``'s record of a several-replica trial: the folds, their bars and every replica's curve."""
+    return {
+        "folds": args.folds,
+        "seeds": args.seeds,
+        "fold_train": args.fold_train,
+        "embargo": args.embargo,
+        "baseline_val": bar_val,
+        "fold_splits": [
+            {
+                "fold": k + 1,
+                "train": [str(ds.dates["train"][0].date()), str(ds.dates["train"][-1].date()), len(ds.dates["train"])],
+                "val": [str(ds.dates["val"][0].date()), str(ds.dates["val"][-1].date()), len(ds.dates["val"])],
+                "best_baseline": res.best,
+                "baseline_val_loss": res.report[res.best]["val"]["loss"],
+            }
+            for k, (ds, res) in enumerate(zip(datasets, fold_results))
+        ],
+        "replicas": [{"fold": r.fold + 1, "seed": r.seed, "history": r.history} for r in result.replicas],
+    }
 
 
 def dm_against_baseline(
@@ -326,11 +419,14 @@ def comparison(final: dict[str, Any]) -> str:
     """
     name = final["best_baseline"]
     ranking = scoring.ranking_metric(final["val"])
+    robust = final.get("robust")
     chunks = []
     for part in ("val", "test"):
         if part not in final:
             continue
         mine, theirs = final[part], final["baselines"][name][part]
+        if part == "val" and robust:  # means over folds x seeds against the mean of each fold's best baseline
+            theirs = robust["baseline_val"]
         shown = [f"loss {mine['loss']:.4f} vs {theirs['loss']:.4f} ({_pct(mine['loss'], theirs['loss'])})"]
         if ranking == "qlike":
             dm = final.get("dm", {}).get(part, {})
@@ -344,8 +440,15 @@ def comparison(final: dict[str, Any]) -> str:
             if metric in mine:
                 shown.append(f"{metric} {mine[metric]:.1%} vs {theirs[metric]:.1%}")
         chunks.append(f"{'validation' if part == 'val' else 'test'}: " + ", ".join(shown))
-    verdict = "beats" if final["val"][ranking] < final["baselines"][name]["val"][ranking] else "does not beat"
+    bar = robust["baseline_val"] if robust else final["baselines"][name]["val"]
+    verdict = "beats" if final["val"][ranking] < bar[ranking] else "does not beat"
     kind, measure = ("volatility", "QLIKE") if ranking == "qlike" else ("naive", "loss")
+    if robust:
+        where = f"{robust['folds']} folds x {robust['seeds']} seeds, mean"
+        return (
+            f"{final['model']} {verdict} each fold's best {kind} baseline on validation {measure} ({where}); "
+            + "; ".join(chunks)
+        )
     return f"{final['model']} {verdict} the best {kind} baseline ({name}) on validation {measure}; " + "; ".join(chunks)
 
 

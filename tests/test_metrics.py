@@ -70,9 +70,12 @@ def test_a_real_final_line_carries_exactly_the_final_metrics(trial_output):
 
 # ----------------------------------------------------------------------------------------------- manifests
 def test_the_objective_and_the_collected_metrics_are_printed_every_epoch():
-    # the shipped Experiments train on the return target: its epoch line prints what they minimize and collect
+    # the shipped Experiments train on the return target with several replicas (--folds, --seeds): its epoch line
+    # prints what they minimize and collect
     assert metrics.OBJECTIVE in metrics.epoch_metrics("return")
-    assert set(metrics.COLLECTED) <= metrics.epoch_metrics("return")
+    assert set(metrics.COLLECTED) <= metrics.epoch_metrics("return", robust=True)
+    # ... and the spread metrics only exist with several replicas
+    assert not set(metrics.ROBUST) & metrics.epoch_metrics("return")
     # the objective's naive bar is printed too, and the objective is not collected twice
     assert metrics.BASELINE_OBJECTIVE in metrics.epoch_metrics("return") and metrics.OBJECTIVE not in metrics.COLLECTED
 

@@ -9,6 +9,7 @@ The names of :mod:`.sources` and :mod:`.dataset` are re-exported here (``data.lo
 """
 
 from hpo_lib.data.dataset import (
+    FOLD_TRAIN,
     TARGETS,
     Dataset,
     Scaler,
@@ -18,10 +19,12 @@ from hpo_lib.data.dataset import (
     make_target,
     make_windows,
     prepare,
+    prepare_folds,
     purge_gap,
     refit_split,
     trailing_return,
     variance_proxy,
+    walk_forward,
 )
 from hpo_lib.data.sources import (
     FIELDS,
@@ -40,6 +43,7 @@ from hpo_lib.data.sources import (
 
 __all__ = [
     "FIELDS",
+    "FOLD_TRAIN",
     "SAMPLES",
     "TARGETS",
     "DataSpec",
@@ -57,6 +61,7 @@ __all__ = [
     "make_windows",
     "parse_spec",
     "prepare",
+    "prepare_folds",
     "purge_gap",
     "refit_split",
     "split_yahoo_frame",
@@ -64,4 +69,5 @@ __all__ = [
     "trailing_return",
     "validate_prices",
     "variance_proxy",
+    "walk_forward",
 ]

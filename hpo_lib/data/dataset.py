@@ -176,6 +176,81 @@ def refit_split(split: Split, *, window: int, horizon: int) -> Split:
     return Split(train=train, val=split.val, test=split.test, train_rows=(start, stop), gap=split.gap)
 
 
+FOLD_TRAIN = ("expanding", "rolling")
+
+
+def walk_forward(
+    split: Split,
+    *,
+    folds: int,
+    window: int,
+    horizon: int,
+    embargo: int = 0,
+    fold_train: str = "expanding",
+    min_samples: int = 30,
+    min_train_rows: int = 0,
+) -> list[Split]:
+    """``folds`` rolling-origin (walk-forward) splits of the tuning period, oldest first; the last one is ``split``.
+
+    Every fold validates on a block of the same length as ``split``'s validation block (the last fold on that very
+    block) (equal-length blocks: every
+    fold scores the same number of days, so replicas of one trial stack). Fold ``k``'s block ends ``embargo`` rows
+    before fold ``k + 1``'s starts, and fold ``k`` trains on the rows before its block less the purge gap:
+    ``expanding`` from the first row, ``rolling`` over a fixed length (the first fold's, so every fold trains on
+    as many rows; the last fold is then ``split`` with its training cut to that length). The test split is
+    ``split``'s, untouched, behind its own purge gap.
+
+    ``min_train_rows`` is the training rows a fold needs beyond its windows (the fitted baselines' needs).
+
+    >>> s = chronological_split(60, window=3, horizon=1, val_frac=0.2, test_frac=0.2, min_samples=1)
+    >>> f = walk_forward(s, folds=2, window=3, horizon=1, min_samples=1)
+    >>> [(x.train_rows, x.val[[0, -1]].tolist()) for x in f]
+    [((0, 22), [28, 34]), ((0, 32), [38, 44])]
+    >>> f[-1] is s
+    True
+    """
+    if folds < 1:
+        raise DataError(f"folds must be at least 1, got {folds}", settings=("folds",))
+    if embargo < 0:
+        raise DataError(f"embargo must be 0 or more rows, got {embargo}", settings=("embargo",))
+    if fold_train not in FOLD_TRAIN:
+        raise DataError(f"fold_train must be one of {', '.join(FOLD_TRAIN)}, got {fold_train!r}")
+    if folds == 1:
+        return [split]
+    gap = split.gap
+    last_start = split.train_rows[1] + gap  # the first row of the last fold's validation block
+    block = int(split.val[-1]) + horizon + 1 - last_start  # rows of one validation block
+    starts = [last_start - (folds - 1 - k) * (block + embargo) for k in range(folds)]
+    first_train = starts[0] - gap  # training rows of the first (shortest) fold
+    needed = max(window + horizon - 1 + min_samples, min_train_rows)
+    if first_train < needed:
+        n_rows = split.test[-1] + horizon + 1
+        raise DataError(
+            f"too many folds for the data: {folds} folds of {block} validation rows (embargo {embargo}, purge gap "
+            f"{gap}) leave the first fold {max(first_train, 0)} training rows, and it needs {needed} "
+            f"(window {window} + horizon {horizon} - 1 + {min_samples} samples"
+            + (f", {min_train_rows} for the fitted baselines" if min_train_rows > needed - min_samples else "")
+            + f"); the tuning period has {last_start + block} of the series' {n_rows} rows: use fewer folds",
+            settings=("folds",),
+        )
+    out = []
+    for start in starts:
+        stop = start - gap
+        train_start = 0 if fold_train == "expanding" else stop - first_train
+        out.append(
+            Split(
+                train=np.arange(train_start + window - 1, stop - horizon, dtype=np.int64),
+                val=np.arange(start + window - 1, start + block - horizon, dtype=np.int64),
+                test=split.test,
+                train_rows=(train_start, stop),
+                gap=gap,
+            )
+        )
+    if fold_train == "expanding":
+        out[-1] = split  # the very same object: --folds=1 and the last expanding fold are one split
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- transforms
 @dataclass(frozen=True)
 class Scaler:
@@ -245,12 +320,15 @@ def prepare(
     val_frac: float = 0.15,
     test_frac: float = 0.15,
     refit: bool = False,
+    split: Split | None = None,
 ) -> Dataset:
     """Features, target, split, train-only scaling and windows in one call.
 
     ``window`` is this model's sequence length; ``split_window`` (default: ``window``) fixes the split and purge gap
     so that every trial up to that length sees identical splits. ``refit`` trains on train + validation for a final
-    retrain (:func:`refit_split`): scalers are fit on those rows, the test split stays where it was.
+    retrain (:func:`refit_split`): scalers are fit on those rows, the test split stays where it was. ``split`` replaces
+    the chronological split (a fold of :func:`walk_forward`, a rolling test origin); scalers are fit on its
+    ``train_rows`` as always.
     """
     split_window = split_window or window
     if window > split_window:
@@ -260,9 +338,10 @@ def prepare(
         )
     features, returns = build_features(prices)
     y_all, ref_all = make_target(returns.to_numpy(), target, horizon)
-    split = chronological_split(
-        len(features), window=split_window, horizon=horizon, val_frac=val_frac, test_frac=test_frac
-    )
+    if split is None:
+        split = chronological_split(
+            len(features), window=split_window, horizon=horizon, val_frac=val_frac, test_frac=test_frac
+        )
     if refit:
         split = refit_split(split, window=split_window, horizon=horizon)
     values = features.to_numpy(dtype=np.float64)
@@ -293,3 +372,29 @@ def prepare(
         target_scaler=target_scaler,
         returns=returns.to_numpy(dtype=np.float64),
     )
+
+
+def prepare_folds(
+    prices: Prices,
+    *,
+    folds: int,
+    embargo: int = 0,
+    fold_train: str = "expanding",
+    min_train_rows: int = 0,
+    **kwargs,
+) -> list[Dataset]:
+    """One :class:`Dataset` per :func:`walk_forward` fold, each scaled on its own training rows; the last one is
+    exactly ``prepare(prices, **kwargs)`` (``kwargs``: :func:`prepare`'s, less ``refit`` and ``split``)."""
+    last = prepare(prices, **kwargs)
+    if folds == 1:
+        return [last]  # whatever fold_train says: one fold is the plain split
+    splits = walk_forward(
+        last.split,
+        folds=folds,
+        window=kwargs.get("split_window") or last.window,
+        horizon=last.horizon,
+        embargo=embargo,
+        fold_train=fold_train,
+        min_train_rows=min_train_rows,
+    )
+    return [last if s is last.split else prepare(prices, **kwargs, split=s) for s in splits]

@@ -35,6 +35,9 @@ UID = 10001  # the trial image's non-root user
 DATA_PREP_LABELS = {"app.kubernetes.io/name": "market-data-prep"}
 
 EPOCHS = 60
+# the robust objective: every trial is scored on 4 walk-forward folds x 2 seeds (the setting bench/packing.py's
+# selection-reliability table compares with one fold and one seed); fixed arguments, never searched
+FOLDS, SEEDS = 4, 2
 BUDGET = {"parallelTrialCount": 2, "maxTrialCount": 40, "maxFailedTrialCount": 8}
 TPE_SETTINGS = {"n_startup_trials": "10", "n_ei_candidates": "24", "random_state": "42"}
 MEDIANSTOP_SETTINGS = {"min_trials_required": "5", "start_step": "5"}
@@ -75,6 +78,8 @@ def trial_command(family: str, params: tuple[space.Param, ...]) -> tuple[list[st
         "--target=return",
         "--horizon=1",
         f"--epochs={EPOCHS}",
+        f"--folds={FOLDS}",
+        f"--seeds={SEEDS}",
         "--output-dir=/tmp/outputs",
     ]
     return ["hpo", "trial"], fixed + space.trial_flags(params)

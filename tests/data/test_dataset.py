@@ -151,3 +151,69 @@ def test_constant_prices_do_not_produce_nan_features():
     features, _ = data.build_features(prices)
     # a price that never moves has zero returns and zero volatility, not 0/0
     assert not features.isna().any().any()
+
+
+# ----------------------------------------------------------------------------------------------- walk-forward folds
+def _footprint(positions: np.ndarray, window: int, horizon: int) -> tuple[int, int]:
+    """The [first, last] rows a split's samples read: input windows and label horizons."""
+    return int(positions[0]) - window + 1, int(positions[-1]) + horizon
+
+
+@pytest.mark.parametrize("fold_train", data.FOLD_TRAIN)
+@pytest.mark.parametrize("window, horizon, embargo", [(10, 1, 0), (20, 5, 7)])
+def test_walk_forward_folds_keep_the_purge_gap_and_end_on_todays_split(fold_train, window, horizon, embargo):
+    split = data.chronological_split(2000, window=window, horizon=horizon)
+    folds = data.walk_forward(split, folds=4, window=window, horizon=horizon, embargo=embargo, fold_train=fold_train)
+    gap = data.purge_gap(window, horizon)
+    # the last fold validates on the usual block (expanding: it is the usual split); every fold keeps the test split
+    assert folds[-1].val.tolist() == split.val.tolist() and all(f.test is split.test for f in folds)
+    assert (folds[-1] is split) == (fold_train == "expanding")
+    for k, fold in enumerate(folds):
+        train_first, train_last = _footprint(fold.train, window, horizon)
+        val_first, val_last = _footprint(fold.val, window, horizon)
+        # training reads only its own rows, and the purge gap separates it from validation exactly
+        assert (train_first, train_last + 1) == fold.train_rows
+        assert val_first - (train_last + 1) == gap
+        # equal-length validation blocks, each embargo rows before the next one
+        assert len(fold.val) == len(split.val)
+        if k:
+            assert val_first - (_footprint(folds[k - 1].val, window, horizon)[1] + 1) == embargo
+    lengths = [len(f.train) for f in folds]
+    # expanding: each fold trains on more rows, from the first one; rolling: all on as many rows
+    if fold_train == "expanding":
+        assert lengths == sorted(set(lengths)) and all(f.train_rows[0] == 0 for f in folds)
+    else:
+        assert len(set(lengths)) == 1
+
+
+def test_one_fold_is_the_plain_split():
+    split = data.chronological_split(500, window=10, horizon=1)
+    assert data.walk_forward(split, folds=1, window=10, horizon=1) == [split]
+
+
+def test_too_many_folds_names_rows_needed_and_there():
+    split = data.chronological_split(1000, window=10, horizon=1)
+    with pytest.raises(DataError, match=r"leave the first fold 0 training rows, and it needs 300 .*"
+                                         r"300 for the fitted baselines.*of the series' 1000 rows"):
+        data.walk_forward(split, folds=8, window=10, horizon=1, min_train_rows=300)
+
+
+def test_each_fold_is_scaled_on_its_own_training_rows_and_blind_to_later_rows(sp500):
+    kwargs = dict(window=10, split_window=10, val_frac=0.1, test_frac=0.1)
+    folds = data.prepare_folds(sp500, folds=3, **kwargs)
+    features, _ = data.build_features(sp500)
+    for ds in folds:
+        start, stop = ds.split.train_rows
+        # the feature scaler saw exactly the fold's training rows
+        np.testing.assert_allclose(ds.feature_scaler.mean, features.to_numpy()[start:stop].mean(axis=0))
+    # the last fold is exactly prepare()'s dataset
+    plain = data.prepare(sp500, **kwargs)
+    np.testing.assert_array_equal(folds[-1].x["val"], plain.x["val"])
+    # changing every price after the first fold's validation block leaves that fold's data bit-identical
+    first = folds[0]
+    cut = first.dates["val"][-1] + pd.Timedelta(days=first.horizon * 3 + 7)
+    shocked = {t: f.mul(np.where(f.index <= cut, 1.0, 1.5), axis=0) for t, f in sp500.items()}
+    again = data.prepare_folds(shocked, folds=3, **kwargs)[0]
+    for part in ("train", "val"):
+        np.testing.assert_array_equal(again.x[part], first.x[part])
+        np.testing.assert_array_equal(again.y[part], first.y[part])
