@@ -48,7 +48,8 @@ test-fast: $(STAMP)  ## skip the slow end-to-end tests
 DEMO_STATE ?= local_outputs/demo
 demo: $(STAMP)  ## the main job: tune the LSTM manifest locally on bundled S&P 500 data (minutes on 2 cores)
 	$(VENV)/bin/hpo tune manifests/lstm-experiment.yaml --state-dir $(DEMO_STATE) \
-	  --set data=sample:sp500,start=2012-01-01 --set epochs=6 --set threads=1 --max-trials 8 --parallel 2
+	  --set data=sample:sp500,start=2012-01-01 --set epochs=6 --set threads=1 --set folds=2 --set seeds=1 \
+	  --max-trials 8 --parallel 2
 	$(VENV)/bin/hpo report manifests/lstm-experiment.yaml --state-dir $(DEMO_STATE)
 	$(VENV)/bin/hpo pipeline run-local manifests/lstm-experiment.yaml --state-dir $(DEMO_STATE) \
 	  --max-winners 2 --seeds 3 --pipeline-root $(DEMO_STATE)/pipeline
