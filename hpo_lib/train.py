@@ -123,12 +123,17 @@ def make_loss(cfg: TrainConfig, classification: bool) -> Callable[[torch.Tensor,
     if cfg.loss == "ce":
         return lambda out, y: F.cross_entropy(out, y.long())
 
+    return _focal(cfg)
+
+
+def _focal(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Focal loss on outputs ``(..., batch, 2)`` and class ids ``(..., batch)``: the mean over the batch axis."""
     alpha = torch.tensor([1 - cfg.focal_alpha, cfg.focal_alpha])
 
     def focal(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        log_p = F.log_softmax(out, dim=1).gather(1, y.long()[:, None])[:, 0]  # log P(true class)
+        log_p = F.log_softmax(out, dim=-1).gather(-1, y.long()[..., None])[..., 0]  # log P(true class)
         weight = alpha.to(out.device)[y.long()] * (1 - log_p.exp()) ** cfg.focal_gamma
-        return -(weight * log_p).mean()
+        return -(weight * log_p).mean(-1)
 
     return focal
 
@@ -193,15 +198,7 @@ def _per_replica_loss(cfg: TrainConfig, classification: bool) -> Callable[[torch
         return lambda out, y: (
             F.cross_entropy(out.flatten(0, 1), y.long().flatten(), reduction="none").view(y.shape).mean(-1)
         )
-
-    alpha = torch.tensor([1 - cfg.focal_alpha, cfg.focal_alpha])
-
-    def focal(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        log_p = F.log_softmax(out, dim=-1).gather(-1, y.long()[..., None])[..., 0]
-        weight = alpha.to(out.device)[y.long()] * (1 - log_p.exp()) ** cfg.focal_gamma
-        return -(weight * log_p).mean(-1)
-
-    return focal
+    return _focal(cfg)
 
 
 class _Solo:

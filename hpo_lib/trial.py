@@ -207,40 +207,38 @@ def setup(args: TrialArgs) -> train.TrainConfig:
     return cfg
 
 
+def _prepare_kwargs(args: TrialArgs) -> dict[str, Any]:
+    """The trial's flags as :func:`hpo_lib.data.prepare`'s arguments: target, horizon, window and split."""
+    return {
+        "target": args.target,
+        "horizon": args.horizon,
+        "window": args.seq_len,
+        "split_window": args.split_window,
+        "val_frac": args.val_frac,
+        "test_frac": args.test_frac,
+    }
+
+
+def _prices(args: TrialArgs, prices: data.Prices | None) -> data.Prices:
+    return prices if prices is not None else data.load_prices(args.data, cache_dir=args.cache_dir or None)
+
+
 def load_dataset(args: TrialArgs, *, prices: data.Prices | None = None, refit: bool = False) -> data.Dataset:
     """The trial's prices (loaded unless given), features, target and chronological splits (``refit``: see
     :func:`hpo_lib.data.prepare`)."""
-    if prices is None:
-        prices = data.load_prices(args.data, cache_dir=args.cache_dir or None)
-    return data.prepare(
-        prices,
-        target=args.target,
-        horizon=args.horizon,
-        window=args.seq_len,
-        split_window=args.split_window,
-        val_frac=args.val_frac,
-        test_frac=args.test_frac,
-        refit=refit,
-    )
+    return data.prepare(_prices(args, prices), **_prepare_kwargs(args), refit=refit)
 
 
 def load_datasets(args: TrialArgs, *, prices: data.Prices | None = None) -> list[data.Dataset]:
     """One dataset per walk-forward fold (:func:`hpo_lib.data.prepare_folds`), oldest first; the last is
     :func:`load_dataset`'s. A volatility fold must hold a GARCH fit's training returns."""
-    if prices is None:
-        prices = data.load_prices(args.data, cache_dir=args.cache_dir or None)
     return data.prepare_folds(
-        prices,
+        _prices(args, prices),
         folds=args.folds,
         embargo=args.embargo,
         fold_train=args.fold_train,
         min_train_rows=baselines.GARCH_MIN_OBS if args.target == "volatility" else 0,
-        target=args.target,
-        horizon=args.horizon,
-        window=args.seq_len,
-        split_window=args.split_window,
-        val_frac=args.val_frac,
-        test_frac=args.test_frac,
+        **_prepare_kwargs(args),
     )
 
 
