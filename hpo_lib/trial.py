@@ -442,7 +442,8 @@ def comparison(final: dict[str, Any]) -> str:
     verdict = "beats" if final["val"][ranking] < bar[ranking] else "does not beat"
     kind, measure = ("volatility", "QLIKE") if ranking == "qlike" else ("naive", "loss")
     if robust:
-        where = f"{robust['folds']} folds x {robust['seeds']} seeds, mean"
+        k, n = robust["folds"], robust["seeds"]
+        where = f"{k} fold{'s' * (k > 1)} x {n} seed{'s' * (n > 1)}, mean"
         return (
             f"{final['model']} {verdict} each fold's best {kind} baseline on validation {measure} ({where}); "
             + "; ".join(chunks)
