@@ -13,7 +13,8 @@ from hpo_lib.katib import contract, manifests, space
 from tests.conftest import ar1_returns, prices_from_returns
 
 FAST = ["--seq-len=10", "--split-window=10", "--hidden-size=8", "--num-layers=1", "--threads=2"]
-PRINTED = set().union(*(metrics.epoch_metrics(target, robust=True) for target in metrics.SCORES))  # on some target's epoch line
+# on some target's epoch line, with several replicas
+PRINTED = set().union(*(metrics.epoch_metrics(target, robust=True) for target in metrics.SCORES))
 
 
 def pairs(line: str) -> dict[str, str]:
