@@ -55,8 +55,8 @@ demo: $(STAMP)  ## the main job: tune the LSTM manifest locally on bundled S&P 5
 	  --max-winners 2 --seeds 3 --pipeline-root $(DEMO_STATE)/pipeline
 
 BENCH_OUT ?= local_outputs/bench
-BENCHES   := trial_loop engine_overhead early_stopping samplers gpu_throughput
-bench: $(STAMP)  ## run every benchmark under bench/ (under 30 min on 2 cores); outputs kept in local_outputs/bench/
+BENCHES   := trial_loop engine_overhead early_stopping samplers gpu_throughput packing
+bench: $(STAMP)  ## run every benchmark under bench/ (under 45 min on 2 cores); outputs kept in local_outputs/bench/
 	@mkdir -p $(BENCH_OUT)
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; \
 	  $(PY) bench/$$b.py > $(BENCH_OUT)/$$b.txt || exit 1; cat $(BENCH_OUT)/$$b.txt; done

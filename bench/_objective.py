@@ -84,6 +84,7 @@ class Datasets:
         self._prices: dict[str, data.Prices] = {}
         self._prepared: dict[tuple, data.Dataset] = {}
         self._baseline: dict[tuple, tuple[str, float]] = {}
+        self._folds: dict[tuple, list[data.Dataset]] = {}
 
     @staticmethod
     def key(args: trial.TrialArgs) -> tuple:
@@ -96,6 +97,18 @@ class Datasets:
                 self._prices[args.data] = data.load_prices(args.data, cache_dir=args.cache_dir or None)
             self._prepared[key] = trial.load_dataset(args, prices=self._prices[args.data])
         return self._prepared[key]
+
+    def folds(self, args: trial.TrialArgs) -> list[data.Dataset]:
+        """:func:`hpo_lib.trial.load_datasets`'s walk-forward folds of ``args``, once per distinct configuration."""
+        key = (*self.key(args), args.folds, args.embargo, args.fold_train)
+        if key not in self._folds:
+            if args.folds == 1:
+                self._folds[key] = [self.get(args)]
+            else:
+                if args.data not in self._prices:
+                    self._prices[args.data] = data.load_prices(args.data, cache_dir=args.cache_dir or None)
+                self._folds[key] = trial.load_datasets(args, prices=self._prices[args.data])
+        return self._folds[key]
 
     def best_baseline(self, args: trial.TrialArgs) -> tuple[str, float]:
         """The best naive baseline's name and validation ``loss`` (the same days for every ``seq_len``)."""
@@ -112,6 +125,16 @@ def fit_trial(args: trial.TrialArgs, datasets: Datasets,
     cfg = trial.setup(args)
     ds = datasets.get(args)
     return train.fit(trial.build_model(args, ds), ds, cfg, reporter=reporter)
+
+
+def fit_replicas_trial(args: trial.TrialArgs, datasets: Datasets,
+                       reporter: Callable[[dict[str, float]], Any] = lambda record: None) -> train.FitResult:
+    """``hpo_lib.trial.run``'s training steps with ``--folds``/``--seeds``: every fold x seed replica, packed where
+    ``--pack`` and the family allow (:func:`hpo_lib.train.fit_replicas`); the objective is the mean curve's best."""
+    cfg = trial.setup(args)
+    replicas, built = trial.build_replicas(args, datasets.folds(args))
+    return train.fit_replicas(built, replicas, cfg, reporter=reporter, pack=args.pack,
+                              primary=(args.folds - 1) * args.seeds)
 
 
 @dataclass
