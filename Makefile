@@ -52,7 +52,7 @@ demo: $(STAMP)  ## the main job: tune the LSTM manifest locally on bundled S&P 5
 	  --max-trials 8 --parallel 2
 	$(VENV)/bin/hpo report manifests/lstm-experiment.yaml --state-dir $(DEMO_STATE)
 	$(VENV)/bin/hpo pipeline run-local manifests/lstm-experiment.yaml --state-dir $(DEMO_STATE) \
-	  --max-winners 2 --seeds 3 --pipeline-root $(DEMO_STATE)/pipeline
+	  --max-winners 2 --seeds 3 --test-origins 2 --pipeline-root $(DEMO_STATE)/pipeline
 
 BENCH_OUT ?= local_outputs/bench
 BENCHES   := trial_loop engine_overhead early_stopping samplers gpu_throughput packing

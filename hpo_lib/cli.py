@@ -169,6 +169,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     local.add_argument("--cost-bps", type=float, default=5.0, help="backtest cost per unit traded (default 5)")
     local.add_argument(
+        "--test-origins",
+        type=int,
+        default=0,
+        help="rolling-origin test: refit at R origins through the test split (default 0 = one per quarter, 1 = off)",
+    )
+    local.add_argument(
         "--tracking-uri",
         default=None,
         help="MLflow URI (default $MLFLOW_TRACKING_URI, else sqlite:///<state-dir>/mlflow.db)",
@@ -284,6 +290,7 @@ def _pipeline(args: argparse.Namespace) -> int:
         n_seeds=args.seeds,
         retrain_flags=flags,
         cost_bps=args.cost_bps,
+        test_origins=args.test_origins,
         mlflow_experiment=args.mlflow_experiment,
         model_name=args.model_name,
         tracking_uri=tracking.tracking_uri(args.tracking_uri, state_dir=args.state_dir),

@@ -65,11 +65,13 @@ def select_winners(trials: Input[Artifact], top_k: int, pareto: bool, max_winner
 
 
 @_component
-def retrain(item: dict, dataset: Input[Dataset], cost_bps: float, model: Output[Model], metrics: Output[Metrics]):
-    """Retrain one winner with one seed on train + validation; score the held-out test split once."""
+def retrain(item: dict, dataset: Input[Dataset], cost_bps: float, test_origins: int, model: Output[Model],
+            metrics: Output[Metrics]):
+    """Retrain one winner with one seed on train + validation; score the held-out test split once, and refit it at
+    ``test_origins`` origins through the test period for the rolling-origin test (0: quarterly; 1: none)."""
     from hpo_lib.pipeline import steps
 
-    values = steps.run_retrain(item, dataset.path, model.path, cost_bps=cost_bps)
+    values = steps.run_retrain(item, dataset.path, model.path, cost_bps=cost_bps, test_origins=test_origins)
     for name, value in values.items():
         metrics.log_metric(name, value)
     model.metadata.update({"trial": item["trial"], "seed": int(item["seed"]), "framework": "pytorch"})
@@ -78,7 +80,8 @@ def retrain(item: dict, dataset: Input[Dataset], cost_bps: float, model: Output[
 @_component
 def evaluate(models: Input[list[Model]], summary: Output[Artifact], report: Output[Markdown],
              report_html: Output[HTML], metrics: Output[Metrics]):
-    """Seeds summarised per winner, the champion (chosen by the tuning objective) and its verdict on test."""
+    """Seeds summarised per winner, the champion (chosen by the tuning objective) and its verdict on test; SPA,
+    Reality Check and the Model Confidence Set over the retrains, on the single window and the rolling origins."""
     import json
     import os
 
@@ -98,7 +101,9 @@ def evaluate(models: Input[list[Model]], summary: Output[Artifact], report: Outp
         metrics.log_metric(f"champion_{name}", value)
     for name in ("n_trials", "n_eligible", "n_winners", "n_retrains"):
         metrics.log_metric(name, float(result[name]))
-    summary.metadata.update({"verdict": result["verdict"], "beats_bar": result["beats_bar"]})
+    metrics.log_metric("beats_baselines", float(result["beats_baselines"]))
+    summary.metadata.update({"verdict": result["verdict"], "beats_bar": result["beats_bar"],
+                             "search_verdict": result["search_verdict"]})
 
 
 @_component
@@ -150,6 +155,7 @@ def katib_hpo(
     epochs: int = 0,
     retrain_flags: str = "",
     cost_bps: float = 5.0,
+    test_origins: int = 0,
     tracking_uri: str = "",
     mlflow_experiment: str = "",
     model_name: str = "",
@@ -162,7 +168,8 @@ def katib_hpo(
                               include_early_stopped=include_early_stopped, n_seeds=n_seeds, epochs=epochs,
                               retrain_flags=retrain_flags).set_display_name("select winners")
     with dsl.ParallelFor(selected.outputs["Output"], parallelism=8) as item:
-        retrained = retrain(item=item, dataset=prepared.outputs["dataset"], cost_bps=cost_bps)
+        retrained = retrain(item=item, dataset=prepared.outputs["dataset"], cost_bps=cost_bps,
+                            test_origins=test_origins)
         retrained.set_display_name("retrain winner")
         retrained.set_accelerator_type(GPU).set_accelerator_limit(1)
         retrained.set_cpu_request("2").set_cpu_limit("4").set_memory_request("8Gi").set_memory_limit("16Gi")

@@ -6,6 +6,8 @@
   which ranks its forecasts. ``loss`` (and ``qlike``) are the means of :func:`sample_losses`.
 * :func:`diebold_mariano`: is one forecast's per-sample loss really lower than another's?
 * :func:`backtest`: a daily long/short position on the forecast's sign, with trading costs.
+
+The tests that know about the search, bootstrap intervals and nested-model tests are in :mod:`.inference`.
 """
 
 from __future__ import annotations
@@ -258,7 +260,7 @@ def backtest(
     if len(p) == 0:
         raise DataError("a backtest needs at least one day")
     trades = np.abs(np.diff(p, prepend=0.0))
-    net = p * r - cost_bps / 1e4 * trades
+    net = net_returns(p, r, cost_bps=cost_bps)
     total = float(np.prod(1 + net) - 1)
     years = len(net) / periods_per_year
     in_market = p != 0
@@ -274,6 +276,12 @@ def backtest(
         n_days=int(len(net)),
         cost_bps=float(cost_bps),
     )
+
+
+def net_returns(positions: np.ndarray, asset_returns: np.ndarray, *, cost_bps: float = 5.0) -> np.ndarray:
+    """Per-day net return of :func:`backtest`: ``positions[t] * asset_returns[t]`` minus the cost of the change."""
+    p = np.asarray(positions, dtype=np.float64)
+    return p * np.asarray(asset_returns, dtype=np.float64) - cost_bps / 1e4 * np.abs(np.diff(p, prepend=0.0))
 
 
 def next_day_returns(ds: Dataset, part: str) -> np.ndarray:

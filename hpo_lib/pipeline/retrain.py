@@ -2,24 +2,36 @@
 
 A retrain takes the trial's own flags (the Experiment's trial template with the trial's parameter assignments),
 trains on train + validation (``data.prepare(refit=True)``: scalers fit on those rows, the test split untouched
-behind its purge gap) for every epoch, then scores the test split once:
+behind its purge gap) for the trial's epochs, then scores the test split once:
 
-* the model's metrics beside every baseline's, on the same days;
+* the model's metrics beside every baseline's (the naive ones, the linear model on the same features, and for
+  volatility GARCH, GJR-GARCH, HAR-RV, EWMA), on the same days;
 * the *bar*: the baseline with the lowest test value of the ranking metric (``loss``; ``qlike`` for volatility),
   so "beats the baseline" means beating every one of them;
 * a Diebold-Mariano test (HLN small-sample correction) of the model's per-day losses against the bar's;
 * a daily long/short backtest of the forecast's sign with trading costs, beside buy-and-hold;
+* :func:`inference_report`: stationary-block-bootstrap 95 % intervals (loss difference against the bar, Sharpe,
+  hit rate, max drawdown), Clark-West against the nested baselines, out-of-sample R², Pesaran-Timmermann, and the
+  probabilistic / deflated Sharpe ratio with the number of configurations tried;
+* with ``test_origins`` R > 1, the rolling-origin test (:func:`rolling_origin`): the same configuration refit at R
+  origins through the test period, each refit forecasting only its own block, purge gaps kept;
 * the val -> test gap: the trial's tuning objective against the same metric on test.
 
-The validation split lies inside the training rows here, so its per-epoch values are logged as ``insample_val_*``
-and never used to judge the model.
+Which epoch is kept: there is no early stopping (patience = epochs), but ``train.fit`` keeps the weights of the
+epoch with the lowest *in-sample* validation loss (validation lies inside the training rows here, so its
+per-epoch values are logged as ``insample_val_*`` and never used to judge the model). ``evaluation.json``'s
+``run`` records that epoch as ``kept_epoch`` beside ``epochs``, and the pipeline logs it as an MLflow parameter.
+
+The search-aware tests (SPA, Reality Check, Model Confidence Set) need several retrains; they are computed over
+the retrains of a pipeline run (:func:`hpo_lib.pipeline.steps.summarize`) from the per-day losses each
+``evaluation.json`` keeps under ``losses``.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -28,10 +40,13 @@ import numpy as np
 import torch
 
 from hpo_lib import data, models, train, trial
-from hpo_lib.data import baselines, scoring
+from hpo_lib.data import baselines, inference, scoring
 from hpo_lib.errors import ConfigError, DataError
 
 FILES = ("model.pt", "config.json", "history.json", "evaluation.json", "forecasts.csv")
+QUARTER = 63  # trading days per quarter: test_origins=0 means one origin per quarter of the test split
+NESTED = {"return": ("zero", "train_mean"), "direction": ("train_prior",), "volatility": ("train_mean",)}
+R2_BENCHMARK = {"return": "train_mean", "direction": "train_prior", "volatility": "train_mean"}
 
 
 def retrain_args(flags: Sequence[str], **overrides: Any) -> trial.TrialArgs:
@@ -53,13 +68,20 @@ def retrain_args(flags: Sequence[str], **overrides: Any) -> trial.TrialArgs:
 
 # ----------------------------------------------------------------------------------------------- scoring
 def evaluate_test(
-    ds: data.Dataset, forecast: np.ndarray, *, cost_bps: float = 5.0, results: baselines.BaselineResults | None = None
+    ds: data.Dataset,
+    forecast: np.ndarray,
+    *,
+    cost_bps: float = 5.0,
+    results: baselines.BaselineResults | None = None,
+    n_trials: int = 1,
 ) -> dict[str, Any]:
     """The test-split report of one forecast (see the module docstring); JSON-ready.
 
-    ``results`` are the dataset's baselines on validation and test, when the caller already has them.
+    ``results`` are the dataset's baselines on validation and test, when the caller already has them (by default
+    every baseline of the final evaluation). ``n_trials`` is the number of configurations the search tried, for
+    the deflated Sharpe ratio.
     """
-    results = results or baselines.evaluate(ds, ("val", "test"))
+    results = results or baselines.evaluate(ds, ("val", "test"), final=True)
     model = scoring.score(ds, "test", forecast)
     ranking = scoring.ranking_metric(model)
     base = {name: by_part["test"] for name, by_part in results.report.items()}
@@ -98,7 +120,160 @@ def evaluate_test(
             "model": scoring.backtest(signal, asset, cost_bps=cost_bps).as_dict(),
             "buy_and_hold": scoring.backtest(np.ones_like(asset), asset, cost_bps=cost_bps).as_dict(),
         }
+    model_losses = scoring.sample_losses(ds, "test", forecast)
+    report["losses"] = {
+        "model": model_losses.tolist(),
+        "baselines": {
+            name: scoring.sample_losses(ds, "test", by_part["test"]).tolist()
+            for name, by_part in results.forecasts.items()
+        },
+    }
+    report["inference"] = inference_report(ds, forecast, results, bar, cost_bps=cost_bps, n_trials=n_trials)
     return report
+
+
+def inference_report(
+    ds: data.Dataset,
+    forecast: np.ndarray,
+    results: baselines.BaselineResults,
+    bar: str,
+    *,
+    cost_bps: float = 5.0,
+    n_trials: int = 1,
+) -> dict[str, Any]:
+    """Intervals and nested-model tests of one test forecast; a figure the test split cannot support is named with
+    its reason under ``skipped`` and the others are still computed.
+
+    * ``intervals``: 95 % stationary-block-bootstrap percentile intervals (block length by Politis-White) of the
+      mean per-day loss difference model minus bar (negative favours the model) and, for return and direction,
+      of the strategy's Sharpe ratio, hit rate and max drawdown, and buy-and-hold's Sharpe ratio;
+    * ``clark_west``: against each nested baseline (return: zero and the training mean; direction: the training
+      prior; volatility: the training mean), on squared errors in the target's units;
+    * ``oos_r2``: Campbell-Thompson R² against the training mean (the training prior for direction);
+    * ``pesaran_timmermann``: forecast direction against actual direction (above / below the reference);
+    * ``psr``, ``dsr``: the strategy's probabilistic Sharpe ratio (against 0) and the deflated one with
+      ``n_trials`` (return and direction).
+    """
+    y, ref, f = ds.y["test"], ds.ref["test"], np.asarray(forecast, dtype=np.float64)
+    loss_diff = scoring.sample_losses(ds, "test", f) - scoring.sample_losses(ds, "test", results.forecasts[bar]["test"])
+    out: dict[str, Any] = {"intervals": {}, "clark_west": {}, "skipped": {}}
+
+    def put(section: dict[str, Any], key: str, value: dict[str, Any]) -> None:
+        if "skipped" in value:
+            out["skipped"][key] = value["skipped"]
+        else:
+            section[key] = value
+
+    put(
+        out["intervals"],
+        "loss_diff",
+        inference.attempt(inference.bootstrap_interval, np.mean, loss_diff, name="the loss-difference interval"),
+    )
+    if ds.target != "volatility":
+        asset = scoring.next_day_returns(ds, "test")
+        positions = scoring.positions_from_forecast(f, 0.5 if ds.is_classification else ref)
+        net = scoring.net_returns(positions, asset, cost_bps=cost_bps)
+        hold = scoring.net_returns(np.ones_like(asset), asset, cost_bps=cost_bps)
+        block = inference.block_length(net)
+        for key, stat, series in (
+            ("sharpe", scoring.sharpe_ratio, (net,)),
+            ("hit_rate", inference.hit_rate, (net, positions)),
+            ("max_drawdown", scoring.max_drawdown, (net,)),
+            ("buy_and_hold_sharpe", scoring.sharpe_ratio, (hold,)),
+        ):
+            put(
+                out["intervals"],
+                key,
+                inference.attempt(inference.bootstrap_interval, stat, *series, name=f"the {key} interval", block=block),
+            )
+        put(out, "psr", inference.attempt(inference.probabilistic_sharpe, net))
+        put(out, "dsr", inference.attempt(inference.deflated_sharpe, net, n_trials=n_trials))
+    for name in NESTED[ds.target]:
+        if name in results.forecasts:
+            put(
+                out["clark_west"],
+                name,
+                inference.attempt(inference.clark_west, y, results.forecasts[name]["test"], f, horizon=ds.horizon),
+            )
+    benchmark = R2_BENCHMARK[ds.target]
+    put(
+        out,
+        "oos_r2",
+        {**inference.attempt(inference.oos_r2, y, f, results.forecasts[benchmark]["test"]), "against": benchmark},
+    )
+    put(out, "pesaran_timmermann", inference.attempt(inference.pesaran_timmermann, y > ref, f > ref))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- over retrains
+SIGNIFICANCE = 0.05
+
+
+def search_aware(
+    reports: Sequence[Mapping[str, Any]],
+    names: Sequence[str],
+    groups: Sequence[str],
+    *,
+    n_configurations: int,
+) -> dict[str, Any]:
+    """SPA and Reality Check of the retrains against the bar, and the Model Confidence Set, from their losses.
+
+    ``reports`` are :func:`evaluate_test` reports on the same test days (one per retrain, or their ``rolling``
+    reports), ``names`` one label per retrain and ``groups`` the winner each belongs to (its seeds are averaged, per
+    day, for the MCS). SPA's models are the retrains, its benchmark the bar (the same for every retrain: the
+    baselines do not depend on the model); the MCS at 10 % runs over the winners and every baseline.
+    ``n_configurations`` (the trials the search tried) is named beside them.
+    """
+    if not reports:
+        raise DataError("no retrain reports to test")
+    bar = reports[0]["bar"]
+    base = reports[0]["losses"]["baselines"]
+    models = np.column_stack([np.asarray(r["losses"]["model"], dtype=np.float64) for r in reports])
+    spa = inference.attempt(
+        inference.spa_test, np.asarray(base[bar]), models, n_configurations=n_configurations, names=list(names)
+    )
+    mean_by_group: dict[str, list[np.ndarray]] = {}
+    for group, column in zip(groups, models.T):
+        mean_by_group.setdefault(group, []).append(column)
+    candidates = {f"winner {g}": np.mean(cols, axis=0) for g, cols in mean_by_group.items()}
+    candidates.update({name: np.asarray(v, dtype=np.float64) for name, v in base.items()})
+    mcs = inference.attempt(inference.model_confidence_set, candidates)
+    return {
+        "bar": bar,
+        "ranking_metric": reports[0]["ranking_metric"],
+        "spa": spa,
+        "mcs": mcs,
+        "n_configurations": int(n_configurations),
+    }
+
+
+def search_verdict(single: Mapping[str, Any], rolling: Mapping[str, Any] | None) -> tuple[bool, str]:
+    """ "Beats the baselines" only when SPA rejects at 5 % on the rolling-origin forecasts; says plainly otherwise."""
+
+    def spa_text(report: Mapping[str, Any]) -> str:
+        spa = report["spa"]
+        if "skipped" in spa:
+            return f"SPA not computed ({spa['skipped']})"
+        return (
+            f"SPA p = {spa['spa_p']:.3g}, Reality Check p = {spa['reality_check_p']:.3g} over "
+            f"{spa['n_models']} retrains against {report['bar']} ({report['n_configurations']} configurations "
+            f"tried)"
+        )
+
+    if rolling is None:
+        return False, (
+            f"not established: no rolling-origin test was run (test_origins=1); single test window: {spa_text(single)}"
+        )
+    p = rolling["spa"].get("spa_p")
+    if p is not None and p < SIGNIFICANCE:
+        return True, (
+            f"yes: on the rolling-origin forecasts {spa_text(rolling)}, below {SIGNIFICANCE}; "
+            f"single test window: {spa_text(single)}"
+        )
+    return False, (
+        f"no: on the rolling-origin forecasts {spa_text(rolling)}, which does not reject at "
+        f"{SIGNIFICANCE}; single test window: {spa_text(single)}"
+    )
 
 
 def val_test_gap(tuning_metric: str, tuning_value: float | None, test_metrics: dict[str, float]) -> float | None:
@@ -109,45 +284,178 @@ def val_test_gap(tuning_metric: str, tuning_value: float | None, test_metrics: d
     return float(test_metrics[name] - tuning_value)
 
 
-# ----------------------------------------------------------------------------------------------- retrain
-def retrain(args: trial.TrialArgs, out_dir: str | Path, *, cost_bps: float = 5.0) -> dict[str, Any]:
-    """Train ``args`` on train + validation for every epoch, score the test split, write :data:`FILES`.
+# ----------------------------------------------------------------------------------------------- rolling origin
+def origin_splits(split: data.Split, n_origins: int, *, window: int, horizon: int) -> list[data.Split]:
+    """The rolling-origin test's splits: the test positions cut into ``n_origins`` consecutive blocks, and for each
+    block a training span that ends one purge gap before the block's first input row.
 
-    Early stopping is off (patience = epochs): with validation inside the training rows there is nothing honest to
-    stop on. Returns the evaluation report, also written to ``evaluation.json`` with the run's metadata.
+    ``window`` is the split window (the longest lookback), so the gap is the same ``purge_gap(window, horizon)`` as
+    the single-window test's. Training samples are every position whose footprint (input window and label horizon)
+    lies in ``[split.train_rows[0], origin - gap)``; validation keeps ``split.val``, inside the training rows (an
+    in-sample monitor, as in the refit). The first block's split is the refit split itself, so its model is the
+    single-window retrain's. ``n_origins`` 0 means one origin per quarter (:data:`QUARTER` test days).
+
+    >>> s = data.refit_split(data.chronological_split(60, window=3, horizon=1, val_frac=0.2, test_frac=0.3,
+    ...     min_samples=1), window=3, horizon=1)
+    >>> s.train_rows, s.test.tolist()
+    ((0, 41), [47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58])
+    >>> [(int(o.train[-1]), o.train_rows, o.test.tolist()) for o in origin_splits(s, 2, window=3, horizon=1)]
+    [(39, (0, 41), [47, 48, 49, 50, 51, 52]), (45, (0, 47), [53, 54, 55, 56, 57, 58])]
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = trial.setup(args)
+    test = np.asarray(split.test)
+    n = n_origins or max(1, round(len(test) / QUARTER))
+    if isinstance(n, bool) or n < 1 or n > len(test):
+        raise ConfigError(f"test_origins must be 0 (quarterly) or 1..{len(test)} (the test days), got {n_origins}")
+    gap = data.purge_gap(window, horizon)
+    start = split.train_rows[0]
+    out = []
+    for block in np.array_split(test, n):
+        stop = int(block[0]) - window + 1 - gap  # the block's first input row, minus the purge gap
+        train = np.arange(start + window - 1, stop - horizon, dtype=np.int64)
+        out.append(data.Split(train=train, val=split.val, test=block, train_rows=(start, stop), gap=gap))
+    return out
+
+
+def rolling_origin(
+    args: trial.TrialArgs,
+    ds: data.Dataset,
+    n_origins: int,
+    *,
+    prices: data.Prices | None = None,
+    first: np.ndarray | None = None,
+    cost_bps: float = 5.0,
+    n_trials: int = 1,
+) -> dict[str, Any]:
+    """The rolling-origin test of ``args`` on the refit dataset ``ds``: a refit at each origin of
+    :func:`origin_splits`, each forecasting only its own block; every baseline is refit at each origin too.
+
+    Every test day thus gets a forecast from a model (and baselines) that never saw it. The blocks' forecasts are
+    scored together on ``ds``'s test days by :func:`evaluate_test` (one scale for the whole period), and each
+    block's mean loss of the model and of the bar is listed under ``origins``, so regime changes show.
+    ``first`` is the single-window retrain's test forecast, which is the first block's (not trained again).
+    """
+    if prices is None:
+        prices = data.load_prices(args.data, cache_dir=args.cache_dir or None)
+    splits = origin_splits(ds.split, n_origins, window=args.split_window, horizon=ds.horizon)
+    rows = data.build_features(prices)[0].index  # the dataset's rows, to date each training span's end
+    forecast: list[np.ndarray] = []
+    base: dict[str, list[np.ndarray]] = {}
+    skipped: dict[str, str] = {}
+    origins = []
+    for i, split in enumerate(splits):
+        block = data.prepare(
+            prices,
+            target=args.target,
+            horizon=args.horizon,
+            window=args.seq_len,
+            split_window=args.split_window,
+            split=split,
+        )
+        if i == 0 and first is not None:
+            f, epochs = np.asarray(first, dtype=np.float64)[: len(split.test)], None
+        else:
+            _, result, f = _fit(args, block)
+            epochs = result.best_epoch
+        results = baselines.evaluate(block, ("val", "test"), final=True)
+        forecast.append(f)
+        for name, by_part in results.forecasts.items():
+            base.setdefault(name, []).append(by_part["test"])
+        skipped.update(results.skipped)
+        origins.append(
+            {
+                "origin": str(block.dates["test"][0].date()),
+                "last_day": str(block.dates["test"][-1].date()),
+                "train_end": str(rows[split.train_rows[1] - 1].date()),
+                "n_test": int(len(split.test)),
+                "kept_epoch": epochs,
+            }
+        )
+    complete = {name: np.concatenate(parts) for name, parts in base.items() if len(parts) == len(splits)}
+    report_base = {name: {"test": scoring.score(ds, "test", f)} for name, f in complete.items()}
+    ranking = scoring.ranking_metric(next(iter(report_base.values()))["test"])
+    bar = min(report_base, key=lambda name: report_base[name]["test"][ranking])
+    rolling = baselines.BaselineResults(
+        report=report_base, forecasts={k: {"test": v} for k, v in complete.items()}, best=bar, skipped=skipped
+    )
+    model_forecast = np.concatenate(forecast)
+    report = evaluate_test(ds, model_forecast, cost_bps=cost_bps, results=rolling, n_trials=n_trials)
+    model_loss = np.asarray(report["losses"]["model"])
+    bar_loss = np.asarray(report["losses"]["baselines"][report["bar"]])
+    edges = np.cumsum([0] + [o["n_test"] for o in origins])
+    for o, a, b in zip(origins, edges[:-1], edges[1:]):
+        o["model_loss"], o["bar_loss"] = float(model_loss[a:b].mean()), float(bar_loss[a:b].mean())
+    report["origins"] = origins
+    report["n_origins"] = len(origins)
+    report["forecast"] = model_forecast.tolist()
+    return report
+
+
+def _fit(args: trial.TrialArgs, ds: data.Dataset) -> tuple[torch.nn.Module, train.FitResult, np.ndarray]:
+    """Train ``args`` on ``ds``'s training samples (no early stopping) and forecast its test split."""
+    cfg = trial.setup(args)  # reseeds: every origin's model starts from the same initial weights
     cfg.patience = cfg.epochs
-    started = time.perf_counter()
-    ds = trial.load_dataset(args, refit=True)
     model = trial.build_model(args, ds)
     history: list[dict[str, float]] = []
 
     def record(epoch: dict[str, float]) -> None:
-        renamed = {(f"insample_{k}" if k.startswith("val_") else k): v for k, v in epoch.items()}
-        history.append(renamed)
+        history.append({(f"insample_{k}" if k.startswith("val_") else k): v for k, v in epoch.items()})
 
     result = train.fit(model, ds, cfg, reporter=record)
+    result.history = history
     forecast = train.to_forecast(ds, train.predict(model, trial.split_x(ds, model, "test")))
-    base = baselines.evaluate(ds, ("val", "test"))
-    report = evaluate_test(ds, forecast, cost_bps=cost_bps, results=base)
+    return model, result, forecast
+
+
+# ----------------------------------------------------------------------------------------------- retrain
+def retrain(
+    args: trial.TrialArgs,
+    out_dir: str | Path,
+    *,
+    cost_bps: float = 5.0,
+    n_trials: int = 1,
+    test_origins: int = 1,
+) -> dict[str, Any]:
+    """Train ``args`` on train + validation, score the test split, write :data:`FILES`.
+
+    Early stopping is off (patience = epochs): with validation inside the training rows there is nothing honest to
+    stop on; the weights kept are those of the epoch with the lowest in-sample validation loss, recorded as
+    ``run.kept_epoch`` (see the module docstring). ``n_trials`` is the number of configurations the search tried
+    (for the deflated Sharpe ratio). ``test_origins`` R > 1 adds the rolling-origin test under ``rolling`` (R - 1
+    more fits; 0 = one origin per quarter of test days). Returns the evaluation report, also written to
+    ``evaluation.json`` with the run's metadata.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    prices = data.load_prices(args.data, cache_dir=args.cache_dir or None)
+    ds = trial.load_dataset(args, prices=prices, refit=True)
+    model, result, forecast = _fit(args, ds)
+    history = result.history
+    base = baselines.evaluate(ds, ("val", "test"), final=True)
+    report = evaluate_test(ds, forecast, cost_bps=cost_bps, results=base, n_trials=n_trials)
     report["run"] = {
         "model": args.model,
         "seed": args.seed,
         "epochs": result.epochs_run,
+        "kept_epoch": result.best_epoch,
+        "kept_epoch_rule": "lowest in-sample validation loss (validation lies inside the training rows)",
         "train_time_s": result.train_time_s,
-        "wall_time_s": time.perf_counter() - started,
         "n_params": models.count_params(model),
         "model_size_mb": models.model_size_mb(model),
         "n_features": ds.n_features,
         "n_outputs": trial.n_outputs(ds),
         "window": args.seq_len,
-        "device": str(train.select_device(cfg.device)),
+        "device": str(train.select_device(trial.train_config(args).device)),
         "train_samples": int(len(ds.split.train)),
         "train_period": [str(d.date()) for d in _period(ds, "train")],
+        "n_trials": int(n_trials),
+        "test_origins": int(test_origins),
     }
+    if test_origins != 1:
+        report["rolling"] = rolling_origin(
+            args, ds, test_origins, prices=prices, first=forecast, cost_bps=cost_bps, n_trials=n_trials
+        )
+    report["run"]["wall_time_s"] = time.perf_counter() - started
 
     trial.save_model(model, out, args)
     (out / "history.json").write_text(json.dumps(history, indent=2))

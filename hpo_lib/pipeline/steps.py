@@ -276,12 +276,18 @@ def select_winners(
 
 # ----------------------------------------------------------------------------------------------- 4. retrain
 def run_retrain(
-    item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Path, *, cost_bps: float = 5.0
+    item: Mapping[str, Any],
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    cost_bps: float = 5.0,
+    test_origins: int = 1,
 ) -> dict[str, Any]:
     """Retrain one (winner, seed) item on the prepared data; writes the retrain files plus ``item.json``.
 
-    Returns the scalar results for the step's metrics. Loop items pass through protobuf, so numbers may arrive as
-    floats: they are cast back here.
+    ``test_origins`` R > 1 adds the rolling-origin test (0: one origin per quarter of test days); the item's
+    ``n_trials`` deflates the Sharpe ratio. Returns the scalar results for the step's metrics. Loop items pass
+    through protobuf, so numbers may arrive as floats: they are cast back here.
     """
     out = Path(out_dir)
     args = retrain.retrain_args(
@@ -292,7 +298,9 @@ def run_retrain(
         seed=int(item["seed"]),
         eval_test=True,
     )
-    report = retrain.retrain(args, out, cost_bps=cost_bps)
+    report = retrain.retrain(
+        args, out, cost_bps=cost_bps, n_trials=int(item.get("n_trials") or 1), test_origins=int(test_origins)
+    )
     item = {**item, **{k: int(item[k]) for k in ("seed", "rank", "n_trials", "n_eligible")}}
     _write_json(out / "item.json", item)
     return scalar_results(item, report)
@@ -314,7 +322,28 @@ def scalar_results(item: Mapping[str, Any], report: Mapping[str, Any]) -> dict[s
     values["tuning_objective"] = item.get("objective")
     values["val_test_gap"] = retrain.val_test_gap(item["objective_metric"], item.get("objective"), report["model"])
     values["train_time_s"] = report["run"]["train_time_s"]
+    values["kept_epoch"] = report["run"].get("kept_epoch")
+    values.update(inference_scalars(report.get("inference") or {}))
+    rolling = report.get("rolling")
+    if rolling:
+        values[f"rolling_test_{ranking}"] = rolling["model"][ranking]
+        values[f"rolling_bar_test_{ranking}"] = rolling["baselines"][rolling["bar"]][ranking]
+        values["rolling_dm_p_value"] = rolling["dm"].get("p_value")
     return {k: float(v) for k, v in values.items() if v is not None}
+
+
+def inference_scalars(inference: Mapping[str, Any]) -> dict[str, float | None]:
+    """The headline numbers of :func:`hpo_lib.pipeline.retrain.inference_report` (absent ones left out)."""
+    values: dict[str, float | None] = {}
+    for name, interval in (inference.get("intervals") or {}).items():
+        values[f"{name}_ci_low"], values[f"{name}_ci_high"] = interval["low"], interval["high"]
+    for name, cw in (inference.get("clark_west") or {}).items():
+        values[f"clark_west_p_{name}"] = cw["p_value"]
+    values["oos_r2"] = (inference.get("oos_r2") or {}).get("r2")
+    values["pesaran_timmermann_p"] = (inference.get("pesaran_timmermann") or {}).get("p_value")
+    values["psr"] = (inference.get("psr") or {}).get("psr")
+    values["dsr"] = (inference.get("dsr") or {}).get("dsr")
+    return values
 
 
 # ----------------------------------------------------------------------------------------------- 5. summary
@@ -374,6 +403,18 @@ def summarize(dirs: Sequence[str | Path]) -> dict[str, Any]:
                 "model_size_mb": group[0]["evaluation"]["run"]["model_size_mb"],
             }
         )
+    ordered = [r for group in by_trial.values() for r in group]
+    names = [r["item"]["id"] for r in ordered]
+    groups = [r["item"]["trial"] for r in ordered]
+    n_configurations = int(ordered[0]["item"]["n_trials"])
+    single = retrain.search_aware([r["evaluation"] for r in ordered], names, groups, n_configurations=n_configurations)
+    rolled = [r["evaluation"].get("rolling") for r in ordered]
+    rolling = (
+        retrain.search_aware([r for r in rolled if r], names, groups, n_configurations=n_configurations)
+        if all(rolled)
+        else None
+    )
+    beats_baselines, search_text = retrain.search_verdict(single, rolling)
     champion_row = min(rows, key=lambda r: r["rank"])
     champion_run = by_trial[champion_row["trial"]][0]
     evaluation = champion_run["evaluation"]
@@ -414,6 +455,11 @@ def summarize(dirs: Sequence[str | Path]) -> dict[str, Any]:
         "test_period": evaluation["test_period"],
         "n_test": evaluation["n_test"],
         "backtest": evaluation.get("backtest"),
+        "search": {"single": single, "rolling": rolling},
+        "beats_baselines": beats_baselines,
+        "search_verdict": search_text,
+        "inference": evaluation.get("inference"),
+        "rolling_origins": (evaluation.get("rolling") or {}).get("origins"),
     }
 
 
@@ -467,6 +513,8 @@ def register(
                     **{k: v for k, v in sorted(config.items()) if k != "output_dir"},
                     "hpo_trial": item["trial"],
                     "hpo_rank": str(item["rank"]),
+                    "kept_epoch": str(evaluation["run"].get("kept_epoch", "")),
+                    "epochs_run": str(evaluation["run"].get("epochs", "")),
                 },
                 "curves": [
                     (k, float(v), int(epoch["epoch"])) for epoch in history for k, v in epoch.items() if k != "epoch"

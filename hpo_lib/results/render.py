@@ -257,7 +257,78 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
             f"Backtest: long/short on the forecast's sign, {cost:g} bp per unit traded; buy-and-hold over "
             f"the same days: Sharpe {bh['sharpe']:.3f}, max drawdown {bh['max_drawdown']:.3f}.",
         ]
+    if "search_verdict" in summary:
+        lines += ["", f"Search-aware verdict (beats the baselines?): **{summary['search_verdict']}**"]
+        for label, search in (
+            ("single test window", summary["search"]["single"]),
+            ("rolling origins", summary["search"]["rolling"]),
+        ):
+            if search:
+                lines.append(f"- {label}: {search_line(search)}")
+    inference = summary.get("inference")
+    if inference:
+        lines += ["", "Champion (first seed), single test window:", *inference_lines(inference)]
     return "\n".join(lines) + "\n"
+
+
+def search_line(search: Mapping[str, Any]) -> str:
+    """SPA, Reality Check and the Model Confidence Set of :func:`hpo_lib.pipeline.retrain.search_aware`, one line."""
+    spa, mcs = search["spa"], search["mcs"]
+    if "skipped" in spa:
+        spa_text = f"SPA skipped ({spa['skipped']})"
+    else:
+        spa_text = (
+            f"SPA p {_fmt(spa['spa_p'], 3)} (bounds {_fmt(spa['spa_p_lower'], 3)}..{_fmt(spa['spa_p_upper'], 3)}),"
+            f" Reality Check p {_fmt(spa['reality_check_p'], 3)}: {spa['n_models']} retrains against "
+            f"{search['bar']}, {search['n_configurations']} configurations tried"
+        )
+    if "skipped" in mcs:
+        mcs_text = f"MCS skipped ({mcs['skipped']})"
+    else:
+        mcs_text = f"MCS at {mcs['size']:.0%}: {', '.join(mcs['included'])}"
+    return f"{spa_text}; {mcs_text}"
+
+
+def interval_text(interval: Mapping[str, Any] | None, digits: int = 3) -> str:
+    """``estimate [low, high]`` of a bootstrap interval, or n/a."""
+    if not interval:
+        return "n/a"
+    return f"{_fmt(interval['estimate'], digits)} [{_fmt(interval['low'], digits)}, {_fmt(interval['high'], digits)}]"
+
+
+def inference_lines(inference: Mapping[str, Any]) -> list[str]:
+    """The figures of :func:`hpo_lib.pipeline.retrain.inference_report` as Markdown list items."""
+    iv: Mapping[str, Any] = inference.get("intervals", {})
+    blocks = ", ".join(f"{_fmt(iv[k]['block_length'], 3)} ({k})" for k in ("loss_diff", "sharpe") if k in iv)
+    lines = [
+        f"- 95% stationary-block-bootstrap intervals (mean block length in days: {blocks or 'n/a'}): loss "
+        f"difference vs the bar {interval_text(iv.get('loss_diff'))}"
+        + (
+            f"; Sharpe {interval_text(iv.get('sharpe'))}, hit rate {interval_text(iv.get('hit_rate'))}, max "
+            f"drawdown {interval_text(iv.get('max_drawdown'))}; buy-and-hold Sharpe "
+            f"{interval_text(iv.get('buy_and_hold_sharpe'))}"
+            if "sharpe" in iv
+            else ""
+        )
+    ]
+    cw = ", ".join(f"{name} p {_fmt(v['p_value'], 3)}" for name, v in inference.get("clark_west", {}).items())
+    r2 = inference.get("oos_r2")
+    pt = inference.get("pesaran_timmermann")
+    lines.append(
+        f"- Clark-West against nested baselines: {cw or 'n/a'}; out-of-sample R² vs "
+        f"{r2['against'] if r2 else 'n/a'}: {_fmt(r2['r2'], 3) if r2 else 'n/a'}; Pesaran-Timmermann p "
+        f"{_fmt(pt['p_value'], 3) if pt else 'n/a'}"
+    )
+    if "psr" in inference or "dsr" in inference:
+        psr, dsr = inference.get("psr") or {}, inference.get("dsr") or {}
+        lines.append(
+            f"- Probabilistic Sharpe ratio {_fmt(psr.get('psr'), 3)}; deflated Sharpe ratio "
+            f"{_fmt(dsr.get('dsr'), 3)} ({dsr.get('n_trials', 'n/a')} trials, expected best Sharpe of "
+            f"worthless strategies {_fmt(dsr.get('expected_max_sharpe'), 3)})"
+        )
+    for name, reason in inference.get("skipped", {}).items():
+        lines.append(f"- {name} skipped: {reason}")
+    return lines
 
 
 def markdown_to_html(text: str, title: str) -> str:

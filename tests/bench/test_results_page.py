@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from tests.conftest import bench_module
@@ -12,15 +13,25 @@ from tests.conftest import bench_module
 results_page = bench_module("results_page")
 
 
-def _run(model_loss: float, p_value: float, *, bar_loss: float = 0.70, seed_statistic: float | None = None) -> dict:
-    """One retrain's evaluation record in :func:`hpo_lib.pipeline.retrain.evaluate_test`'s shape (direction target)."""
+def _run(model_loss: float, p_value: float, *, bar_loss: float = 0.70, seed_statistic: float | None = None,
+         seed: int = 0, noise: float = 0.3, rolling: bool = True) -> dict:
+    """One retrain's evaluation record in :func:`hpo_lib.pipeline.retrain.evaluate_test`'s shape (direction target),
+    with per-day losses of the given means (``noise`` their day-to-day spread) and, by default, a rolling part."""
     statistic = seed_statistic if seed_statistic is not None else (-1.0 if model_loss < bar_loss else 1.0)
-    return {"ranking_metric": "loss", "model": {"loss": model_loss, "acc": 0.52, "dir_acc": 0.52},
-            "baselines": {"train_prior": {"loss": bar_loss, "acc": 0.54, "dir_acc": 0.54},
-                          "always_up": {"loss": 3.1, "acc": 0.54, "dir_acc": 0.54}},
-            "bar": "train_prior", "beats_bar": model_loss < bar_loss,
-            "dm": {"against": "train_prior", "loss": "loss", "statistic": statistic, "p_value": p_value},
-            "test_period": ["2016-01-04", "2018-12-28"], "n_test": 700, "val_test_gap": 0.01}
+    rng = np.random.default_rng(seed)
+    days = bar_loss + noise * rng.standard_normal(700)
+    losses = {"model": (days + (model_loss - bar_loss)).tolist(),
+              "baselines": {"train_prior": days.tolist(), "always_up": (days + 2.4).tolist()}}
+    record = {"ranking_metric": "loss", "model": {"loss": model_loss, "acc": 0.52, "dir_acc": 0.52},
+              "baselines": {"train_prior": {"loss": bar_loss, "acc": 0.54, "dir_acc": 0.54},
+                            "always_up": {"loss": 3.1, "acc": 0.54, "dir_acc": 0.54}},
+              "bar": "train_prior", "beats_bar": model_loss < bar_loss,
+              "dm": {"against": "train_prior", "loss": "loss", "statistic": statistic, "p_value": p_value},
+              "test_period": ["2016-01-04", "2018-12-28"], "n_test": 700, "val_test_gap": 0.01,
+              "losses": losses, "inference": {}, "run": {"seed": seed, "epochs": 3, "kept_epoch": 2}}
+    if rolling:
+        record["rolling"] = {k: v for k, v in record.items() if k != "run"} | {"n_origins": 11, "origins": []}
+    return record
 
 
 def _cell(runs: list[dict]) -> dict:
@@ -29,15 +40,21 @@ def _cell(runs: list[dict]) -> dict:
             "runs": runs}
 
 
-@pytest.mark.parametrize("losses, p_values, verdict", [
-    ([0.71, 0.72, 0.71], [0.01, 0.02, 0.03], "no: the tuned model does not beat"),  # worse, significantly
-    ([0.69, 0.69, 0.69], [0.30, 0.40, 0.20], "no: lower mean test loss"),  # better on average, not significant
-    ([0.60, 0.61, 0.72], [0.01, 0.04, 0.50], "yes in 2 of 3 seeds"),  # two seeds beat the bar with p < 0.05
+@pytest.mark.parametrize("losses, noise, rolling, verdict", [
+    ([0.71, 0.72, 0.71], 0.3, True, "no: the tuned model does not beat"),  # worse than the bar
+    ([0.69, 0.69, 0.69], 0.3, True, "no: on the rolling-origin forecasts SPA p = "),  # a little better, noisy
+    ([0.60, 0.61, 0.62], 0.05, True, "yes: on the rolling-origin forecasts SPA p = "),  # better on nearly every day
+    ([0.60, 0.61, 0.62], 0.05, False, "not established: no rolling-origin test was run"),  # no rolling test
 ])
-def test_verdict_needs_a_lower_test_loss_and_a_significant_dm_test(losses, p_values, verdict):
-    summary = results_page.summarise(_cell([_run(loss, p) for loss, p in zip(losses, p_values)]))
-    # the verdict is decided by the numbers in the cell, against the bar chosen on test
+def test_verdict_needs_spa_to_reject_on_the_rolling_origin_forecasts(losses, noise, rolling, verdict):
+    runs = [_run(loss, 0.5, seed=i, noise=noise, rolling=rolling) for i, loss in enumerate(losses)]
+    summary = results_page.summarise(_cell(runs))
+    # the verdict is decided by the search-aware test in the cell, against the bar chosen on test
     assert summary["verdict"].startswith(verdict) and summary["bar"] == "train_prior"
+    assert summary["beats_baselines"] == verdict.startswith("yes")
+    # SPA names the seeds it tested and the configurations tried
+    spa = summary["search"]["single"]["spa"]
+    assert spa["n_models"] == 3 and spa["n_configurations"] == 8
 
 
 def test_direction_cell_compares_cross_entropy_with_ln2_and_the_train_prior():
@@ -52,7 +69,9 @@ def test_page_says_plainly_where_no_model_beats_the_baselines():
     page = results_page.render([_cell([_run(0.71, 0.01), _run(0.72, 0.01)])], results_page.Config(), [],
                                {"date": "today", "machine": "here", "wall": "1 s"})
     # the summary table and the plain statement both appear, and missing benchmarks are reported, not invented
-    assert "no tuned model significantly beats the naive baselines on sample:sp500 direction" in page
+    assert "no tuned model beats the baselines on sample:sp500 direction" in page
+    # every figure's row is there, with the reason where a figure is missing
+    assert "| SPA / Reality Check p over the seeds |" in page and "| Model Confidence Set at 10 %" in page
     assert "No benchmark outputs were found" in page
 
 

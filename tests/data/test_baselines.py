@@ -1,5 +1,5 @@
-"""Baselines: the naive ones on real data, chosen on validation; GARCH(1,1), HAR-RV and EWMA against simulated
-truth and real data, fit on training rows only, and what happens when one cannot be fit."""
+"""Baselines: the naive ones on real data, chosen on validation; the linear ones; GARCH(1,1), GJR-GARCH, HAR-RV and
+EWMA against simulated truth and real data, fit on training rows only, and what happens when one cannot be fit."""
 
 from __future__ import annotations
 
@@ -128,6 +128,87 @@ def test_garch_beats_previous_window_in_qlike_on_held_out_data(simulated):
         assert results.report["garch"][part]["qlike"] < results.report["previous_window"][part]["qlike"]
     # ... and is the baseline every report compares with
     assert results.best == "garch"
+    # GJR-GARCH, added for the final evaluation, nests GARCH and finds no leverage on a symmetric process
+    final = baselines.evaluate(simulated, ("val", "test"), final=True)
+    assert final.fitted["gjr_garch"]["gamma"] < 0.05
+
+
+# ----------------------------------------------------------------------------------------------- GJR-GARCH
+GJR = {"omega": 0.05, "alpha": 0.03, "gamma": 0.12, "beta": 0.85}  # percent units, in arch's order
+
+
+def simulate_gjr(nobs: int, seed: int = 3):
+    model = ZeroMean(volatility=GARCH(p=1, o=1, q=1), distribution=Normal(seed=np.random.default_rng(seed)))
+    sim = model.simulate(list(GJR.values()), nobs=nobs, burn=500)
+    return sim["data"].to_numpy() / 100
+
+
+def test_gjr_fit_recovers_the_leverage_term():
+    fit = baselines.fit_garch(simulate_gjr(6000)[:5000], asymmetric=True)
+    # 5000 returns pin the asymmetric term: negative returns raise next-day variance by gamma * r^2 more
+    assert fit.gamma == pytest.approx(GJR["gamma"], abs=0.05)
+    assert fit.persistence == pytest.approx(GJR["alpha"] + GJR["gamma"] / 2 + GJR["beta"], abs=0.03)
+
+
+def test_gjr_recursion_equals_the_arch_forecast():
+    returns = simulate_gjr(1500)
+    params = baselines.Garch(omega=GJR["omega"] / 1e4, alpha=GJR["alpha"], beta=GJR["beta"], gamma=GJR["gamma"])
+    fixed = arch_model(100 * returns, mean="Zero", vol="GARCH", p=1, o=1, q=1).fix(list(GJR.values()))
+    for horizon in (1, 5):
+        expected = fixed.forecast(horizon=horizon, start=0, reindex=False).variance.to_numpy().mean(axis=1) / 1e4
+        mine = baselines.garch_forecast(returns, params, horizon, init=1e-4)
+        # the one-step recursion and the h-day closed form agree with arch's own GJR forecasts
+        np.testing.assert_allclose(mine[300:], expected[300:], rtol=1e-9)
+
+
+def test_gjr_is_fit_on_training_rows_and_reported_beside_garch(sp500_vol):
+    results = baselines.evaluate(sp500_vol, ("val", "test"), final=True)
+    # both GARCH models are fit and scored; on the S&P 500 the leverage effect is real (gamma clearly above 0)
+    assert {"garch", "gjr_garch"} <= set(results.report) and results.fitted["gjr_garch"]["gamma"] > 0.05
+    assert results.report["gjr_garch"]["test"]["qlike"] < results.report["previous_window"]["test"]["qlike"]
+
+
+# ----------------------------------------------------------------------------------------------- linear
+def test_ridge_recovers_a_linear_signal_and_picks_a_small_penalty():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2000, 4))
+    y = 0.5 + x @ np.array([1.0, -2.0, 0.0, 0.5]) + 0.1 * rng.standard_normal(2000)
+    fit = baselines.fit_ridge(x, y)
+    # strong signal, little noise: GCV picks the smallest penalty and the coefficients come back
+    assert fit.penalty == min(baselines.RIDGE_GRID)
+    np.testing.assert_allclose(fit.coef, [1.0, -2.0, 0.0, 0.5], atol=0.02)
+    assert fit.intercept == pytest.approx(0.5, abs=0.02)
+
+
+def test_ridge_on_noise_shrinks_towards_the_training_mean():
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((300, 8)), rng.standard_normal(300)
+    fit = baselines.fit_ridge(x, y)
+    # no signal: GCV picks a large penalty, so the forecast stays near the mean (the nested model)
+    assert fit.penalty >= 100 and np.abs(fit.coef).max() < 0.1
+
+
+def test_logistic_recovers_the_log_odds():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((5000, 2))
+    p = 1 / (1 + np.exp(-(0.3 + 1.5 * x[:, 0])))
+    y = (rng.random(5000) < p).astype(float)
+    fit = baselines.fit_logistic(x, y)
+    # maximum likelihood with a light penalty: the simulated log-odds come back
+    assert fit.intercept == pytest.approx(0.3, abs=0.1) and fit.coef[0] == pytest.approx(1.5, abs=0.12)
+    assert abs(fit.coef[1]) < 0.1 and 0 < fit.forecast(x).min() < fit.forecast(x).max() < 1
+    with pytest.raises(DataError, match="needs both classes"):
+        baselines.fit_logistic(x, np.ones(5000))
+
+
+def test_linear_baselines_join_the_final_evaluation_only(sp500):
+    for target, name in (("return", "ridge"), ("direction", "logistic")):
+        ds = data.prepare(sp500, target=target, window=20)
+        # a trial's bar is the best naive baseline; the final evaluation adds the linear model, fit on train only
+        assert name not in baselines.evaluate(ds, ("val",)).report
+        results = baselines.evaluate(ds, ("val", "test"), final=True)
+        assert name in results.report and results.fitted[name]["n_features"] == ds.n_features
+        assert np.isfinite(results.forecasts[name]["test"]).all()
 
 
 # ----------------------------------------------------------------------------------------------- HAR and EWMA
@@ -228,6 +309,9 @@ def test_har_without_room_for_its_monthly_term_names_the_problem():
 def test_a_baseline_that_cannot_be_fit_is_skipped_and_the_others_still_report(sp500):
     short = {"sp500": sp500["sp500"].iloc[:380]}  # 231 training rows: HAR fits, GARCH needs 250
     ds = data.prepare(short, target="volatility", horizon=5, window=10, split_window=10)
+    # GJR-GARCH, in the final evaluation, is refused with its own name
+    final = baselines.evaluate(ds, ("val",), final=True)
+    assert final.skipped["gjr_garch"].startswith("GJR-GARCH(1,1) needs at least 250")
     results = baselines.evaluate(ds, ("val",))
     # GARCH is left out with its reason ...
     assert set(results.skipped) == {"garch"} and "needs at least 250 training returns" in results.skipped["garch"]
@@ -237,7 +321,7 @@ def test_a_baseline_that_cannot_be_fit_is_skipped_and_the_others_still_report(sp
 
 
 def test_non_convergence_is_skipped_not_raised(sp500_vol, monkeypatch):
-    def no_convergence(returns):
+    def no_convergence(returns, *, asymmetric=False):
         raise DataError("GARCH(1,1) fit on 3000 training returns did not converge (optimizer: Iteration limit)")
 
     monkeypatch.setattr(baselines, "fit_garch", no_convergence)

@@ -220,3 +220,11 @@ def test_backtest_refuses_bad_input(positions, returns, cost, message):
     # each bad input is a DataError that names it
     with pytest.raises(DataError, match=message):
         scoring.backtest(np.array(positions), np.array(returns), cost_bps=cost)
+
+
+def test_net_returns_are_the_backtests_daily_returns():
+    positions, asset = np.array([1.0, 1.0, -1.0, 0.0]), np.array([0.01, -0.02, -0.01, 0.03])
+    net = scoring.net_returns(positions, asset, cost_bps=10)
+    # entering costs 10 bp, a flip 20 bp, going flat 10 bp; compounded they are the backtest's total return
+    np.testing.assert_allclose(net, [0.01 - 0.001, -0.02, 0.01 - 0.002, -0.001])
+    assert scoring.backtest(positions, asset, cost_bps=10).total_return == pytest.approx(np.prod(1 + net) - 1)

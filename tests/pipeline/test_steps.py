@@ -214,6 +214,31 @@ def test_the_champion_is_chosen_by_tuning_rank_not_by_test(retrained, tmp_path):
     assert "<table>" in render.markdown_to_html(markdown, "x")
 
 
+def test_the_summary_tests_the_retrains_knowing_the_search(retrained):
+    summary = steps.summarize(retrained)
+    single, rolling = summary["search"]["single"], summary["search"]["rolling"]
+    # SPA and the Reality Check run over both retrains against the bar, with the 7 configurations tried named
+    assert single["spa"]["n_models"] == 2 and single["spa"]["n_configurations"] == 7
+    assert single["spa"]["models"] == ["001-t-best-seed0", "002-t-second-seed0"]
+    # the signal is real: SPA rejects on the rolling-origin forecasts, so the verdict is yes, and says on what
+    assert rolling["spa"]["spa_p"] < 0.05 and summary["beats_baselines"]
+    assert summary["search_verdict"].startswith("yes: on the rolling-origin forecasts SPA p = ")
+    # the MCS at 10% runs over the winners and every baseline, and the naive ones are out of it
+    assert {"winner t-best", "winner t-second", "zero", "ridge"} <= set(single["mcs"]["pvalues"])
+    assert "zero" not in single["mcs"]["included"] and "persistence" not in rolling["mcs"]["included"]
+    # the champion's intervals and nested tests, and the rolling origins, are in the summary and on the page
+    assert summary["inference"]["clark_west"] and len(summary["rolling_origins"]) == 3
+    markdown = render.summary_markdown(summary)
+    assert "Search-aware verdict" in markdown and "Reality Check p" in markdown and "Clark-West" in markdown
+
+
+def test_without_a_rolling_origin_test_the_verdict_is_not_established(retrained):
+    single = steps.summarize(retrained)["search"]["single"]
+    beats, text = retrain.search_verdict(single, None)
+    # the rule asks for the rolling-origin test; without it the answer is not yes
+    assert not beats and text.startswith("not established: no rolling-origin test was run (test_origins=1)")
+
+
 def test_a_champion_that_loses_to_the_baseline_is_said_plainly(retrained, tmp_path):
     dirs = [tmp_path / p.name for p in retrained]
     for src, dst in zip(retrained, dirs):
@@ -244,7 +269,7 @@ def test_register_logs_every_retrain_and_aliases_a_winning_champion(retrained, t
     run = next(r for r in children if r.data.tags["hpo.trial"] == "t-best")
     # the t-best run carries its params and one train_loss point per epoch
     assert run.data.params["model"] == "mlp" and run.data.params["seed"] == "0"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2, 3]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == list(range(1, 21))
     assert run.data.metrics["beats_bar"] == 1.0 and "dm_p_value" in run.data.metrics
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"evaluation.json", "forecasts.csv"}
     # the champion beats the bar: registered, and the alias points at it
