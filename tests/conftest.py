@@ -235,5 +235,7 @@ def wait_for_trials(database: Path, study_name: str, *, complete: int, process=N
         found = [t.state for t in trials]
         if found.count(TrialState.COMPLETE) >= complete and TrialState.RUNNING in found:
             return trials
-        assert process is None or process.poll() is None, f"the engine exited with code {process.returncode} first"
+        if process is not None and process.poll() is not None:
+            said = process.stderr.read() if process.stderr is not None else ""
+            raise AssertionError(f"the engine exited with code {process.returncode} first: {said[-2000:]}")
         assert time.monotonic() < deadline, f"no {complete} succeeded trials and a running one in {timeout_s:.0f} s"

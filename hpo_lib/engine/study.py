@@ -152,9 +152,7 @@ def open_study(doc: dict[str, Any], options: TuneOptions, *, sampler=None, prune
     directions = cast(list[Literal["minimize", "maximize"]], [o.direction for o in experiment.objectives(doc)])
     name = experiment.qualified_name(doc)
     try:
-        return optuna.create_study(
-            storage=storage, study_name=name, load_if_exists=True, directions=directions, sampler=sampler, pruner=pruner
-        )
+        return _create_study(storage, name, directions, sampler, pruner)
     except ValueError as exc:
         if "direction" in str(exc).lower():
             raise ConfigError(
@@ -164,6 +162,29 @@ def open_study(doc: dict[str, Any], options: TuneOptions, *, sampler=None, prune
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/Optuna raise many types for an unusable storage
         first = first_line(exc)
         raise ConfigError(f"cannot open study storage {storage}: {first}") from None
+
+
+def _create_study(storage: str, name: str, directions, sampler, pruner, attempts: int = 8) -> optuna.Study:
+    """``optuna.create_study(load_if_exists=True)``, retried when another process is creating the same storage.
+
+    Two engines (or an engine and a reader) opening a fresh database at once race on its schema: one of them sees
+    "table already exists", "UNIQUE constraint failed: alembic_version" or "database is locked" although nothing is
+    wrong. Those errors are transient; anything else, and the last attempt, are raised as they are."""
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return optuna.create_study(
+                storage=storage, study_name=name, load_if_exists=True, directions=directions, sampler=sampler,
+                pruner=pruner,
+            )
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as exc:
+            text = str(exc).lower()
+            transient = any(s in text for s in ("already exists", "unique constraint", "locked", "duplicate"))
+            if not transient or attempt == attempts - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def load_study(path: str | Path, options: TuneOptions) -> optuna.Study:
