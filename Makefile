@@ -18,7 +18,7 @@ install: $(STAMP)  ## create .venv and install hpo_lib with pinned dependencies
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,local]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,local,postgres]'
 	@touch $@
 
 tools: $(TOOLS_STAMP)  ## create .tools-venv with pinned hadolint, checkov, ruff and mypy

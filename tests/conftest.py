@@ -188,7 +188,10 @@ def manifest(tmp_path: Path, *, annotations: dict | None = None, **spec_changes)
 
     doc = copy.deepcopy(BASE)
     doc["spec"].update(spec_changes)
-    doc["spec"]["maxFailedTrialCount"] = min(doc["spec"]["maxFailedTrialCount"], doc["spec"]["maxTrialCount"])
+    if doc["spec"].get("maxFailedTrialCount") is None:  # maxFailedTrialCount=None: the Experiment never fails
+        doc["spec"].pop("maxFailedTrialCount", None)
+    else:
+        doc["spec"]["maxFailedTrialCount"] = min(doc["spec"]["maxFailedTrialCount"], doc["spec"]["maxTrialCount"])
     if annotations:
         doc["metadata"]["annotations"] = dict(annotations)
     path = tmp_path / "experiment.yaml"

@@ -5,6 +5,6 @@
 * :mod:`.pruners`: Katib's median stopping rule as an Optuna pruner, and the local alternatives.
 """
 
-from hpo_lib.engine.study import Progress, TuneOptions, load_study, open_study, run
+from hpo_lib.engine.study import Progress, Tally, TuneOptions, load_study, open_study, recover_orphans, run, tally
 
-__all__ = ["Progress", "TuneOptions", "load_study", "open_study", "run"]
+__all__ = ["Progress", "Tally", "TuneOptions", "load_study", "open_study", "recover_orphans", "run", "tally"]

@@ -39,7 +39,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo_lib.engine import pruners, sampling
-from hpo_lib.errors import ConfigError, first_line
+from hpo_lib.errors import ConfigError, ExperimentFailed, first_line
 from hpo_lib.katib import contract, experiment, space
 from hpo_lib.katib.experiment import Objective
 from hpo_lib.results import render
@@ -104,43 +104,99 @@ class _Running:
     observations: dict[str, list[float]] = field(default_factory=dict)
     deadline: float | None = None
     pruned: bool = False
+    interrupted: bool = False  # cut short from outside: re-queued, no budget taken
     reason: str = ""
 
 
 # ----------------------------------------------------------------------------------------------- trial command
+OUTPUT_DIR_ENV = "HPO_OUTPUT_DIR"  # where a trial writes its files; `hpo trial --output-dir` defaults to it
+
+
 def local_command(
     doc: dict[str, Any], assignments: dict[str, str], options: TuneOptions, output_dir: Path
 ) -> tuple[list[str], dict[str, str], float | None]:
     """A trial's command (:func:`hpo_lib.katib.experiment.trial_command`) resolved to this machine: ``hpo`` and
-    ``python`` from this environment, the container's env over ours (but our HOME), the local overrides applied."""
-    command = experiment.trial_command(doc, assignments, {**options.overrides, "output-dir": str(output_dir)})
+    ``python`` from this environment, the container's env over ours (but our HOME), the local overrides applied.
+
+    Nothing is appended to the command (Katib appends nothing either): the trial learns its output folder from
+    ``HPO_OUTPUT_DIR`` in its environment, the way Katib's own examples read settings from env variables."""
+    command = experiment.trial_command(doc, assignments, options.overrides)
     argv = command.argv
     bindir = Path(sys.executable).parent
     if argv[0] in ("python", "python3"):
         argv[0] = sys.executable
     elif (bindir / argv[0]).exists():
         argv[0] = str(bindir / argv[0])
-    env = {**os.environ, **{k: v for k, v in command.env.items() if k != "HOME"}, "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        **{k: v for k, v in command.env.items() if k != "HOME"},
+        "PYTHONUNBUFFERED": "1",
+        OUTPUT_DIR_ENV: str(output_dir),
+    }
     return argv, env, options.trial_timeout_s or command.deadline_s
 
 
-def _read_lines(number: int, process: subprocess.Popen, events: queue.Queue) -> None:
-    assert process.stdout is not None  # _launch starts every trial with stdout=PIPE
-    for line in process.stdout:
-        events.put((number, "line", line.rstrip("\n")))
+def _own_trial(argv: list[str]) -> bool:
+    """Whether the command runs this project's trial (``hpo trial ...`` or ``python -m hpo_lib.trial ...``)."""
+    head = [Path(argv[0]).name, *argv[1:3]]
+    return (head[0] == "hpo" and head[1:2] == ["trial"]) or (
+        head[0].startswith("python") and head[1:3] == ["-m", "hpo_lib.trial"]
+    )
+
+
+LOG_NAME = "trial.log"  # both streams of a trial, merged in order: Katib's `<command> 1>metrics.log 2>&1`
+
+
+def _read_lines(number: int, process: subprocess.Popen, events: queue.Queue, log_path: Path) -> None:
+    assert process.stdout is not None  # _launch starts every trial with stdout=PIPE, stderr merged into it
+    with open(log_path, "w", encoding="utf-8", errors="replace") as log_file:
+        for line in process.stdout:
+            log_file.write(line)
+            log_file.flush()
+            events.put((number, "line", line.rstrip("\n")))
     events.put((number, "exit", process.wait()))
 
 
+def _die_with_engine() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the kernel SIGTERM the trial when the engine dies, even by kill -9 (Linux's
+    parent-death signal; None elsewhere). It fires when the thread that forked the trial ends, and trials are
+    forked from the engine's main thread, which lives as long as the engine does."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, before the fork: the child only calls it
+    parent = os.getpid()
+
+    def child() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the engine died between fork and prctl: nothing would signal us
+            os._exit(1)
+
+    return child
+
+
 def _terminate(process: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """SIGTERM (what Katib's sidecar sends on early stopping), then kill after a grace period."""
+    """SIGTERM (what Katib's sidecar sends on early stopping) to the trial's process group, so whatever the trial
+    started ends with it, then SIGKILL after a grace period."""
+    import signal
+
     if process.poll() is not None:
         return
-    process.terminate()
+    _signal_group(process, signal.SIGTERM)
     try:
         process.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
-        process.kill()
+        _signal_group(process, signal.SIGKILL)
         process.wait()
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)  # each trial leads its own session (start_new_session=True)
+    except (ProcessLookupError, PermissionError):
+        process.send_signal(signum)
 
 
 # ----------------------------------------------------------------------------------------------- engine
@@ -211,7 +267,9 @@ def run(path: str | Path, options: TuneOptions | None = None) -> optuna.Study:
     filters = experiment.metrics_filters(doc)
     distributions = {p["name"]: space.from_katib_parameter(p) for p in spec["parameters"]}
     max_trials = options.max_trials or spec.get("maxTrialCount") or 10
+    # this engine runs up to `parallel` trials at once; the study, across every engine sharing it, up to `shared`
     parallel = options.parallel or spec.get("parallelTrialCount") or 3
+    shared = max(parallel, spec.get("parallelTrialCount") or 3)
     max_failed = spec.get("maxFailedTrialCount")
     goal = objective.get("goal")
     minimize = objective["type"] == "minimize"
@@ -232,39 +290,61 @@ def run(path: str | Path, options: TuneOptions | None = None) -> optuna.Study:
         medianstop, pruner = (pruner if isinstance(pruner, pruners.KatibMedianStopPruner) else None), None
     else:
         sampler, medianstop = sampling.make_sampler(spec["algorithm"], distributions, max_trials), None
+    _preflight(doc, options, spec["parameters"])  # a typo in a flag costs one line, before any study or trial
     study = open_study(doc, options, sampler=sampler, pruner=pruner)
-    _fail_interrupted(study)
+    me = _me()
+    recover_orphans(study, me)
     if study.user_attrs.get("objective_names") != [o.metric for o in goals]:
         study.set_user_attr("objective_names", [o.metric for o in goals])
     tracker = _open_tracker(doc, study, options, goals, path)
+    lock = _SchedulingLock(options.storage_url, study.study_name)
 
     events: queue.Queue = queue.Queue()
     running: dict[int, _Running] = {}
     shown: list[Progress] = []  # the last Progress reported, so the face hears only of changes
     completed = False
+    asking: optuna.trial.Trial | None = None  # asked but not yet running: an interruption there must not orphan it
+    requested: list[int] = []  # signals noted by the handlers, raised as Interrupted at the loop's safe points
+    previous_handlers = _install_stop_signals(requested)
     try:
-        finished_since_check = True  # storage is read for scheduling only when a trial has finished
+        check_at = 0.0  # storage is read for scheduling when a trial finished, or every POLL_S while waiting
+        beat_at = time.monotonic() + HEARTBEAT_S
         while True:
-            if finished_since_check:
-                finished_since_check = False
-                counts = render.state_counts(study)
-                finished = counts["complete"] + counts["pruned"] + counts["fail"]
-                stop = (
-                    finished + len(running) >= max_trials
-                    or (max_failed is not None and counts["fail"] >= max_failed > 0)
-                    or _goal_reached(study, goal, minimize)
-                )
-                while not stop and len(running) < parallel and finished + len(running) < max_trials:
-                    trial = study.ask(distributions)
-                    if isinstance(pruner, pruners.KatibMedianStopPruner):
-                        pruner.freeze(study, trial)  # Katib freezes the stopping rule when it creates the trial
-                    launched = _launch(doc, trial, options, events)
-                    if medianstop is not None:
-                        launched.threshold = _curve_threshold(study, medianstop)
-                    running[trial.number] = launched
-                _report_progress(options.on_progress, study, running, max_trials, shown)
-            if not running:
-                break
+            if requested:
+                raise Interrupted(requested[0])
+            now = time.monotonic()
+            if now >= check_at:
+                check_at = now + POLL_S
+                recover_orphans(study, me)
+                with lock:  # count and ask under one lock: engines sharing the study never overshoot the budget
+                    counts = tally(study)
+                    ended = _ended(study, counts, max_failed, goal, minimize)
+                    while (
+                        not ended
+                        and len(running) < parallel
+                        and counts.running < shared
+                        and counts.used < max_trials
+                        and not requested
+                    ):
+                        trial = asking = study.ask(distributions)
+                        trial.set_user_attr(OWNER_ATTR, me)
+                        trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+                        if isinstance(pruner, pruners.KatibMedianStopPruner):
+                            pruner.freeze(study, trial)  # Katib freezes the stopping rule when it creates the trial
+                        launched = _launch(doc, trial, options, events)
+                        if medianstop is not None:
+                            launched.threshold = _curve_threshold(study, medianstop)
+                        running[trial.number] = launched
+                        asking = None
+                        counts = tally(study)
+                _report_progress(options.on_progress, counts, study, running, max_trials, shown)
+                # done when nothing of ours runs and the experiment ended or its budget finished; while another
+                # engine's trials run, wait: they may finish, or lose their engine and come back to be re-run
+                if not running and (ended or counts.finished >= max_trials):
+                    break
+            if now >= beat_at:
+                beat_at = now + HEARTBEAT_S
+                _heartbeat(running)
             try:
                 number, kind, payload = events.get(timeout=0.5)
             except queue.Empty:
@@ -278,18 +358,81 @@ def run(path: str | Path, options: TuneOptions | None = None) -> optuna.Study:
             else:
                 _finish(study, state, payload, goals, tracker)
                 del running[number]
-                finished_since_check = True
+                check_at = 0.0
         completed = True
-    except KeyboardInterrupt:
-        for state in running.values():  # stop cleanly: running trials end, finished ones stay in storage
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: running trials end and re-run on resume
+        _ignore_stop_signals()
+        label = exc.label if isinstance(exc, Interrupted) else "Ctrl-C"
+        for state in running.values():
             _terminate(state.process, grace_s=5)
-            state.reason = "interrupted (Ctrl-C)"
+            state.reason, state.interrupted = f"interrupted ({label})", True
             _finish(study, state, -2, goals, tracker)
+        if asking is not None and asking.number not in running:
+            _interrupt(study, asking.number, asking._trial_id, asking.params, f"interrupted ({label})")
         raise
     finally:
+        _restore_signals(previous_handlers)
         render.export(study, options.state_dir / study.study_name)
         _close_tracker(tracker, study, completed)
+    counts = tally(study)
+    if max_failed is not None and counts.failed >= max_failed > 0:
+        raise ExperimentFailed(
+            f"experiment {study.study_name} failed: {counts.failed} trial(s) failed and maxFailedTrialCount is "
+            f"{max_failed} (Katib: Experiment has failed because max failed count has reached); "
+            f"{_first_failure(study)}; everything is in {options.state_dir / study.study_name}/trials.json"
+        )
+    if counts.failed and not counts.complete + counts.pruned:
+        raise ExperimentFailed(
+            f"experiment {study.study_name}: every trial failed ({counts.failed}); {_first_failure(study)}; "
+            f"everything is in {options.state_dir / study.study_name}/trials.json"
+        )
     return study
+
+
+def _ended(study: optuna.Study, counts: Tally, max_failed: int | None, goal: float | None, minimize: bool) -> bool:
+    """Katib's early ends of an Experiment: maxFailedTrialCount reached, or the objective's goal met."""
+    return (max_failed is not None and counts.failed >= max_failed > 0) or _goal_reached(study, goal, minimize)
+
+
+def _first_failure(study: optuna.Study) -> str:
+    """The first trial that failed on its own, its reason and its last output line, for the one-line error."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if t.user_attrs.get(INTERRUPTED_TRIAL_ATTR):
+            continue
+        lines = [line for line in str(t.user_attrs.get("output_tail", "")).splitlines() if line.strip()]
+        last = f": {lines[-1].strip()[:200]}" if lines else ""
+        return f"the first, trial {t.number}, {t.user_attrs.get('fail_reason', 'failed')}{last}"
+    return "no trial failed on its own"
+
+
+def _preflight(doc: dict[str, Any], options: TuneOptions, parameters: list[dict[str, Any]]) -> None:
+    """When the trial command is this project's trial, check its flags (the manifest's and ``--set``'s) with the
+    trial's own parser before any trial starts, on one assignment inside the search space: a typo then costs one
+    line, not every trial. The trial is reached as a process (``--check-flags``), as the engine reaches it always."""
+    assignments = {p["name"]: _some_value(p) for p in parameters}
+    argv, env, _ = local_command(doc, assignments, options, options.state_dir)
+    if not _own_trial(argv):
+        return
+    env.pop(OUTPUT_DIR_ENV, None)
+    try:
+        done = subprocess.run(
+            [*argv, "--check-flags"], capture_output=True, text=True, env=env, timeout=60, errors="replace"
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(f"cannot run the trial command {argv[0]}: {first_line(exc)}") from None
+    if done.returncode != 0:
+        said = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+        why = said[-1].split(": error: ", 1)[-1] if said else f"exit code {done.returncode}"
+        raise ConfigError(
+            f"the trial refuses its flags before any trial starts: {why}; fix the manifest's args or the --set value"
+        )
+
+
+def _some_value(parameter: dict[str, Any]) -> str:
+    """One value of a Katib parameter's feasible space (its first listed value, else its min)."""
+    feasible = parameter.get("feasibleSpace") or {}
+    values = feasible.get("list")
+    return str(values[0]) if values else str(feasible.get("min", ""))
 
 
 def _curve_threshold(study: optuna.Study, rule: pruners.KatibMedianStopPruner) -> float | None:
@@ -354,19 +497,223 @@ def _early_stopping_settings(spec: dict[str, Any], pruner: str) -> dict[str, Any
     return {k: v for k, v in settings.items() if k in accepted}
 
 
-INTERRUPTED_ATTR = render.INTERRUPTED_ATTR  # the engine writes it, the renderer reads it
+INTERRUPTED_ATTR = render.INTERRUPTED_ATTR  # studies of earlier versions: trials a killed engine left RUNNING
+
+# ----------------------------------------------------------------------------------------------- interruption
+# A trial the engine did not end on its own terms (Ctrl-C, SIGTERM/SIGHUP, kill -9 of its engine, a reboot) is
+# failed with the reason, marked interrupted, and re-queued with the same parameter assignment; an interrupted trial
+# takes no budget and never counts towards maxFailedTrialCount. Several engines may share one study: each stamps the
+# trials it runs with who it is and a heartbeat, so an engine recovers only trials whose engine is gone.
+OWNER_ATTR = "engine"  # trial: {"host", "pid", "started"} of the engine process running it
+HEARTBEAT_ATTR = "heartbeat"  # trial: the UNIX time its engine last said it was alive
+INTERRUPTED_TRIAL_ATTR = "interrupted"  # trial: True when the trial was cut short from outside
+RERUN_ATTR = "rerun_of"  # trial: the number of the interrupted trial it re-runs with the same assignment
+HEARTBEAT_S = 10.0  # a live engine stamps each of its running trials this often
+GRACE_S = 60.0  # a trial of another machine with no stamp for this long has lost its engine
+POLL_S = 2.0  # how often an engine re-reads a shared study for freed slots while it waits
 
 
-def _fail_interrupted(study: optuna.Study) -> None:
-    """Trials a killed run left RUNNING can never finish: record them as failed, keep everything else."""
-    orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    for trial in orphans:
-        log.warning("trial %d was interrupted by an earlier run: marking it failed", trial.number)
-        study.tell(trial.number, state=TrialState.FAIL)
-    if orphans:  # a finished trial takes no new attributes: the study remembers why these failed
-        study.set_user_attr(
-            INTERRUPTED_ATTR, sorted({*study.user_attrs.get(INTERRUPTED_ATTR, []), *(t.number for t in orphans)})
-        )
+class Interrupted(KeyboardInterrupt):
+    """The engine was asked to stop (Ctrl-C, SIGTERM, SIGHUP); ``signum`` says which."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.label = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
+@dataclass(frozen=True)
+class Tally:
+    """A study's trials as the budget sees them, across every engine sharing it."""
+
+    complete: int
+    pruned: int
+    failed: int  # failed on their own: what maxFailedTrialCount counts
+    interrupted: int  # cut short from outside and re-queued: no budget taken
+    running: int  # by any engine
+    waiting: int  # queued (re-runs), not yet started
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned + self.failed
+
+    @property
+    def used(self) -> int:
+        """Budget taken: finished trials plus the ones running anywhere."""
+        return self.finished + self.running
+
+
+def tally(study: optuna.Study) -> Tally:
+    trials = study.get_trials(deepcopy=False)
+    rerun = {t.user_attrs.get(RERUN_ATTR) for t in trials} - {None}
+    legacy = set(study.user_attrs.get(INTERRUPTED_ATTR, []))
+    interrupted = {
+        t.number
+        for t in trials
+        if t.state == TrialState.FAIL
+        and (t.user_attrs.get(INTERRUPTED_TRIAL_ATTR) or t.number in rerun or t.number in legacy)
+    }
+    states = [t.state for t in trials]
+    return Tally(
+        complete=states.count(TrialState.COMPLETE),
+        pruned=states.count(TrialState.PRUNED),
+        failed=states.count(TrialState.FAIL) - len(interrupted),
+        interrupted=len(interrupted),
+        running=states.count(TrialState.RUNNING),
+        waiting=states.count(TrialState.WAITING),
+    )
+
+
+def _process_started(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), which tells a reused pid from the original."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _me() -> dict[str, Any]:
+    import socket
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": _process_started(os.getpid())}
+
+
+def _engine_gone(trial: optuna.trial.FrozenTrial, me: dict[str, Any], now: float) -> bool:
+    """Whether the engine that runs this RUNNING trial is dead. On this machine that is known at once (is its
+    process alive, and the same process); for another machine's trial, its heartbeat must be GRACE_S old."""
+    owner = trial.user_attrs.get(OWNER_ATTR)
+    if owner and owner.get("host") == me["host"]:
+        if owner.get("pid") == me["pid"] and owner.get("started") == me["started"]:
+            return False  # one of ours (this engine's own bookkeeping holds it)
+        try:
+            os.kill(int(owner["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass  # alive, under another user
+        started = _process_started(int(owner["pid"]))
+        return owner.get("started") is not None and started is not None and started != owner["started"]
+    last = trial.user_attrs.get(HEARTBEAT_ATTR)
+    if last is None:  # just asked by an engine that has not stamped it yet, or left by an older version
+        last = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+    return now - float(last) > GRACE_S
+
+
+def recover_orphans(study: optuna.Study, me: dict[str, Any] | None = None) -> list[int]:
+    """Fail and re-queue the RUNNING trials whose engine is gone; the numbers of those this call recovered.
+
+    Two engines may race for the same orphan: the one whose ``tell`` lands re-queues it, the other skips it."""
+    me = me or _me()
+    now = time.time()
+    recovered = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if _engine_gone(trial, me, now):
+            reason = "interrupted: the engine running it was killed"
+            if _interrupt(study, trial.number, trial._trial_id, trial.params, reason):
+                log.warning("trial %d lost its engine: re-running it with the same parameters", trial.number)
+                recovered.append(trial.number)
+    return recovered
+
+
+def _interrupt(study: optuna.Study, number: int, trial_id: int, params: dict[str, Any], reason: str) -> bool:
+    """Record a RUNNING trial as interrupted (failed, with the reason) and queue its re-run; False when another
+    engine finished it first."""
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        storage.set_trial_user_attr(trial_id, INTERRUPTED_TRIAL_ATTR, True)
+        study.tell(number, state=TrialState.FAIL)
+    except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError):
+        return False
+    study.enqueue_trial(params, user_attrs={RERUN_ATTR: number})
+    return True
+
+
+class _SchedulingLock:
+    """Held while an engine counts the study's budget and asks for a trial, so engines sharing a study never
+    overshoot ``maxTrialCount`` or ``parallelTrialCount``: an advisory lock on PostgreSQL, a file lock beside a
+    SQLite database; on other databases the budget is checked without a lock (and may overshoot by a trial)."""
+
+    def __init__(self, storage_url: str, study_name: str) -> None:
+        import hashlib
+
+        digest = hashlib.sha256(study_name.encode()).digest()
+        self.url, self.key = storage_url, int.from_bytes(digest[:8], "big") >> 1  # a bigint for pg_advisory_lock
+        self._file = None
+        self._engine = None
+        self._connection = None
+
+    def __enter__(self) -> _SchedulingLock:
+        import fcntl
+
+        if self.url.startswith("sqlite:///"):
+            self._file = open(Path(self.url.removeprefix("sqlite:///")).with_suffix(".lock"), "a")
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+        elif self.url.startswith(("postgresql", "postgres")):
+            import sqlalchemy
+
+            if self._engine is None:
+                self._engine = sqlalchemy.create_engine(self.url, poolclass=sqlalchemy.pool.NullPool)
+            self._connection = self._engine.connect()
+            self._connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        import fcntl
+
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+        if self._connection is not None:
+            import sqlalchemy
+
+            try:
+                self._connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+            finally:
+                self._connection.close()
+                self._connection = None
+
+
+def _heartbeat(running: dict[int, _Running]) -> None:
+    now = time.time()
+    for state in running.values():
+        state.trial.set_user_attr(HEARTBEAT_ATTR, now)
+
+
+def _install_stop_signals(requested: list[int]) -> dict[int, Any]:
+    """Ctrl-C, SIGTERM and SIGHUP (a closing terminal, `timeout`, systemd, a pod's stop) all stop the engine the
+    same way; returns the handlers to restore. The handler only notes the signal, and the loop raises
+    :class:`Interrupted` at its next safe point (within half a second): an exception raised inside a signal handler
+    can land in a garbage-collector callback, where Python prints and drops it. Only the main thread may set
+    handlers: elsewhere nothing changes and Ctrl-C stays Python's KeyboardInterrupt."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def note(signum, _frame):
+        requested.append(signum)
+
+    return {signum: signal.signal(signum, note) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+
+
+def _restore_signals(previous: dict[int, Any]) -> None:
+    import signal
+
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+def _ignore_stop_signals() -> None:
+    """While the engine records what an interruption cut short, a second signal must not cut the recording."""
+    import signal
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def _launch(doc: dict[str, Any], trial: optuna.trial.Trial, options: TuneOptions, events: queue.Queue) -> _Running:
@@ -375,13 +722,22 @@ def _launch(doc: dict[str, Any], trial: optuna.trial.Trial, options: TuneOptions
     output_dir.mkdir(parents=True, exist_ok=True)
     argv, env, deadline = local_command(doc, assignments, options, output_dir)
     trial.set_user_attr("argv", argv)
-    log_file = open(output_dir / "stderr.log", "w")
     process = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=log_file, text=True, bufsize=1, env=env, start_new_session=True
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        errors="replace",
+        env=env,
+        start_new_session=True,
+        preexec_fn=_die_with_engine(),  # noqa: PLW1509 - only prctl and getppid run between fork and exec
     )
-    log_file.close()
     state = _Running(trial=trial, process=process, started=time.monotonic(), output_dir=output_dir, deadline=deadline)
-    threading.Thread(target=_read_lines, args=(trial.number, process, events), daemon=True).start()
+    reader = threading.Thread(
+        target=_read_lines, args=(trial.number, process, events, output_dir / LOG_NAME), daemon=True
+    )
+    reader.start()
     return state
 
 
@@ -454,7 +810,7 @@ def _finish(study: optuna.Study, state: _Running, exit_code: int, goals: list[Ob
         if not reason and missing:
             reason = f"never printed the objective {', '.join(missing)} (Katib: MetricsUnavailable)"
     condition = "EarlyStopped" if state.pruned else "Failed" if reason else "Succeeded"
-    tail = ("\n".join(state.tail) + _stderr_tail(state.output_dir)) if reason else ""
+    tail = "\n".join(state.tail) if reason else ""  # the last lines of both streams, merged
     if reason:
         trial.set_user_attr("fail_reason", reason)
         trial.set_user_attr("output_tail", tail[-4000:])
@@ -462,7 +818,11 @@ def _finish(study: optuna.Study, state: _Running, exit_code: int, goals: list[Ob
             "trial %d failed: %s; params %s; output in %s", trial.number, reason, trial.params, state.output_dir
         )
     _track(tracker, study, state, condition, tail)
-    if state.pruned:
+    if state.interrupted:
+        trial.set_user_attr(INTERRUPTED_TRIAL_ATTR, True)
+        study.tell(trial, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={RERUN_ATTR: trial.number})
+    elif state.pruned:
         study.tell(trial, state=TrialState.PRUNED)
     elif reason:
         study.tell(trial, state=TrialState.FAIL)
@@ -492,11 +852,6 @@ def _track(tracker, study: optuna.Study, state: _Running, condition: str, tail: 
         log.warning("MLflow: could not log trial %d (%s); the study goes on", trial.number, exc)
 
 
-def _stderr_tail(output_dir: Path) -> str:
-    path = output_dir / "stderr.log"
-    return "\n" + "\n".join(path.read_text(errors="replace").splitlines()[-TAIL_LINES:]) if path.exists() else ""
-
-
 def _observation(observations: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     return {name: {"min": min(v), "max": max(v), "latest": v[-1]} for name, v in observations.items() if v}
 
@@ -510,6 +865,7 @@ def _goal_reached(study: optuna.Study, goal: float | None, minimize: bool) -> bo
 
 def _report_progress(
     callback: Callable[[Progress], None] | None,
+    counts: Tally,
     study: optuna.Study,
     running: dict[int, _Running],
     total: int,
@@ -518,11 +874,10 @@ def _report_progress(
     """Tell the face where the study stands, only when something changed."""
     if callback is None:
         return
-    counts = render.state_counts(study)
     multi = len(study.directions) > 1
     best: tuple[float, ...] | None = None
     front = None
-    if counts["complete"]:
+    if counts.complete:
         if multi:
             front = len(study.best_trials)
         else:
@@ -530,9 +885,9 @@ def _report_progress(
     now = Progress(
         total=total,
         running=len(running),
-        complete=counts["complete"],
-        pruned=counts["pruned"],
-        failed=counts["fail"],
+        complete=counts.complete,
+        pruned=counts.pruned,
+        failed=counts.failed,
         best=best,
         front=front,
     )

@@ -80,7 +80,6 @@ def trial_command(family: str, params: tuple[space.Param, ...]) -> tuple[list[st
         f"--epochs={EPOCHS}",
         f"--folds={FOLDS}",
         f"--seeds={SEEDS}",
-        "--output-dir=/tmp/outputs",
     ]
     return ["hpo", "trial"], fixed + space.trial_flags(params)
 
@@ -97,6 +96,7 @@ def trial_job(family: str, params: tuple[space.Param, ...]) -> dict[str, Any]:
             {"name": "PYTHONUNBUFFERED", "value": "1"},  # the sidecar tails the log for early stopping
             {"name": "HPO_OFFLINE", "value": "1"},  # trials read the data-prep Job's cache, never Yahoo
             {"name": "HOME", "value": "/tmp"},
+            {"name": "HPO_OUTPUT_DIR", "value": "/tmp/outputs"},  # the trial's files (the embedded engine sets its own)
         ],
         "resources": {
             "requests": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"},

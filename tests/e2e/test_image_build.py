@@ -141,7 +141,7 @@ def test_manifest_trial_command_runs_in_the_image(container, mounts, path):
         # Katib's StdOut collector reads the objective and every additional metric, with a real timestamp
         assert set(values) == set(names) and all(values.values()), line
         assert stamp != contract.ZERO_TIME
-    # the trial wrote its outputs to the scratch volume (--output-dir=/tmp/outputs) and nothing to the data mount
+    # the trial wrote its outputs to the scratch volume (HPO_OUTPUT_DIR=/tmp/outputs) and nothing to the data mount
     data, scratch = mounts
     assert any((scratch / "outputs").rglob("*")), "no trial outputs under /tmp/outputs"
     assert sorted(p.name for p in data.iterdir()) == ["prices.txt"]

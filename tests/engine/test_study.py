@@ -9,7 +9,8 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo_lib import engine
-from hpo_lib.errors import ConfigError
+from hpo_lib.engine.study import GRACE_S
+from hpo_lib.errors import ConfigError, ExperimentFailed
 from hpo_lib.katib import experiment as katib_experiment
 from tests.conftest import BASE, OBJECTIVES_ANNOTATION, manifest, multi_manifest, options, states
 
@@ -51,38 +52,73 @@ def test_local_pruners_run_on_a_manifest_with_medianstop_settings(tmp_path, prun
     ("nan", "printed as ''"),
 ])
 def test_failed_trials_keep_their_output_and_the_study_goes_on(tmp_path, mode, reason):
-    study = engine.run(manifest(tmp_path, maxTrialCount=2), options(tmp_path, mode=mode))
-    # each trial fails with its reason and output tail; the budget still runs to the end
+    with pytest.raises(ExperimentFailed, match=r"every trial failed \(2\); the first, trial 0, .*" + reason):
+        engine.run(manifest(tmp_path, maxTrialCount=2, maxFailedTrialCount=None), options(tmp_path, mode=mode))
+    # each trial fails with its reason and output tail; the budget still runs to the end, and the run says so
+    study = optuna.load_study(study_name="local.scripted", storage=f"sqlite:///{tmp_path / 'state' / 'studies.db'}")
     assert states(study) == [TrialState.FAIL, TrialState.FAIL]
     assert reason in study.trials[0].user_attrs["fail_reason"]
     if mode == "crash":
         assert "simulated crash" in study.trials[0].user_attrs["output_tail"]
 
 
-def test_max_failed_trial_count_stops_the_study(tmp_path):
-    study = engine.run(manifest(tmp_path, maxTrialCount=5, maxFailedTrialCount=2), options(tmp_path, mode="crash"))
-    # two failures of a budget of five end the study
+def test_max_failed_trial_count_fails_the_experiment_in_katibs_words(tmp_path):
+    with pytest.raises(ExperimentFailed) as failed:
+        engine.run(manifest(tmp_path, maxTrialCount=5, maxFailedTrialCount=2), options(tmp_path, mode="crash"))
+    # two failures of a budget of five end the study, as Katib marks the Experiment Failed, with the first cause
+    assert "max failed count has reached" in str(failed.value) and "simulated crash" in str(failed.value)
+    assert failed.value.exit_code != 0
+    study = optuna.load_study(study_name="local.scripted", storage=f"sqlite:///{tmp_path / 'state' / 'studies.db'}")
     assert states(study) == [TrialState.FAIL, TrialState.FAIL]
+    # nothing finished is lost: the export is written
+    assert (tmp_path / "state" / "local.scripted" / "trials.json").exists()
 
 
 def test_hanging_trial_is_ended_at_its_deadline(tmp_path):
     opts = options(tmp_path, mode="hang")
     opts.trial_timeout_s = 1.5
-    study = engine.run(manifest(tmp_path, maxTrialCount=1), opts)
+    with pytest.raises(ExperimentFailed, match="deadline"):
+        engine.run(manifest(tmp_path, maxTrialCount=1, maxFailedTrialCount=None), opts)
+    study = optuna.load_study(study_name="local.scripted", storage=f"sqlite:///{tmp_path / 'state' / 'studies.db'}")
     # the trial is ended and failed with the deadline as its reason
     assert states(study) == [TrialState.FAIL]
     assert "deadline" in study.trials[0].user_attrs["fail_reason"]
 
 
-def test_resume_keeps_finished_trials_and_fails_interrupted_ones(tmp_path):
+def test_resume_keeps_finished_trials_and_reruns_interrupted_ones_without_taking_budget(tmp_path):
     path = manifest(tmp_path, maxTrialCount=2)
     engine.run(path, options(tmp_path, curves="1"))
     storage = f"sqlite:///{tmp_path / 'state' / 'studies.db'}"
     killed = optuna.load_study(study_name="local.scripted", storage=storage)
-    killed.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # a trial a kill -9 left RUNNING
-    resumed = engine.run(manifest(tmp_path, maxTrialCount=4), options(tmp_path, curves="1"))
-    # the two finished trials are still there, the orphan is failed, the budget is filled up
-    assert states(resumed) == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    orphan = killed.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # a trial a kill -9 left RUNNING
+    resumed = engine.run(manifest(tmp_path, maxTrialCount=4, maxFailedTrialCount=1), options(tmp_path, curves="1"))
+    # the two finished trials are still there, the orphan is failed as interrupted and re-run with its parameters;
+    # it takes no budget (4 succeed) and does not count as a failure (maxFailedTrialCount 1 is not reached)
+    trials = resumed.get_trials()
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 4 and len(trials) == 5
+    assert trials[2].state == TrialState.FAIL and trials[2].user_attrs["interrupted"] is True
+    rerun = [t for t in trials if t.user_attrs.get("rerun_of") == orphan.number]
+    assert len(rerun) == 1 and rerun[0].params == orphan.params and rerun[0].state == TrialState.COMPLETE
+    assert engine.tally(resumed).failed == 0 and engine.tally(resumed).interrupted == 1
+
+
+def test_a_running_trial_of_a_live_engine_is_never_taken_over(tmp_path):
+    path = manifest(tmp_path, maxTrialCount=2)
+    engine.run(path, options(tmp_path, curves="1"))
+    storage = f"sqlite:///{tmp_path / 'state' / 'studies.db'}"
+    other = optuna.load_study(study_name="local.scripted", storage=storage)
+    alive = other.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    alive.set_user_attr("engine", {"host": "another-machine", "pid": 1, "started": 1})
+    alive.set_user_attr("heartbeat", __import__("time").time())  # its engine stamped it just now
+    # an engine on another machine with a fresh heartbeat: nothing is recovered
+    assert engine.recover_orphans(other) == []
+    # the same trial with a stale heartbeat has lost its engine: recovered and queued again
+    alive.set_user_attr("heartbeat", __import__("time").time() - 2 * GRACE_S)
+    assert engine.recover_orphans(other) == [alive.number]
+    queued = other.get_trials()[-1]
+    assert queued.state == TrialState.WAITING and queued.system_attrs["fixed_params"] == alive.params
+    # a second engine racing for the same orphan does not queue it twice
+    assert engine.recover_orphans(other) == []
 
 
 def test_two_parallel_trials_on_sqlite(tmp_path):
