@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from hpo_lib.errors import HpoError, run_main
+from hpo_lib.errors import ConfigError, HpoError, RedactingFilter, first_line, redact, run_main
 
 DESCRIPTION = """\
 Tune deep-learning forecasters for financial time series with Katib, or on one machine.
@@ -248,8 +248,6 @@ def _pipeline_definition():
     import importlib.util
     from pathlib import Path
 
-    from hpo_lib.errors import ConfigError
-
     path = Path(__file__).resolve().parents[1] / "pipelines" / "katib_hpo.py"
     if not path.exists():
         raise ConfigError(f"{path} not found: the pipeline commands run from a checkout of the repository")
@@ -266,7 +264,6 @@ def _pipeline(args: argparse.Namespace) -> int:
     import re
     from pathlib import Path
 
-    from hpo_lib.errors import ConfigError
     from hpo_lib.pipeline import steps
     from hpo_lib.results import tracking
 
@@ -321,15 +318,15 @@ def _pipeline(args: argparse.Namespace) -> int:
     print(summary["verdict"])
     for name in ("leaderboard", "report", "registry"):
         print(f"{name}: {task.outputs[name].path}")
-    print(f"MLflow: {arguments['tracking_uri']}")
+    print(f"MLflow: {redact(arguments['tracking_uri'])}")
     return 0
 
 
 def _tune(args: argparse.Namespace) -> int:
+    import math
     from pathlib import Path
 
     from hpo_lib import engine
-    from hpo_lib.errors import ConfigError
     from hpo_lib.results import render
 
     overrides = {}
@@ -341,6 +338,12 @@ def _tune(args: argparse.Namespace) -> int:
     for name, value in (("--max-trials", args.max_trials), ("--parallel", args.parallel)):
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")
+    if args.trial_timeout is not None and not (math.isfinite(args.trial_timeout) and args.trial_timeout > 0):
+        raise ConfigError(
+            f"--trial-timeout must be a positive number of seconds, got {args.trial_timeout:g}: every trial would be "
+            "killed at once; leave it out to use the Job's activeDeadlineSeconds"
+        )
+    _writable_dir(Path(args.state_dir), "--state-dir")
     options = engine.TuneOptions(
         overrides=overrides,
         storage=args.storage,
@@ -353,7 +356,7 @@ def _tune(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
         mo_sampler=args.mo_sampler,
     )
-    with _ProgressBar(enabled=not args.no_progress) as bar:
+    with _ProgressBar(enabled=not args.no_progress) as bar, _storage_failures(options.storage_url, args.state_dir):
         options.on_progress = bar.update
         study = engine.run(args.manifest, options)
     print(render.leaderboard(study))
@@ -363,7 +366,7 @@ def _tune(args: argparse.Namespace) -> int:
         from hpo_lib.results import tracking
 
         print(
-            f"MLflow runs: {tracking.tracking_uri(options.tracking_uri, state_dir=options.state_dir)} "
+            f"MLflow runs: {redact(tracking.tracking_uri(options.tracking_uri, state_dir=options.state_dir))} "
             f"(experiment {study.study_name.split('.', 1)[-1]})"
         )
     print(
@@ -381,20 +384,100 @@ def _study_options(args: argparse.Namespace):
     return engine.TuneOptions(storage=args.storage, state_dir=Path(args.state_dir), tracking=False)
 
 
+def _writable_dir(path, flag: str):
+    """``path`` as a folder this user can write (created if missing), or one ConfigError naming the flag and why."""
+    import os
+
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} is a file, not a folder: give a folder (it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"{flag} {path} cannot be written ({exc.strerror or type(exc).__name__}): give a folder this user may write"
+        ) from None
+    return path
+
+
+def _load_study(manifest: str, options):
+    """``engine.load_study``, with a storage that cannot be read (a corrupt or foreign SQLite file, a server that
+    refuses) as one line."""
+    from hpo_lib import engine
+
+    try:
+        return engine.load_study(manifest, options)
+    except HpoError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy and Optuna raise many types for an unusable storage
+        raise ConfigError(
+            f"cannot read study storage {options.storage_url}: {first_line(exc)}; is it the file or URL `hpo tune` "
+            "wrote? A damaged SQLite file cannot be repaired here: restore it or tune again with another --state-dir"
+        ) from None
+
+
+def _storage_failures(storage: str, state_dir: str):
+    """Turn a storage that fails mid-study (a full disk, a lost database server) into one line: what finished is in
+    the storage already, and re-running the same command resumes."""
+    import contextlib
+    import errno
+
+    @contextlib.contextmanager
+    def guard():
+        import optuna
+        import sqlalchemy.exc
+
+        try:
+            yield
+        except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+                raise
+            causes = [exc, *_causes(exc)]
+            text = " ".join(first_line(c) for c in causes).lower()
+            full = any(isinstance(c, OSError) and c.errno in (errno.ENOSPC, errno.EDQUOT) for c in causes)
+            full = full or "disk is full" in text or "no space left" in text
+            what = "the disk is full" if full else first_line(causes[-1])
+            raise HpoError(
+                f"the study storage {storage} failed mid-study: {what}; every trial that finished before is kept "
+                f"there and under {state_dir}/: free space (or fix the storage) and re-run the same command to resume"
+            ) from None
+
+    return guard()
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """An exception's chain of causes and contexts, nearest first."""
+    out: list[BaseException] = []
+    while (exc := exc.__cause__ or exc.__context__) is not None and exc not in out:  # type: ignore[assignment]
+        out.append(exc)
+    return out
+
+
+def _output_folder(path, flag: str):
+    """An explicit ``--output`` folder: refused when it is a file."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} is a file, not a folder: give a folder (it is created if missing)")
+    return path
+
+
 def _results(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hpo_lib import engine
-    from hpo_lib.errors import ConfigError
     from hpo_lib.results import render
 
     if args.top < 1:
         raise ConfigError(f"--top must be at least 1, got {args.top}")
     options = _study_options(args)
-    study = engine.load_study(args.manifest, options)
+    output = _output_folder(Path(args.output), "--output") if args.output else None
+    study = _load_study(args.manifest, options)
     print(render.leaderboard(study, k=args.top))
-    folder = Path(args.output) if args.output else options.state_dir / study.study_name
-    json_path, csv_path = render.export(study, folder)
+    folder = output or options.state_dir / study.study_name
+    try:
+        json_path, csv_path = render.export(study, folder)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the export to {folder}: {exc.strerror or first_line(exc)}") from None
     print(f"exported {len(study.trials)} trials to {json_path} and {csv_path}")
     return 0
 
@@ -402,15 +485,14 @@ def _results(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hpo_lib import engine
-    from hpo_lib.errors import ConfigError
     from hpo_lib.katib import experiment
     from hpo_lib.results import plots, render
 
     options = _study_options(args)
     doc = experiment.load_experiment(args.manifest)
-    study = engine.load_study(args.manifest, options)
-    folder = Path(args.output) if args.output else options.state_dir / study.study_name / "report"
+    output = _output_folder(Path(args.output), "--output") if args.output else None
+    study = _load_study(args.manifest, options)
+    folder = output or options.state_dir / study.study_name / "report"
     try:
         written = plots.write_report(
             study,
@@ -420,14 +502,18 @@ def _report(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report to {folder}: {exc.strerror or first_line(exc)}") from None
     for path in written:
         print(path)
     return 0
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    from hpo_lib.errors import ConfigError
+    import socket
 
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port must be between 1 and 65535, got {args.port}")
     try:
         import optuna_dashboard
     except ImportError:
@@ -438,8 +524,19 @@ def _dashboard(args: argparse.Namespace) -> int:
     if options.storage is None and not options.study_db.exists():
         raise ConfigError(f"no studies under {args.state_dir}/: run `hpo tune MANIFEST` first")
     storage = options.storage_url
-    print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {storage} (Ctrl-C stops it)", flush=True)
-    optuna_dashboard.run_server(storage, host=args.host, port=args.port)
+    try:  # the port is checked before "on http://..." is printed: a taken one is one line, not a crash after it
+        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
+            probe.bind((args.host, args.port))
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or first_line(exc)} (another server holds the "
+            "port, or the address is not this machine's); pick another with --port"
+        ) from None
+    print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {redact(storage)} (Ctrl-C stops it)", flush=True)
+    try:
+        optuna_dashboard.run_server(storage, host=args.host, port=args.port)
+    except OSError as exc:  # the port was taken in the instant between the check and the server's bind
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or first_line(exc)}") from None
     return 0
 
 
@@ -522,6 +619,9 @@ def _dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    for handler in logging.root.handlers:  # no log line, ours or a library's, shows a password
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
     if not args.verbose:
         _quiet_libraries(args.command in ("tune", "results", "report", "dashboard"))
     if args.command == "data" and args.data_command == "fetch":

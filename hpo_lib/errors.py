@@ -8,6 +8,8 @@ turns those into its own hint (``--lr``, ``--grad-clip`` for ``hpo``).
 
 from __future__ import annotations
 
+import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
@@ -46,6 +48,12 @@ class NoWinnersError(HpoError):
     """No trial of a tuning run can be retrained: none succeeded with a usable objective."""
 
 
+class ExperimentFailed(HpoError):
+    """The Experiment ended the way Katib marks one Failed (maxFailedTrialCount reached); what finished is kept."""
+
+    exit_code = 1
+
+
 class TrackingError(HpoError):
     """MLflow cannot be reached or refuses a write; what was computed stays in its folders."""
 
@@ -62,19 +70,61 @@ def flag_hint(exc: HpoError) -> str:
 
 
 def run_main(body: Callable[[], int], *, prog: str = "hpo", err: TextIO | None = None) -> int:
-    """Run a command's body: bad input becomes one line on stderr and exit code 2, Ctrl-C exit code 130."""
+    """Run a command's body: bad input becomes one line on stderr and exit code 2 (a failed Experiment 1), Ctrl-C
+    exit code 130, a SIGTERM/SIGHUP the engine turned into an interruption 128 + its number, as a shell reports."""
     err = err or sys.stderr
     try:
         return body()
     except HpoError as exc:
-        print(f"{prog}: error: {exc}{flag_hint(exc)}", file=err)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=err)
-        return EXIT_INTERRUPTED
+        print(redact(f"{prog}: error: {exc}{flag_hint(exc)}"), file=err)
+        return getattr(exc, "exit_code", EXIT_BAD_INPUT)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or a SIGTERM/SIGHUP the engine turned into one (it sets .signum)
+        signum = getattr(exc, "signum", 2)
+        print(f"{prog}: interrupted" + ("" if signum == 2 else f" by {getattr(exc, 'label', signum)}"), file=err)
+        return 128 + signum if signum != 2 else EXIT_INTERRUPTED
 
 
 def first_line(exc: BaseException, *, default: str | None = None) -> str:
-    """The first line of an exception's message (libraries raise pages); its type name when it has none."""
+    """The first line of an exception's message (libraries raise pages), redacted; its type name when it has none."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else (type(exc).__name__ if default is None else default)
+    return redact(text.splitlines()[0]) if text else (type(exc).__name__ if default is None else default)
+
+
+# a URL's password (scheme://user:PASSWORD@host): RFC 3986 forbids an unescaped / ? # @ in it
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*):(?P<secret>[^/?#@\s]+)@")
+# a secret passed as key=value (a URL query, a data spec option, a flag): the value up to the next separator
+_KEY_SECRET = re.compile(
+    r"(?P<head>(?i:\b[\w.\-]*(?:password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key|credentials?|"
+    r"signature|sig|auth)[\w\-]*)=)(?P<secret>[^&\s,;'\"]+)"
+)
+# an HTTP URL's lone userinfo (https://TOKEN@host) is how a token travels without a password
+_HTTP_TOKEN = re.compile(r"(?P<head>\bhttps?://)(?P<secret>[^:/?#@\s]+)@", re.IGNORECASE)
+REDACTED = "***"
+
+
+def redact(text: str) -> str:
+    """``text`` with every credential it carries replaced by ``***``.
+
+    Three forms: a URL's password (``postgresql://user:***@host``), an HTTP URL's lone user part (a token,
+    ``https://***@host``), and the value of any ``password=``, ``token=``, ``secret=``, ``api_key=``,
+    ``access_key=``, ``auth=`` or ``sig=`` pair (a URL query, a data spec option). User names, hosts, ports and paths
+    stay, so the line still says which server or file it is about. Every message, log line, progress line and MLflow
+    tag the project writes goes through it.
+
+    >>> redact("cannot reach http://ana:s3cret@mlflow:5000/?token=abc&x=1")
+    'cannot reach http://ana:***@mlflow:5000/?token=***&x=1'
+    """
+    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}:{REDACTED}@", text)
+    text = _HTTP_TOKEN.sub(lambda m: f"{m['head']}{REDACTED}@", text)
+    return _KEY_SECRET.sub(lambda m: f"{m['head']}{REDACTED}", text)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that passes every record through :func:`redact` (the libraries' log lines included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True

@@ -7,8 +7,14 @@ This is what every trial runs, as a Katib pod or as a local process of the embed
 
 stdout carries only Katib StdOut lines, one per epoch (``<RFC3339> epoch=3 val_loss=... ...``) and a final one,
 named in :mod:`hpo_lib.metrics`; the human summary goes to stderr. Bad input ends as one line on stderr and exit
-code 2, as for every ``hpo`` command. ``--output-dir`` receives ``metrics.json``, ``model.pt`` (a state dict, load it
-with ``torch.load(..., weights_only=True)``) and ``config.json``.
+code 2, as for every ``hpo`` command. ``--output-dir`` (default ``$HPO_OUTPUT_DIR``, which the embedded engine sets,
+else ``local_outputs/trials/<model>-<trial>``) receives ``metrics.json``, ``model.pt`` (a state dict, load it with
+``torch.load(..., weights_only=True)``) and ``config.json``; it is checked writable before any data is loaded.
+
+``--check-flags`` parses and validates every flag exactly as a run would, then exits 0 without output (or 2 with
+the usual line): the engine's preflight. It and ``--help`` never import torch, so they answer in a fraction of a
+second; the flag choices below are spelled out for that reason, and tests/test_trial.py checks them against
+:mod:`hpo_lib.models` and :mod:`hpo_lib.train`.
 """
 
 from __future__ import annotations
@@ -21,15 +27,26 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from hpo_lib import data, metrics, models, train
-from hpo_lib.data import FOLD_TRAIN, TARGETS, baselines, scoring
+from hpo_lib import data, metrics
+from hpo_lib.data import FOLD_TRAIN, TARGETS
 from hpo_lib.errors import ConfigError, DataError, run_main
-from hpo_lib.katib import contract
+
+if TYPE_CHECKING:  # torch and the modules built on it load only when a trial trains (not for --help, --check-flags)
+    import numpy as np
+    import torch
+
+    from hpo_lib import train
+    from hpo_lib.data import baselines
+
+OUTPUT_DIR_ENV = "HPO_OUTPUT_DIR"  # the default of --output-dir: the embedded engine sets it for every trial
+# the names of hpo_lib.models.MODELS and hpo_lib.train's choices, spelled out so that parsing never imports torch
+MODEL_NAMES = ("mlp", "lstm", "gru", "cnn-lstm")
+PACK = ("auto", "on", "off")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("none", "cosine", "step", "exponential")
+LOSSES = ("auto", "mse", "mae", "huber", "ce", "focal")
 
 
 def _flag(default: Any, help: str, **checks: Any) -> Any:
@@ -72,10 +89,10 @@ class TrialArgs:
     pack: str = _flag(
         "auto",
         "train the replicas as one packed model where the family packs (auto, on) or one by one (off)",
-        choices=train.PACK,
+        choices=PACK,
     )
     # model
-    model: str = _flag("lstm", "model family", choices=tuple(models.MODELS))
+    model: str = _flag("lstm", "model family", choices=MODEL_NAMES)
     hidden_size: int = _flag(64, "recurrent hidden size (lstm, gru) or first layer width (mlp)", min=1, max=4096)
     num_layers: int = _flag(2, "recurrent layers (lstm, gru) or hidden layers (mlp)", min=1, max=16)
     dropout: float = _flag(0.1, "dropout probability", min=0, lt=1)
@@ -94,13 +111,13 @@ class TrialArgs:
     batch_size: int = _flag(64, "training batch size", min=1, max=65_536)
     lr: float = _flag(1e-3, "learning rate", gt=0, max=10)
     weight_decay: float = _flag(1e-5, "weight decay", min=0, max=1)
-    optimizer: str = _flag("adamw", "optimizer", choices=train.OPTIMIZERS)
-    scheduler: str = _flag("none", "learning-rate schedule", choices=train.SCHEDULERS)
+    optimizer: str = _flag("adamw", "optimizer", choices=OPTIMIZERS)
+    scheduler: str = _flag("none", "learning-rate schedule", choices=SCHEDULERS)
     warmup_epochs: int = _flag(0, "linear warmup epochs", min=0, max=1000)
     loss: str = _flag(
         "auto",
         "training loss: mse, mae, huber (regression), ce, focal (direction); auto = mse or ce",
-        choices=("auto", *train.REGRESSION_LOSSES, *train.CLASSIFICATION_LOSSES),
+        choices=LOSSES,
     )
     focal_alpha: float = _flag(0.5, "focal loss weight of the up class", gt=0, lt=1)
     focal_gamma: float = _flag(2.0, "focal loss focusing exponent", min=0, max=10)
@@ -110,18 +127,39 @@ class TrialArgs:
     device: str = _flag("auto", "auto, cpu or cuda[:N]")
     threads: int = _flag(0, "CPU threads for torch, 0 = torch's default", min=0, max=1024)
     # outputs
-    output_dir: str = _flag("", "where metrics.json, model.pt and config.json go (default local_outputs/trials/...)")
+    output_dir: str = _flag(
+        "",
+        f"folder for metrics.json, model.pt and config.json (default ${OUTPUT_DIR_ENV}, else local_outputs/trials/...)",
+    )
     eval_test: bool = _flag(False, "also score the held-out test split (for final retrains; tuning never should)")
 
 
 # ----------------------------------------------------------------------------------------------- flags
 def usage() -> str:
-    lines = ["usage: hpo trial [--name=value ...]", "", "Train one model and print Katib metrics lines.", ""]
+    lines = [
+        "usage: hpo trial [--name=value ...] [--check-flags]",
+        "",
+        "Train one model and print Katib metrics lines. --check-flags validates the flags and exits (0: all valid).",
+        "",
+    ]
     for f in fields(TrialArgs):
-        choices = f.metadata.get("choices")
-        extra = f" {{{', '.join(choices)}}}" if choices else ""
+        allowed = _allowed(f.metadata)
+        extra = f" [{allowed}]" if allowed else ""
         lines.append(f"  --{f.name.replace('_', '-'):<18} {f.metadata['help']}{extra} (default: {f.default!r})")
     return "\n".join(lines)
+
+
+def _allowed(meta: Any) -> str:
+    """A flag's accepted values in words: ``one of a, b``, ``1 <= x <= 60``, ``0 < x < 1``, ``x >= 0``."""
+    if "choices" in meta:
+        return "one of " + ", ".join(meta["choices"])
+    low = f"{meta['min']} <= " if "min" in meta else f"{meta['gt']} < " if "gt" in meta else ""
+    high = f" <= {meta['max']}" if "max" in meta else f" < {meta['lt']}" if "lt" in meta else ""
+    if low and high:
+        return f"{low}x{high}"
+    if low:
+        return "x " + (">= " if "min" in meta else "> ") + str(meta.get("min", meta.get("gt")))
+    return f"x{high}" if high else ""
 
 
 def parse_args(argv: Sequence[str]) -> TrialArgs:
@@ -191,6 +229,8 @@ def validate(args: TrialArgs) -> None:
 
 
 def train_config(args: TrialArgs) -> train.TrainConfig:
+    from hpo_lib import train
+
     loss = args.loss if args.loss != "auto" else ("ce" if args.target == "direction" else "mse")
     names = {f.name for f in fields(train.TrainConfig)} - {"loss"}
     return train.TrainConfig(loss=loss, **{k: getattr(args, k) for k in names})
@@ -199,6 +239,10 @@ def train_config(args: TrialArgs) -> train.TrainConfig:
 # ----------------------------------------------------------------------------------------------- run
 def setup(args: TrialArgs) -> train.TrainConfig:
     """Threads, seed and the training config; a loss that does not fit the target is refused before any data load."""
+    import torch
+
+    from hpo_lib import train
+
     if args.threads:
         torch.set_num_threads(args.threads)
     train.seed_everything(args.seed)  # the model's initial weights; fit() reseeds for the loop's own stream
@@ -232,6 +276,8 @@ def load_dataset(args: TrialArgs, *, prices: data.Prices | None = None, refit: b
 def load_datasets(args: TrialArgs, *, prices: data.Prices | None = None) -> list[data.Dataset]:
     """One dataset per walk-forward fold (:func:`hpo_lib.data.prepare_folds`), oldest first; the last is
     :func:`load_dataset`'s. A volatility fold must hold a GARCH fit's training returns."""
+    from hpo_lib.data import baselines
+
     return data.prepare_folds(
         _prices(args, prices),
         folds=args.folds,
@@ -247,6 +293,8 @@ def build_replicas(
 ) -> tuple[list[train.Replica], list[torch.nn.Module]]:
     """Fold-major replicas (fold k, seed ``args.seed + s``) and their models, each initialised under its own seed as a
     lone trial with that seed would be."""
+    from hpo_lib import train
+
     replicas = [
         train.Replica(fold=k, seed=args.seed + s, ds=ds) for k, ds in enumerate(datasets) for s in range(args.seeds)
     ]
@@ -263,6 +311,8 @@ def n_outputs(ds: data.Dataset) -> int:
 
 
 def build_model(args: TrialArgs, ds: data.Dataset) -> torch.nn.Module:
+    from hpo_lib import models
+
     return models.build_model(
         args.model, n_features=ds.n_features, window=args.seq_len, n_outputs=n_outputs(ds), params=asdict(args)
     )
@@ -270,6 +320,8 @@ def build_model(args: TrialArgs, ds: data.Dataset) -> torch.nn.Module:
 
 def save_model(model: torch.nn.Module, directory: Path, args: TrialArgs) -> None:
     """``model.pt`` (a CPU state dict: load it with ``torch.load(..., weights_only=True)``) and ``config.json``."""
+    import torch
+
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(asdict(args), indent=2))
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, directory / "model.pt")
@@ -277,6 +329,8 @@ def save_model(model: torch.nn.Module, directory: Path, args: TrialArgs) -> None
 
 def split_x(ds: data.Dataset, model: torch.nn.Module, part: str) -> torch.Tensor:
     """A split's input windows on the model's device."""
+    import torch
+
     return torch.from_numpy(ds.x[part]).to(next(model.parameters()).device)
 
 
@@ -286,7 +340,14 @@ def run(args: TrialArgs, *, out=None, err=None) -> dict[str, Any]:
     With ``--folds``/``--seeds`` above 1 the trial trains one replica per fold and seed and reports their mean;
     the saved model and the test and Diebold-Mariano figures are the last fold's first seed (the usual split).
     """
+    import numpy as np
+
+    from hpo_lib import models, train
+    from hpo_lib.data import baselines, scoring
+    from hpo_lib.katib import contract
+
     out, err = out or sys.stdout, err or sys.stderr
+    output_dir = check_output_dir(output_dir_of(args))  # a folder it cannot write fails now, not after training
     cfg = setup(args)
     datasets = load_datasets(args)
     parts = ("val", "test") if args.eval_test else ("val",)
@@ -360,7 +421,7 @@ def run(args: TrialArgs, *, out=None, err=None) -> dict[str, Any]:
             summary[f"val_loss_fold{r.fold + 1}_seed{r.seed}"] = r.history[result.best_epoch - 1][metrics.OBJECTIVE]
     print(contract.format_metrics_line(summary, prefix=metrics.FINAL_PREFIX), file=out, flush=True)
     print(comparison(final), file=err, flush=True)
-    write_outputs(Path(args.output_dir or _default_output_dir(args)), final, model, args)
+    write_outputs(output_dir, final, model, args)
     return final
 
 
@@ -399,6 +460,8 @@ def dm_against_baseline(
 
     A split too short for the test gives ``{"error": reason}`` instead: the trial still reports everything else.
     """
+    from hpo_lib.data import scoring
+
     try:
         result = scoring.diebold_mariano(
             scoring.sample_losses(ds, part, model_forecast),
@@ -415,6 +478,8 @@ def comparison(final: dict[str, Any]) -> str:
 
     The ranking metric is ``loss``, or ``qlike`` for volatility (with the Diebold-Mariano p-value on its daily values).
     """
+    from hpo_lib.data import scoring
+
     name = final["best_baseline"]
     ranking = scoring.ranking_metric(final["val"])
     robust = final.get("robust")
@@ -460,6 +525,34 @@ def _default_output_dir(args: TrialArgs) -> str:
     return os.path.join("local_outputs", "trials", f"{args.model}-{trial}")
 
 
+def output_dir_of(args: TrialArgs) -> Path:
+    """``--output-dir``, else ``$HPO_OUTPUT_DIR``, else ``local_outputs/trials/<model>-<trial>``."""
+    return Path(args.output_dir or os.environ.get(OUTPUT_DIR_ENV) or _default_output_dir(args))
+
+
+def check_output_dir(directory: Path) -> Path:
+    """Refuse, before any data is loaded, an output folder the trial could not create or write; creates nothing.
+
+    The folder must be a folder (or not exist yet), and it, or the nearest folder above it that exists, must be
+    writable and searchable by this user (``os.access``: a read-only file system counts as unwritable).
+    """
+    where = f"output folder {directory}"
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"{where} is a file, not a folder: give a folder", settings=("output_dir",))
+    existing = directory.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{where} cannot be created: {existing} is a file", settings=("output_dir",))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "cannot be written" if existing == directory.absolute() else f"cannot be created in {existing}"
+        raise ConfigError(
+            f"{where} {what} (permission denied or a read-only file system): give a folder this user may write",
+            settings=("output_dir",),
+        )
+    return directory
+
+
 def write_outputs(directory: Path, final: dict[str, Any], model: torch.nn.Module, args: TrialArgs) -> None:
     save_model(model, directory, args)
     (directory / "metrics.json").write_text(json.dumps(final, indent=2))
@@ -471,11 +564,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_main(lambda: _main(argv))
 
 
+CHECK_FLAGS = "--check-flags"  # parse and validate every flag, then exit: the engine's preflight
+
+
 def _main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(usage())
         return 0
-    run(parse_args(argv))
+    check_only = CHECK_FLAGS in argv
+    args = parse_args([a for a in argv if a != CHECK_FLAGS])
+    if check_only:
+        return 0
+    run(args)
     return 0
 
 

@@ -78,3 +78,46 @@ def test_first_line_of_a_long_message_or_the_type_name():
     # an empty message: the exception's type, or the given default
     assert first_line(TimeoutError()) == "TimeoutError"
     assert first_line(TimeoutError(), default="") == ""
+
+
+# ------------------------------------------------------------------------------------------------ redact
+@pytest.mark.parametrize("text, redacted", [
+    ("http://ana:s3cret@mlflow:5000/", "http://ana:***@mlflow:5000/"),
+    ("postgresql://optuna:p%40ss@db.internal:5432/studies", "postgresql://optuna:***@db.internal:5432/studies"),
+    ("mysql+pymysql://root:pw@127.0.0.1/katib", "mysql+pymysql://root:***@127.0.0.1/katib"),
+    ("https://ghp_abc123@github.com/org/repo", "https://***@github.com/org/repo"),
+    ("http://h/api?token=abc&run=1", "http://h/api?token=***&run=1"),
+    ("yahoo:SPY,api_key=zz,start=2010-01-01", "yahoo:SPY,api_key=***,start=2010-01-01"),
+    ("--storage postgresql://u:pw@h/db --set x=1", "--storage postgresql://u:***@h/db --set x=1"),
+    ("s3://bucket/x?X-Amz-Signature=deadbeef", "s3://bucket/x?X-Amz-Signature=***"),
+    ("access_key=AKIA1 secret=xyz", "access_key=*** secret=***"),
+])
+def test_redact_hides_every_credential(text, redacted):
+    # the password, token or key is gone; everything else is kept
+    assert errors.redact(text) == redacted
+
+
+@pytest.mark.parametrize("text", [
+    "sqlite:////tmp/state/studies.db", "http://127.0.0.1:5000/#/experiments/1", "file:/data/prices.csv",
+    "ssh://git@host/repo", "postgresql://optuna@db/studies", "--lr=0.001 --epochs=5", "user@example.com",
+])
+def test_redact_leaves_text_without_credentials_alone(text):
+    # no credential: the text comes back unchanged
+    assert errors.redact(text) == text
+
+
+def test_error_lines_and_first_lines_are_redacted():
+    err = io.StringIO()
+    run_main(raising(ConfigError("cannot open study storage postgresql://u:pw@h/db")), err=err)
+    # the boundary's one line carries no password
+    assert err.getvalue() == "hpo: error: cannot open study storage postgresql://u:***@h/db\n"
+    # nor does the first line of a library's exception
+    assert first_line(RuntimeError("connect to http://a:b@h failed\nretry")) == "connect to http://a:***@h failed"
+
+
+def test_the_logging_filter_redacts_formatted_records():
+    import logging
+
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "to %s", ("http://a:b@h",), None)
+    # the filter passes the record, with its message formatted and redacted
+    assert errors.RedactingFilter().filter(record) and record.getMessage() == "to http://a:***@h"

@@ -9,6 +9,7 @@ import math
 import re
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -102,7 +103,7 @@ BAD_INPUTS = [
     (["positional"], "unexpected argument 'positional'"),
     (["--seq-len=120"], "--seq-len=120 exceeds --split-window=90"),
     (["--target=direction", "--loss=mse"], "loss 'mse' does not fit the direction target"),
-    (["--data=file:{short}"], "series too short: 99 rows"),
+    (["--data=file:{short}"], "series too short: short has 120 rows and needs at least 1003: 21 of feature warm-up"),
     (["--data=file:{nan}"], "nan: 1 row(s) with NaN prices, first on"),
 ]
 
@@ -122,7 +123,8 @@ def test_bad_input_exits_non_zero_with_one_line(tmp_path, sp500, capsys, flags, 
 
 def test_unknown_ticker_is_one_line(tmp_path, capsys, monkeypatch):
     # Yahoo answers nothing, and the retries wait no real time
-    download = functools.partial(sources.download_yahoo, download=lambda *a: pd.DataFrame(), sleep=lambda s: None)
+    download = functools.partial(sources.download_yahoo, download=lambda *a: pd.DataFrame(), sleep=lambda s: None,
+                                 reach=lambda: None)
     monkeypatch.setattr(sources, "download_yahoo", download)
     code = cli.main(["trial", "--data=yahoo:NOSUCHTICKER", f"--cache-dir={tmp_path}"])
     err = capsys.readouterr().err.strip()
@@ -154,6 +156,83 @@ def test_help_lists_every_flag(capsys):
     assert cli.main(["trial", "--help"]) == 0
     text = capsys.readouterr().out
     assert all(f"--{f.replace('_', '-')}" in text for f in trial.TrialArgs.__dataclass_fields__)
+
+
+def test_help_shows_each_flags_range_or_choices(capsys):
+    assert cli.main(["trial", "--help"]) == 0
+    text = capsys.readouterr().out
+    # a bounded flag shows its range, a choice flag its choices, --check-flags is documented
+    assert "--horizon            forecast horizon in trading days [1 <= x <= 60]" in text
+    assert "[0 < x < 1]" in text and "[x >= 0]" in text and "[0 <= x < 1]" in text
+    assert "[one of mlp, lstm, gru, cnn-lstm]" in text and "--check-flags" in text
+
+
+def test_the_spelled_out_choices_are_the_modules_own():
+    # the choices the trial parses without torch are exactly those of the modules that use them
+    assert trial.MODEL_NAMES == tuple(models.MODELS)
+    assert (trial.PACK, trial.OPTIMIZERS, trial.SCHEDULERS) == (train.PACK, train.OPTIMIZERS, train.SCHEDULERS)
+    assert trial.LOSSES == ("auto", *train.REGRESSION_LOSSES, *train.CLASSIFICATION_LOSSES)
+
+
+def test_check_flags_accepts_valid_flags_silently_and_trains_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(trial, "run", lambda args: pytest.fail("--check-flags must not run the trial"))
+    # exit 0, no output at all, no folder made
+    assert cli.main(["trial", "--model=gru", "--lr=0.01", "--seq-len", "30", "--check-flags"]) == 0
+    assert capsys.readouterr() == ("", "") and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--frobnicate=1"], "unknown flag --frobnicate"),
+    (["--lr=0"], "--lr must be greater than 0, got 0.0"),
+    (["--seq-len=120"], "--seq-len=120 exceeds --split-window=90"),
+    (["--val-frac=0.5", "--test-frac=0.5"], "--val-frac + --test-frac must be below 1"),
+])
+def test_check_flags_refuses_what_a_run_refuses(capsys, flags, message):
+    # exit 2 and the usual one line, the same as a real run would print
+    assert cli.main(["trial", *flags, "--check-flags"]) == 2
+    checked = capsys.readouterr().err
+    assert checked.startswith(f"hpo: error: {message}") and checked.count("\n") == 1
+    assert cli.main(["trial", *flags]) == 2
+    assert capsys.readouterr().err == checked
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("argv", [["trial", "--check-flags", "--model=lstm", "--lr=0.01"], ["trial", "--help"]])
+def test_check_flags_and_help_answer_fast_without_torch(argv):
+    script = ("import sys, time; t = time.perf_counter(); from hpo_lib import cli; code = cli.main(sys.argv[1:]); "
+              "print('torch' in sys.modules, code, time.perf_counter() - t, file=sys.stderr)")
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - started
+    torch_loaded, code, _ = proc.stderr.split()
+    # exit 0, torch never imported, and the whole process (interpreter start included) well under 1.5 s
+    assert code == "0" and torch_loaded == "False"
+    assert elapsed < 1.5, elapsed
+
+
+def test_output_dir_defaults_to_the_engines_variable(monkeypatch, tmp_path):
+    args = trial.parse_args(["--model=mlp"])
+    monkeypatch.setenv("HPO_OUTPUT_DIR", str(tmp_path / "from-env"))
+    # the variable the engine sets, unless --output-dir is given
+    assert trial.output_dir_of(args) == tmp_path / "from-env"
+    assert trial.output_dir_of(trial.parse_args([f"--output-dir={tmp_path}/flag"])) == tmp_path / "flag"
+    monkeypatch.delenv("HPO_OUTPUT_DIR")
+    monkeypatch.setenv("KATIB_TRIAL_NAME", "t-7")
+    assert str(trial.output_dir_of(args)) == "local_outputs/trials/mlp-t-7"
+
+
+def test_an_unusable_output_dir_fails_before_any_data_is_loaded(tmp_path, capsys, monkeypatch):
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    monkeypatch.setattr(trial, "load_datasets", lambda *a, **k: pytest.fail("data loaded before the folder check"))
+    # exit 2, one line naming the folder; the check creates nothing
+    assert cli.main(["trial", f"--output-dir={taken}/sub"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"hpo: error: output folder {taken}/sub cannot be created: {taken} is a file; set with --output-dir"
+    )
+    trial.check_output_dir(tmp_path / "new" / "deeper")
+    assert not (tmp_path / "new").exists()
 
 
 def test_volatility_metric_names_are_katib_safe():

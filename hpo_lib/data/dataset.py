@@ -9,6 +9,7 @@ Data flows one way::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ from hpo_lib.data.sources import Prices
 from hpo_lib.errors import DataError
 
 TARGETS = ("return", "direction", "volatility")
+WARMUP_ROWS = 21  # price rows the features spend before their first complete row (the 21-day rolling windows)
 
 
 # ----------------------------------------------------------------------------------------------- features
@@ -46,7 +48,7 @@ def build_features(prices: Prices) -> tuple[pd.DataFrame, pd.Series]:
                 f"{ticker}:volume_z": volume_z.where(ret.notna()),
             }
         )
-    features = pd.DataFrame(columns).iloc[21:]  # the longest rolling window needs 21 returns (22 prices)
+    features = pd.DataFrame(columns).iloc[WARMUP_ROWS:]  # the longest rolling window needs 21 returns (22 prices)
     target_ticker = next(iter(prices))
     returns = features[f"{target_ticker}:ret_1"].rename("ret")
     if features.isna().any().any():
@@ -141,21 +143,51 @@ def chronological_split(
     if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
         raise DataError(f"val_frac={val_frac} and test_frac={test_frac} must be in (0, 1) and sum below 1")
     gap = purge_gap(window, horizon)
-    usable = n_rows - 2 * gap
-    n_val, n_test = int(usable * val_frac), int(usable * test_frac)
-    n_train = usable - n_val - n_test
-    bounds = [(0, n_train), (n_train + gap, n_train + gap + n_val), (n_rows - n_test, n_rows)]
+    bounds = _segments(n_rows, gap, val_frac, test_frac)
     # first sample needs window rows before it (inclusive); last needs horizon rows after it
     parts = [np.arange(a + window - 1, b - horizon, dtype=np.int64) for a, b in bounds]
     counts = [len(p) for p in parts]
-    if usable <= 0 or min(counts) < min_samples:
-        needed = 2 * gap + 3 * (window + horizon + min_samples)
+    if n_rows - 2 * gap <= 0 or min(counts) < min_samples:
+        needed = min_rows(
+            window=window, horizon=horizon, val_frac=val_frac, test_frac=test_frac, min_samples=min_samples
+        )
         raise DataError(
             f"series too short: {n_rows} rows give train/val/test samples {counts} with window={window}, "
-            f"horizon={horizon} and purge gaps of {gap}; need at least {min_samples} samples per split "
-            f"(about {needed} rows)"
+            f"horizon={horizon} and purge gaps of {gap}; need at least {min_samples} samples per split, "
+            f"which takes {needed} rows"
         )
     return Split(train=parts[0], val=parts[1], test=parts[2], train_rows=bounds[0], gap=gap)
+
+
+def _segments(n_rows: int, gap: int, val_frac: float, test_frac: float) -> list[tuple[int, int]]:
+    """The ``[start, stop)`` rows of train, validation and test: the one place the split's arithmetic lives."""
+    usable = n_rows - 2 * gap
+    n_val, n_test = int(usable * val_frac), int(usable * test_frac)
+    n_train = usable - n_val - n_test
+    return [(0, n_train), (n_train + gap, n_train + gap + n_val), (n_rows - n_test, n_rows)]
+
+
+def min_rows(
+    *, window: int, horizon: int, val_frac: float = 0.15, test_frac: float = 0.15, min_samples: int = 30
+) -> int:
+    """The fewest rows from which :func:`chronological_split` gives every split ``min_samples`` samples, and so does
+    every longer series: the exact figure, found on the split's own arithmetic (its integer rounding included).
+
+    Each segment needs ``window + horizon - 1 + min_samples`` rows and two purge gaps lie between them.
+
+    >>> min_rows(window=90, horizon=1)  # the trial's defaults: 120-row validation and test segments at 15 %
+    982
+    """
+    gap, segment = purge_gap(window, horizon), window + horizon - 1 + min_samples
+
+    def enough(n_rows: int) -> bool:
+        return n_rows - 2 * gap > 0 and all(b - a >= segment for a, b in _segments(n_rows, gap, val_frac, test_frac))
+
+    # beyond this bound every segment has at least segment + 2 rows whatever the rounding: scan down from it
+    n_rows = 2 * gap + math.ceil((segment + 2) / min(val_frac, test_frac, 1 - val_frac - test_frac)) + 2
+    while n_rows > 1 and enough(n_rows - 1):
+        n_rows -= 1
+    return n_rows
 
 
 def refit_split(split: Split, *, window: int, horizon: int) -> Split:
@@ -339,6 +371,17 @@ def prepare(
     features, returns = build_features(prices)
     y_all, ref_all = make_target(returns.to_numpy(), target, horizon)
     if split is None:
+        needed = min_rows(window=split_window, horizon=horizon, val_frac=val_frac, test_frac=test_frac)
+        if len(features) < needed:
+            ticker = next(iter(prices))
+            raise DataError(
+                f"series too short: {ticker} has {len(features) + WARMUP_ROWS} rows and needs at least "
+                f"{needed + WARMUP_ROWS}: {WARMUP_ROWS} of feature warm-up, two purge gaps of "
+                f"{purge_gap(split_window, horizon)} rows, and 30 samples of {split_window}-row windows with a "
+                f"{horizon}-day horizon in each of train, validation ({val_frac:.0%}) and test ({test_frac:.0%}); "
+                "give a longer series or a shorter split window",
+                settings=("split_window",),
+            )
         split = chronological_split(
             len(features), window=split_window, horizon=horizon, val_frac=val_frac, test_frac=test_frac
         )

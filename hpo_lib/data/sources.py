@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 
 import pandas as pd
 
-from hpo_lib.errors import DataError
+from hpo_lib.errors import DataError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def load_prices(spec: str | DataSpec, *, cache_dir: str | Path | None = None, re
     else:
         path = Path(cache_dir or default_cache_dir()) / f"{spec.cache_key()}.parquet"
         if path.exists() and not refresh:
-            prices = _from_long(pd.read_parquet(path))
+            prices = _from_long(_read_table(path, parquet=True))
         elif os.environ.get("HPO_OFFLINE") == "1":
             raise DataError(
                 f"no cached data for {', '.join(spec.tickers)} ({spec.start} .. {spec.end}, "
@@ -180,12 +180,12 @@ def _load_sample(name: str) -> pd.DataFrame:
 def _read_file(path: Path) -> Prices:
     if not path.exists():
         raise DataError(f"data file {path} does not exist")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        frame = pd.read_parquet(path)
-    elif path.suffix.lower() in (".csv", ".txt"):
-        frame = pd.read_csv(path)
-    else:
+    if path.is_dir():
+        raise DataError(f"data file {path} is a folder: give file:PATH to a .csv or .parquet file in it")
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".pq", ".csv", ".txt"):
         raise DataError(f"data file {path} must be .csv or .parquet")
+    frame = _read_table(path, parquet=suffix in (".parquet", ".pq"))
     if frame.empty:
         raise DataError(f"data file {path} has no rows")
     frame = frame.rename(columns={c: str(c).strip().title() for c in frame.columns})
@@ -198,6 +198,30 @@ def _read_file(path: Path) -> Prices:
     if "Ticker" not in frame.columns:
         frame["Ticker"] = path.stem
     return _from_long(frame)
+
+
+def _read_table(path: Path, *, parquet: bool) -> pd.DataFrame:
+    """The file as a frame; a file that cannot be read or parsed is one DataError naming it and why."""
+    kind = "Parquet" if parquet else "CSV"
+    try:
+        return pd.read_parquet(path) if parquet else pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"data file {path} is empty: it needs a header (Date, {', '.join(FIELDS)}) and rows") from None
+    except PermissionError:
+        raise DataError(f"data file {path} cannot be read (permission denied): make it readable to this user") from None
+    except IsADirectoryError:
+        raise DataError(f"data file {path} is a folder: give file:PATH to a .csv or .parquet file in it") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"data file {path} is not valid {kind}: {first_line(exc)[:200]}") from None
+    except OSError as exc:
+        raise DataError(f"data file {path} cannot be read: {exc.strerror or first_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid and kin for a corrupt or truncated file
+        if parquet and type(exc).__module__.startswith("pyarrow"):
+            raise DataError(
+                f"data file {path} is not a valid Parquet file ({type(exc).__name__}: {first_line(exc)[:200]}): "
+                "write it again, or give a CSV"
+            ) from None
+        raise
 
 
 def _from_long(frame: pd.DataFrame) -> Prices:
@@ -222,27 +246,69 @@ def to_long(prices: Prices) -> pd.DataFrame:
 
 
 def _write_cache(prices: Prices, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    to_long(prices).to_parquet(tmp, index=False)
-    tmp.replace(path)  # atomic: concurrent trials never read a half-written file
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        to_long(prices).to_parquet(tmp, index=False)
+        tmp.replace(path)  # atomic: concurrent trials never read a half-written file
+    except OSError as exc:
+        raise DataError(
+            f"cache folder {path.parent} cannot be written ({exc.strerror or type(exc).__name__}): give a cache "
+            "folder this user may write"
+        ) from None
+
+
+YAHOO_HOST = "query2.finance.yahoo.com"  # the host yfinance downloads prices from
+_NOISY_LOGGERS = ("yfinance", "urllib3", "requests", "curl_cffi", "peewee", "pandas")
 
 
 def _yf_download(tickers: list[str], start: str | None, end: str | None, interval: str) -> pd.DataFrame:
+    """yfinance's download with its own noise silenced: its loggers, urllib3's retry warnings and pandas' warnings
+    would print dozens of lines for one failed request; :func:`download_yahoo` says what went wrong in one."""
+    import contextlib
+    import io
+    import warnings
+
     import yfinance as yf
 
-    return yf.download(
-        tickers,
-        start=start,
-        end=end,
-        interval=interval,
-        auto_adjust=True,
-        actions=False,
-        group_by="column",
-        progress=False,
-        threads=False,
-        multi_level_index=True,
-    )
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.CRITICAL + 1)
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
+            warnings.simplefilter("ignore")
+            return yf.download(
+                tickers,
+                start=start,
+                end=end,
+                interval=interval,
+                auto_adjust=True,
+                actions=False,
+                group_by="column",
+                progress=False,
+                threads=False,
+                multi_level_index=True,
+            )
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def yahoo_unreachable(timeout_s: float = 3.0) -> str | None:
+    """Why Yahoo cannot be reached from here (no DNS, no route, refused, timed out), or None when it can."""
+    import socket
+
+    try:
+        with socket.create_connection((YAHOO_HOST, 443), timeout=timeout_s):
+            return None
+    except OSError as exc:  # socket.gaierror (no DNS), ConnectionRefusedError, TimeoutError, no route
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        return f"{type(exc).__name__}: {reason}"
 
 
 def download_yahoo(
@@ -252,14 +318,17 @@ def download_yahoo(
     backoff_s: float = 2.0,
     download: Callable[..., pd.DataFrame] | None = None,
     sleep: Callable[[float], None] | None = None,
+    reach: Callable[[], str | None] | None = None,
 ) -> Prices:
     """Download auto-adjusted OHLCV with yfinance, retrying with exponential backoff.
 
-    yfinance does not raise for an unknown ticker or a throttled request: it logs and returns empty or all-NaN
-    columns. A ticker with no rows therefore counts as a failed attempt; after ``retries`` attempts it is reported
-    as unknown (or Yahoo unavailable) by name.
+    yfinance does not raise for an unknown ticker, a throttled request or a missing network: it logs and returns
+    empty or all-NaN columns. After the first failed attempt the network is checked (``reach``, default
+    :func:`yahoo_unreachable`): when Yahoo cannot be reached at all that is said once, at once, with no retry.
+    Otherwise a ticker with no rows counts as a failed attempt, and after ``retries`` attempts it is reported as
+    unknown (or not traded in the range) by name.
     """
-    download, sleep = download or _yf_download, sleep or time.sleep
+    download, sleep, reach = download or _yf_download, sleep or time.sleep, reach or yahoo_unreachable
     missing: list[str] = list(spec.tickers)
     last_error = ""
     for attempt in range(retries):
@@ -268,18 +337,32 @@ def download_yahoo(
         try:
             raw = download(list(spec.tickers), spec.start, spec.end, spec.interval)
         except Exception as exc:  # network and Yahoo errors vary by yfinance version: retry them all
-            last_error = f"{type(exc).__name__}: {exc}"
-            log.warning("yahoo download attempt %d/%d failed: %s", attempt + 1, retries, last_error)
-            continue
+            last_error = f"{type(exc).__name__}: {first_line(exc)[:200]}"
+            raw = None
         prices = split_yahoo_frame(raw, spec.tickers)
         missing = [t for t in spec.tickers if t not in prices]
         if not missing:
             return prices
-        log.warning("yahoo download attempt %d/%d returned no rows for %s", attempt + 1, retries, missing)
+        if attempt == 0:
+            unreachable = reach()
+            if unreachable:
+                raise DataError(
+                    f"network failure: cannot reach Yahoo Finance ({YAHOO_HOST}:443, {unreachable}) to download "
+                    f"{', '.join(spec.tickers)}; connect to the network, or run `hpo data fetch` where there is one "
+                    "and use its cache (or sample:/file: data)"
+                )
+        log.info(
+            "yahoo download attempt %d/%d returned no rows for %s%s",
+            attempt + 1,
+            retries,
+            missing,
+            f" ({last_error})" if last_error else "",
+        )
     detail = f" (last error: {last_error})" if last_error else ""
     raise DataError(
         f"yahoo returned no data for {', '.join(missing)} between {spec.start or 'the first day'} and "
-        f"{spec.end or 'today'} after {retries} attempts: unknown ticker or Yahoo unavailable{detail}"
+        f"{spec.end or 'today'} after {retries} attempts while Yahoo was reachable: unknown ticker, or none of its "
+        f"days in that range{detail}"
     )
 
 
@@ -314,6 +397,36 @@ def split_yahoo_frame(raw: pd.DataFrame | None, tickers: tuple[str, ...]) -> Pri
     return out
 
 
+MAX_FLAT_SHARE = 0.5  # at most half the days may close where the day before closed
+MIN_RETURN_SD = 1e-6  # daily log-return standard deviation below this is a constant series, not a market
+
+
+def _check_moves(ticker: str, close: pd.Series) -> None:
+    """Refuse a constant or near-constant close: a model would learn nothing and a naive forecast scores loss 0.
+
+    The rule: the close must move on more than half the days (a flat day closes exactly where the day before did),
+    and the daily log returns must have a standard deviation of at least 1e-6.
+    """
+    import numpy as np
+
+    values = close.to_numpy(dtype=np.float64)
+    if len(values) < 2:
+        return
+    returns = np.diff(np.log(values))
+    flat = float(np.mean(returns == 0))
+    spread = float(np.std(returns))
+    if spread < MIN_RETURN_SD:
+        raise DataError(
+            f"{ticker}: the close is constant ({values[0]:g} on all {len(values)} days, daily return sd {spread:.1e}, "
+            f"need at least {MIN_RETURN_SD:g}): there is nothing to forecast; check the series"
+        )
+    if flat > MAX_FLAT_SHARE:
+        raise DataError(
+            f"{ticker}: the close is unchanged on {flat:.0%} of {len(returns)} days (at most {MAX_FLAT_SHARE:.0%} "
+            "may be flat): a near-constant series; check the series (a stale feed, a filled gap)"
+        )
+
+
 def validate_prices(prices: Prices) -> Prices:
     """Check every series and align them on common dates; raise DataError naming the first problem."""
     if not prices:
@@ -340,4 +453,6 @@ def validate_prices(prices: Prices) -> Prices:
     assert common is not None  # an empty prices dict was rejected above
     if len(common) == 0:
         raise DataError(f"tickers {list(prices)} share no trading day")
+    for ticker, frame in prices.items():  # on the days the model will see
+        _check_moves(ticker, frame.loc[common, "Close"])
     return {t: f.loc[common].assign(Volume=f.loc[common, "Volume"].fillna(0.0)) for t, f in prices.items()}

@@ -39,7 +39,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo_lib.engine import pruners, sampling
-from hpo_lib.errors import ConfigError, ExperimentFailed, first_line
+from hpo_lib.errors import ConfigError, ExperimentFailed, first_line, redact
 from hpo_lib.katib import contract, experiment, space
 from hpo_lib.katib.experiment import Objective
 from hpo_lib.results import render
@@ -199,6 +199,94 @@ def _signal_group(process: subprocess.Popen, signum: int) -> None:
         process.send_signal(signum)
 
 
+# ----------------------------------------------------------------------------------------------- the sampler's view
+TOLD_ATTR = "katib_told"  # early-stopped trial: the objective value(s) Katib's service would tell its study
+
+
+class KatibTells(optuna.samplers.BaseSampler):
+    """The manifest's sampler, shown the history Katib's suggestion service shows its own.
+
+    Katib's Optuna service tells an early-stopped trial as COMPLETE with its observed objective value (the
+    strategy's pick of the values it printed before the stop), and never tells a failed one. The engine stores
+    early-stopped trials as PRUNED (the user's "EarlyStopped") and failed ones as FAIL (which Optuna's samplers skip);
+    this wrapper makes every sampler see each early-stopped trial as the COMPLETE trial Katib would have told, so
+    the laptop's suggestions follow the cluster's once trials are stopped."""
+
+    def __init__(self, sampler: optuna.samplers.BaseSampler) -> None:
+        self.inner = sampler
+
+    def __str__(self) -> str:
+        return f"KatibTells({self.inner})"
+
+    def infer_relative_search_space(self, study, trial):
+        return self.inner.infer_relative_search_space(_view(study), trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.inner.sample_relative(_view(study), trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.inner.sample_independent(_view(study), trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial) -> None:
+        self.inner.before_trial(_view(study), trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.inner.after_trial(_view(study), trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+
+def _view(study: optuna.Study) -> optuna.Study:
+    # cast: the view stands in for the study wherever a sampler reads it (every other attribute is the study's)
+    return cast(optuna.Study, _KatibHistory(study))
+
+
+class _KatibHistory:
+    """A study as a sampler reads it, with early-stopped trials shown as Katib tells them (see KatibTells)."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list:
+        wanted = None if states is None else set(states)
+        fetch = None if wanted is None else tuple(wanted | {TrialState.PRUNED})
+        shown = []
+        for t in self._study._get_trials(deepcopy=deepcopy, states=fetch, use_cache=use_cache):
+            if t.state != TrialState.PRUNED:
+                shown.append(t)
+                continue
+            told = t.user_attrs.get(TOLD_ATTR)
+            if told is None or (wanted is not None and TrialState.COMPLETE not in wanted):
+                continue  # Katib tells no early-stopped trial without an observation
+            copy = optuna.trial.FrozenTrial(
+                number=t.number,
+                state=TrialState.COMPLETE,
+                value=None,
+                values=list(told),
+                datetime_start=t.datetime_start,
+                datetime_complete=t.datetime_complete,
+                params=t.params,
+                distributions=t.distributions,
+                user_attrs=t.user_attrs,
+                system_attrs=t.system_attrs,
+                intermediate_values=t.intermediate_values,
+                trial_id=t._trial_id,
+            )
+            shown.append(copy)
+        return shown
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list:
+        return self._get_trials(deepcopy=deepcopy, states=states)
+
+    @property
+    def trials(self) -> list:
+        return self.get_trials()
+
+
 # ----------------------------------------------------------------------------------------------- engine
 def open_study(doc: dict[str, Any], options: TuneOptions, *, sampler=None, pruner=None) -> optuna.Study:
     """Create or load the experiment's study in the configured storage, with a clear error when it cannot."""
@@ -214,10 +302,10 @@ def open_study(doc: dict[str, Any], options: TuneOptions, *, sampler=None, prune
             raise ConfigError(
                 f"study {name} in {storage} was created with other objectives than this manifest declares: {exc}"
             ) from None
-        raise ConfigError(f"cannot open study storage {storage}: {exc}") from None
+        raise ConfigError(f"cannot open study storage {redact(storage)}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/Optuna raise many types for an unusable storage
         first = first_line(exc)
-        raise ConfigError(f"cannot open study storage {storage}: {first}") from None
+        raise ConfigError(f"cannot open study storage {redact(storage)}: {first}") from None
 
 
 def _create_study(storage: str, name: str, directions, sampler, pruner, attempts: int = 8) -> optuna.Study:
@@ -231,7 +319,11 @@ def _create_study(storage: str, name: str, directions, sampler, pruner, attempts
     for attempt in range(attempts):
         try:
             return optuna.create_study(
-                storage=storage, study_name=name, load_if_exists=True, directions=directions, sampler=sampler,
+                storage=storage,
+                study_name=name,
+                load_if_exists=True,
+                directions=directions,
+                sampler=sampler,
                 pruner=pruner,
             )
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as exc:
@@ -252,7 +344,9 @@ def load_study(path: str | Path, options: TuneOptions) -> optuna.Study:
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        raise ConfigError(f"no study {name} in {storage}: run `hpo tune {path}` first") from None
+        raise ConfigError(f"no study {name} in {redact(storage)}: run `hpo tune {path}` first") from None
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy/Optuna raise many types for an unreadable storage
+        raise ConfigError(f"cannot read study storage {redact(storage)}: {first_line(exc)}") from None
 
 
 def run(path: str | Path, options: TuneOptions | None = None) -> optuna.Study:
@@ -291,12 +385,13 @@ def run(path: str | Path, options: TuneOptions | None = None) -> optuna.Study:
     else:
         sampler, medianstop = sampling.make_sampler(spec["algorithm"], distributions, max_trials), None
     _preflight(doc, options, spec["parameters"])  # a typo in a flag costs one line, before any study or trial
-    study = open_study(doc, options, sampler=sampler, pruner=pruner)
+    tracker = _connect_tracker(doc, options)
+    study = open_study(doc, options, sampler=KatibTells(sampler), pruner=pruner)
     me = _me()
     recover_orphans(study, me)
     if study.user_attrs.get("objective_names") != [o.metric for o in goals]:
         study.set_user_attr("objective_names", [o.metric for o in goals])
-    tracker = _open_tracker(doc, study, options, goals, path)
+    tracker = _open_tracker(tracker, doc, study, options, goals, path)
     lock = _SchedulingLock(options.storage_url, study.study_name)
 
     events: queue.Queue = queue.Queue()
@@ -399,8 +494,12 @@ def _first_failure(study: optuna.Study) -> str:
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         if t.user_attrs.get(INTERRUPTED_TRIAL_ATTR):
             continue
-        lines = [line for line in str(t.user_attrs.get("output_tail", "")).splitlines() if line.strip()]
-        last = f": {lines[-1].strip()[:200]}" if lines else ""
+        lines = [
+            line.strip()
+            for line in str(t.user_attrs.get("output_tail", "")).splitlines()
+            if line.strip() and not line.strip().startswith(("Traceback (most recent call last)", 'File "'))
+        ]
+        last = f": {redact(lines[-1])[:200]}" if lines else ""  # a stack's last line is its cause
         return f"the first, trial {t.number}, {t.user_attrs.get('fail_reason', 'failed')}{last}"
     return "no trial failed on its own"
 
@@ -444,15 +543,23 @@ def _curve_threshold(study: optuna.Study, rule: pruners.KatibMedianStopPruner) -
     return pruners.medianstop_threshold(curves, rule.min_trials_required, rule.start_step)
 
 
-def _open_tracker(
-    doc: dict[str, Any], study: optuna.Study, options: TuneOptions, goals: list[Objective], path: str | Path
-):
+def _connect_tracker(doc: dict[str, Any], options: TuneOptions):
+    """The MLflow tracker, or None; an unusable server is one line here, before any study exists."""
     if not options.tracking:
         return None
     from hpo_lib.results import tracking
 
     uri = tracking.tracking_uri(options.tracking_uri, state_dir=options.state_dir)
-    tracker = tracking.StudyTracker(uri, doc["metadata"]["name"], artifact_root=options.state_dir / "mlartifacts")
+    return tracking.StudyTracker(uri, doc["metadata"]["name"], artifact_root=options.state_dir / "mlartifacts")
+
+
+def _open_tracker(
+    tracker, doc: dict[str, Any], study: optuna.Study, options: TuneOptions, goals: list[Objective], path: str | Path
+):
+    if tracker is None:
+        return None
+    from hpo_lib.results import tracking
+
     spec = doc["spec"]
     run_id = tracker.open_study(
         study.study_name,
@@ -506,8 +613,8 @@ INTERRUPTED_ATTR = render.INTERRUPTED_ATTR  # studies of earlier versions: trial
 # trials it runs with who it is and a heartbeat, so an engine recovers only trials whose engine is gone.
 OWNER_ATTR = "engine"  # trial: {"host", "pid", "started"} of the engine process running it
 HEARTBEAT_ATTR = "heartbeat"  # trial: the UNIX time its engine last said it was alive
-INTERRUPTED_TRIAL_ATTR = "interrupted"  # trial: True when the trial was cut short from outside
-RERUN_ATTR = "rerun_of"  # trial: the number of the interrupted trial it re-runs with the same assignment
+INTERRUPTED_TRIAL_ATTR = render.INTERRUPTED_TRIAL_ATTR  # trial: True when the trial was cut short from outside
+RERUN_ATTR = render.RERUN_ATTR  # trial: the number of the interrupted trial it re-runs with the same assignment
 HEARTBEAT_S = 10.0  # a live engine stamps each of its running trials this often
 GRACE_S = 60.0  # a trial of another machine with no stamp for this long has lost its engine
 POLL_S = 2.0  # how often an engine re-reads a shared study for freed slots while it waits
@@ -546,16 +653,8 @@ class Tally:
 
 
 def tally(study: optuna.Study) -> Tally:
-    trials = study.get_trials(deepcopy=False)
-    rerun = {t.user_attrs.get(RERUN_ATTR) for t in trials} - {None}
-    legacy = set(study.user_attrs.get(INTERRUPTED_ATTR, []))
-    interrupted = {
-        t.number
-        for t in trials
-        if t.state == TrialState.FAIL
-        and (t.user_attrs.get(INTERRUPTED_TRIAL_ATTR) or t.number in rerun or t.number in legacy)
-    }
-    states = [t.state for t in trials]
+    interrupted = render.interrupted_numbers(study)
+    states = [t.state for t in study.get_trials(deepcopy=False)]
     return Tally(
         complete=states.count(TrialState.COMPLETE),
         pruned=states.count(TrialState.PRUNED),
@@ -641,9 +740,9 @@ class _SchedulingLock:
 
         digest = hashlib.sha256(study_name.encode()).digest()
         self.url, self.key = storage_url, int.from_bytes(digest[:8], "big") >> 1  # a bigint for pg_advisory_lock
-        self._file = None
-        self._engine = None
-        self._connection = None
+        self._file: Any = None
+        self._engine: Any = None
+        self._connection: Any = None
 
     def __enter__(self) -> _SchedulingLock:
         import fcntl
@@ -823,6 +922,8 @@ def _finish(study: optuna.Study, state: _Running, exit_code: int, goals: list[Ob
         study.tell(trial, state=TrialState.FAIL)
         study.enqueue_trial(trial.params, user_attrs={RERUN_ATTR: trial.number})
     elif state.pruned:
+        if all(value is not None for value in values):  # what Katib's service tells: the observed value(s)
+            trial.set_user_attr(TOLD_ATTR, [float(v) for v in cast(list[float], values)])
         study.tell(trial, state=TrialState.PRUNED)
     elif reason:
         study.tell(trial, state=TrialState.FAIL)

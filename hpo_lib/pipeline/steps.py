@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hpo_lib.errors import ConfigError, ExperimentError, HpoError
+from hpo_lib.errors import ConfigError, ExperimentError, HpoError, NoWinnersError, first_line
 from hpo_lib.katib import client, manifests, space
 from hpo_lib.katib import experiment as katib_experiment
 from hpo_lib.pipeline import retrain
@@ -571,6 +571,29 @@ def _model_requirements() -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------- local runs
+def _require_a_success(export: Path, manifest: str | Path) -> None:
+    """Refuse, in words that say so, an export in which no trial succeeded: nothing can be retrained from it.
+
+    The line counts the trials by condition, gives the first failure's reason, and says where the logs are.
+    """
+    try:
+        records = _read_json(export)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the trials export {export}: {first_line(exc)}", settings=("trials",)) from None
+    if not isinstance(records, list):
+        raise ConfigError(f"the trials export {export} is not a list of trials", settings=("trials",))
+    conditions = [str(r.get("condition", "")) for r in records if isinstance(r, dict)]
+    if "Succeeded" in conditions:
+        return
+    counts = ", ".join(f"{conditions.count(c)} {c.lower() or 'unknown'}" for c in sorted(set(conditions)))
+    reasons = [str(r.get("failReason") or "") for r in records if isinstance(r, dict) and r.get("failReason")]
+    first = f"; the first failure: {reasons[0][:200]}" if reasons else ""
+    raise NoWinnersError(
+        f"no trial succeeded: {len(records)} trial(s) in {export} ({counts or 'none run'}){first}; each trial's "
+        f"output is in {export.parent}/trial-*/trial.log: fix the cause and run `hpo tune {manifest}` again"
+    )
+
+
 def local_arguments(
     manifest: str | Path,
     *,
@@ -592,6 +615,7 @@ def local_arguments(
             f"(or give the trials export)",
             settings=("trials",),
         )
+    _require_a_success(export, manifest)
     configs = sorted(export.parent.glob("trial-*/config.json"))
     config = _read_json(configs[0]) if configs else {}
     data = data or config.get("data")

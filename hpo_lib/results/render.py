@@ -20,7 +20,9 @@ from hpo_lib.results.tracking import ALIAS
 from hpo_lib.results.winners import Selection
 
 # the engine's record of each trial, in the study's user attributes (written by hpo_lib.engine, read here)
-INTERRUPTED_ATTR = "interrupted_trials"  # study: trials a killed engine left RUNNING
+INTERRUPTED_ATTR = "interrupted_trials"  # study (older versions): trials a killed engine left RUNNING
+INTERRUPTED_TRIAL_ATTR = "interrupted"  # trial: cut short from outside (Ctrl-C, SIGTERM, its engine killed)
+RERUN_ATTR = "rerun_of"  # trial: the number of the interrupted trial it re-runs with the same assignment
 EPOCHS_FLAG = "epochs"  # a trial's planned epochs, read from its argv to count what early stopping saved
 CONDITIONS = {
     TrialState.COMPLETE: "Succeeded",
@@ -36,13 +38,29 @@ def katib_value(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+def interrupted_numbers(study: optuna.Study) -> set[int]:
+    """The failed trials that were cut short from outside (and re-queued) rather than failing on their own."""
+    trials = study.get_trials(deepcopy=False)
+    rerun = {t.user_attrs.get(RERUN_ATTR) for t in trials} - {None}
+    legacy = set(study.user_attrs.get(INTERRUPTED_ATTR, []))
+    return {
+        t.number
+        for t in trials
+        if t.state == TrialState.FAIL
+        and (t.user_attrs.get(INTERRUPTED_TRIAL_ATTR) or t.number in rerun or t.number in legacy)
+    }
+
+
 def state_counts(study: optuna.Study) -> dict[str, int]:
-    """Trials that succeeded (``complete``), were early-stopped (``pruned``) or failed (``fail``)."""
+    """Trials that succeeded (``complete``), were early-stopped (``pruned``), failed on their own (``fail``) or
+    were interrupted from outside and re-queued (``interrupted``)."""
     states = [t.state for t in study.get_trials(deepcopy=False)]
+    interrupted = len(interrupted_numbers(study))
     return {
         "complete": states.count(TrialState.COMPLETE),
         "pruned": states.count(TrialState.PRUNED),
-        "fail": states.count(TrialState.FAIL),
+        "fail": states.count(TrialState.FAIL) - interrupted,
+        "interrupted": interrupted,
     }
 
 
@@ -149,6 +167,7 @@ def leaderboard(study: optuna.Study, k: int = 5) -> str:
     counts = state_counts(study)
     lines = [
         f"{study.study_name}: {counts['complete']} succeeded, {counts['pruned']} early-stopped, {counts['fail']} failed"
+        + (f", {counts['interrupted']} interrupted and re-run" if counts["interrupted"] else "")
     ]
     if multi:
         ranked = sorted(

@@ -13,6 +13,11 @@ anywhere else (an ``http://`` MLflow server, for example).
 A resumed study reuses its parent run (its id is a study user attribute), so one study is one parent run however
 many times it was started. A tracking server that fails mid-study costs the tracking, never a trial: the engine
 logs one warning and goes on.
+
+An HTTP tracking server is probed before a study starts (a short connect timeout, two attempts), so an
+unreachable one costs seconds, not MLflow's minutes of retries; MLflow's own retries and timeout are bounded too
+(:data:`HTTP_LIMITS`, unless the environment sets them). Every tag, parameter and text written passes through
+:func:`hpo_lib.errors.redact`, so no password in a tracking URI, storage URL or data spec reaches the server.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hpo_lib.errors import ConfigError, TrackingError, first_line
+from hpo_lib.errors import ConfigError, TrackingError, first_line, redact
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,10 @@ PARENT_ATTR = "mlflow_parent_run_id"
 ALIAS = "champion"  # the registered model's alias that always points at the current champion
 STATUS = {"Succeeded": "FINISHED", "EarlyStopped": "KILLED", "Failed": "FAILED"}
 _BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch call
+# MLflow's defaults (7 retries, backoff factor 2, 120 s timeout) make one unreachable call last minutes
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+PROBE_TIMEOUT_S = 2.0  # connect and read timeout of one probe of the server
+PROBE_ATTEMPTS = 2
 
 
 def tracking_uri(uri: str | None = None, *, state_dir: str | Path = ".hpo") -> str:
@@ -51,6 +60,11 @@ def tracking_uri(uri: str | None = None, *, state_dir: str | Path = ".hpo") -> s
 
 
 def _client(uri: str):
+    if uri.startswith(("http://", "https://")):
+        for name, value in HTTP_LIMITS.items():
+            os.environ.setdefault(name, value)  # read by MLflow at each request
+        if redact(uri) != uri:  # MLflow prints "View run ... at: <the URI with its password>" on stdout
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # SQLAlchemy 2.1 deprecation noise from MLflow's store
         from mlflow.tracking import MlflowClient
@@ -70,7 +84,7 @@ def experiment_id(client, uri: str, name: str, artifact_root: Path | None = None
 @contextlib.contextmanager
 def run(client, experiment: str, *, name: str, tags: Mapping[str, str]) -> Iterator[str]:
     """A new run, yielded as its id: FINISHED when the block ends, FAILED when an exception escapes it."""
-    run_id = client.create_run(experiment, run_name=name, tags=dict(tags)).info.run_id
+    run_id = client.create_run(experiment, run_name=name, tags=_clean(tags)).info.run_id
     try:
         yield run_id
     except BaseException:
@@ -92,7 +106,7 @@ def log_batch(
     from mlflow.entities import Metric, Param
 
     timestamp = timestamp or _ms(None)
-    param_list = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
+    param_list = [Param(k, redact(str(v))[:6000]) for k, v in (params or {}).items()]
     metric_list = [Metric(k, float(v), timestamp, int(step)) for k, v, step in metrics]
     for start in range(0, len(param_list), 100):  # MLflow: at most 100 params per batch
         client.log_batch(run_id, params=param_list[start : start + 100])
@@ -114,17 +128,55 @@ def _code_version() -> str:
         return "unknown"
 
 
+def _clean(tags: Mapping[str, Any]) -> dict[str, str]:
+    """Tags as MLflow takes them (strings), with every credential redacted."""
+    return {k: redact(str(v)) for k, v in tags.items()}
+
+
+def unreachable(uri: str, *, timeout_s: float = PROBE_TIMEOUT_S, attempts: int = PROBE_ATTEMPTS) -> str | None:
+    """Why the HTTP tracking server at ``uri`` cannot be used (refused, timed out, no such host, HTTP 5xx), or None.
+
+    ``attempts`` GETs of ``/health``, each with ``timeout_s`` to connect and to answer; any answer below 500 counts
+    as reachable (authentication is MLflow's business). Other URIs (SQLite, files) are not probed.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return None
+    import requests
+
+    reason = ""
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(0.5)
+        try:
+            response = requests.get(uri.rstrip("/") + "/health", timeout=(timeout_s, timeout_s))
+        except requests.RequestException as exc:
+            cause = exc.__context__ or exc
+            reason = f"{type(exc).__name__}" + (f" ({type(cause).__name__})" if cause is not exc else "")
+            continue
+        if response.status_code < 500:
+            return None
+        reason = f"HTTP {response.status_code}"
+    return f"{reason} after {attempts} attempts of {timeout_s:g} s"
+
+
 class StudyTracker:
     """Opens (or reopens) the study's parent run; :meth:`log_trial` adds a nested run per finished trial."""
 
     def __init__(self, uri: str, experiment_name: str, artifact_root: Path | None = None) -> None:
         self.uri = uri
+        why = unreachable(uri)
+        if why:
+            raise ConfigError(
+                f"MLflow tracking at {redact(uri)} is not usable: the server does not answer ({why}); start the "
+                "server, point the tracking URI at one that runs, or turn tracking off",
+                settings=("tracking_uri", "no_tracking"),
+            )
         self.client = _client(uri)
         try:
             self.experiment_id = experiment_id(self.client, uri, experiment_name, artifact_root)
         except Exception as exc:  # noqa: BLE001 - MLflow raises many types; the user needs one line
             raise ConfigError(
-                f"MLflow tracking at {uri} is not usable: {_short(exc)} (point the tracking URI "
+                f"MLflow tracking at {redact(uri)} is not usable: {_short(exc)} (point the tracking URI "
                 "elsewhere, or turn tracking off)",
                 settings=("tracking_uri", "no_tracking"),
             ) from None
@@ -147,7 +199,8 @@ class StudyTracker:
                     return run_id
             except MlflowException:
                 pass  # a different tracking store than last time: start a new parent run
-        command = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv))
+        # MLflow's own source tag is the whole command line: recorded with its credentials redacted
+        command = redact(" ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv)))
         run = self.client.create_run(
             self.experiment_id,
             run_name=study_name,
@@ -167,7 +220,7 @@ class StudyTracker:
         if not self.parent_run_id:
             return
         self._batch(self.parent_run_id, metrics=[(k, v, 0) for k, v in summary.items()])
-        self.client.log_text(self.parent_run_id, leaderboard, "leaderboard.txt")
+        self.client.log_text(self.parent_run_id, redact(leaderboard), "leaderboard.txt")
         self.client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")
 
     # ------------------------------------------------------------------------------------------- trials
@@ -188,20 +241,22 @@ class StudyTracker:
             self.experiment_id,
             run_name=name,
             start_time=_ms(started),
-            tags={
-                "mlflow.parentRunId": self.parent_run_id or "",
-                "hpo.kind": "trial",
-                "hpo.trial_number": str(number),
-                "hpo.condition": condition,
-                **tags,
-            },
+            tags=_clean(
+                {
+                    "mlflow.parentRunId": self.parent_run_id or "",
+                    "hpo.kind": "trial",
+                    "hpo.trial_number": str(number),
+                    "hpo.condition": condition,
+                    **tags,
+                }
+            ),
         )
         run_id = run.info.run_id
         now = _ms(None)
         metrics = [(metric, value, step) for metric, values in curves.items() for step, value in enumerate(values)]
         self._batch(run_id, params=params, metrics=metrics, timestamp=now)
         if output_tail:
-            self.client.log_text(run_id, output_tail, "output_tail.txt")
+            self.client.log_text(run_id, redact(output_tail), "output_tail.txt")
         self.client.set_terminated(run_id, status=STATUS.get(condition, "FAILED"))
         return run_id
 
@@ -221,7 +276,7 @@ def _ms(seconds: float | None) -> int:
 
 
 def _short(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {first_line(exc, default='')}"[:300]
+    return f"{type(exc).__name__}: {first_line(exc, default='')}"[:300]  # first_line redacts
 
 
 # ----------------------------------------------------------------------------------------------- retrains
@@ -235,12 +290,12 @@ def check_server(uri: str, *, timeout_s: float = 10.0) -> None:
         response = requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
     except requests.RequestException as exc:
         raise TrackingError(
-            f"MLflow at {uri} is unreachable ({type(exc).__name__}); nothing was logged or "
+            f"MLflow at {redact(uri)} is unreachable ({type(exc).__name__}); nothing was logged or "
             f"registered, and the retrain results are still in the pipeline's artifacts"
         ) from None
     if response.status_code != 200:
         raise TrackingError(
-            f"MLflow at {uri} answered its health check with HTTP {response.status_code}; nothing "
+            f"MLflow at {redact(uri)} answered its health check with HTTP {response.status_code}; nothing "
             f"was logged or registered, and the retrain results are still in the pipeline's artifacts"
         )
 
@@ -274,7 +329,7 @@ def log_retrains(
         import mlflow.pytorch
 
     result: dict[str, Any] = {
-        "tracking_uri": uri,
+        "tracking_uri": redact(uri),
         "experiment": experiment_name,
         "model_name": register_as,
         "runs": {},
@@ -320,7 +375,7 @@ def log_retrains(
                     champion_uri = info.model_uri
             log_batch(client, parent_id, metrics=[(k, v, 0) for k, v in parent["metrics"].items()], timestamp=now)
             for file, text in parent["texts"].items():
-                client.log_text(parent_id, text, file)
+                client.log_text(parent_id, redact(text), file)
             for file, obj in parent["dicts"].items():
                 client.log_dict(parent_id, obj, file)
             if register_as and champion_uri:
@@ -332,7 +387,7 @@ def log_retrains(
                 client.set_tag(parent_id, "hpo.registered", "nothing: the champion does not beat the best baseline")
     except Exception as exc:  # noqa: BLE001 - MLflow and its HTTP stack raise many types; the user needs one line
         raise TrackingError(
-            f"MLflow at {uri} failed: {_short(exc)}"[:500]
+            f"MLflow at {redact(uri)} failed: {_short(exc)}"[:500]
             + "; the retrain results are still in the pipeline's artifacts"
         ) from None
     return result

@@ -217,3 +217,38 @@ def test_each_fold_is_scaled_on_its_own_training_rows_and_blind_to_later_rows(sp
     for part in ("train", "val"):
         np.testing.assert_array_equal(again.x[part], first.x[part])
         np.testing.assert_array_equal(again.y[part], first.y[part])
+
+
+@pytest.mark.parametrize("window, horizon, val_frac, test_frac, expected", [
+    (90, 1, 0.15, 0.15, 982),  # the trial's defaults: 120-row validation and test segments at 15 %
+    (10, 1, 0.15, 0.15, 289),
+    (3, 1, 0.25, 0.25, 140),
+    (60, 20, 0.3, 0.3, 524),
+])
+def test_min_rows_is_the_exact_threshold_of_the_split(window, horizon, val_frac, test_frac, expected):
+    from hpo_lib.data.dataset import min_rows
+
+    needed = min_rows(window=window, horizon=horizon, val_frac=val_frac, test_frac=test_frac)
+    assert needed == expected
+
+    def splits(n: int) -> bool:
+        try:
+            data.chronological_split(n, window=window, horizon=horizon, val_frac=val_frac, test_frac=test_frac)
+        except DataError:
+            return False
+        return True
+
+    # one row fewer is refused, and that many rows or more always split (the rounding never bites later)
+    assert not splits(needed - 1)
+    assert all(splits(n) for n in range(needed, needed + 2000))
+
+
+def test_a_short_series_is_told_the_rows_it_really_needs(sp500):
+    short = {"sp500": sp500["sp500"].iloc[:733]}
+    # 733 price rows: the message states the true requirement in price rows (982 + 21 of warm-up), not ~545
+    with pytest.raises(DataError, match=r"series too short: sp500 has 733 rows and needs at least 1003: 21 of"):
+        data.prepare(short, window=60, split_window=90)
+    # and 1003 rows are indeed enough, 1002 not
+    data.prepare({"sp500": sp500["sp500"].iloc[:1003]}, window=60, split_window=90)
+    with pytest.raises(DataError, match="needs at least 1003"):
+        data.prepare({"sp500": sp500["sp500"].iloc[:1002]}, window=60, split_window=90)

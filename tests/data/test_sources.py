@@ -241,7 +241,7 @@ def test_timezone_aware_index_becomes_naive():
 
 def test_download_retries_with_backoff_then_succeeds():
     fake, sleeps = FakeYahoo(ConnectionError("reset"), pd.DataFrame(), recorded({"SPY": SPY})), []
-    prices = data.download_yahoo(data.parse_spec("yahoo:SPY"), download=fake, sleep=sleeps.append)
+    prices = data.download_yahoo(data.parse_spec("yahoo:SPY"), download=fake, sleep=sleeps.append, reach=ONLINE)
     # two failed attempts (an exception, an empty frame), waits doubling, then the data
     assert fake.calls == 3 and sleeps == [2.0, 4.0]
     assert len(prices["SPY"]) == 300
@@ -250,14 +250,59 @@ def test_download_retries_with_backoff_then_succeeds():
 def test_unknown_ticker_is_named_after_retries():
     fake = FakeYahoo(recorded({"SPY": SPY, "NOPE": None}))
     # a ticker Yahoo never answers for is named, with the number of attempts
-    with pytest.raises(DataError, match=r"no data for NOPE .* after 3 attempts: unknown ticker"):
-        data.download_yahoo(data.parse_spec("yahoo:SPY,NOPE"), download=fake, sleep=lambda s: None, retries=3)
+    with pytest.raises(DataError, match=r"no data for NOPE .* after 3 attempts while Yahoo was reachable: unknown"):
+        data.download_yahoo(
+            data.parse_spec("yahoo:SPY,NOPE"), download=fake, sleep=lambda s: None, retries=3, reach=ONLINE
+        )
 
 
 def test_empty_download_is_a_data_error():
     # an empty download is a DataError naming the ticker
     with pytest.raises(DataError, match="no data for ZZZZ"):
-        data.download_yahoo(data.parse_spec("yahoo:ZZZZ"), download=FakeYahoo(pd.DataFrame()), sleep=lambda s: None)
+        data.download_yahoo(
+            data.parse_spec("yahoo:ZZZZ"), download=FakeYahoo(pd.DataFrame()), sleep=lambda s: None, reach=ONLINE
+        )
+
+
+def ONLINE() -> None:  # noqa: N802 - a stand-in for yahoo_unreachable: Yahoo answers
+    return None
+
+
+def test_no_network_is_named_once_without_retries():
+    fake, sleeps = FakeYahoo(pd.DataFrame(), pd.DataFrame()), []
+    offline = lambda: "gaierror: Temporary failure in name resolution"  # noqa: E731
+    with pytest.raises(DataError) as caught:
+        data.download_yahoo(data.parse_spec("yahoo:SPY"), download=fake, sleep=sleeps.append, reach=offline)
+    # a network failure is called one, with the host and the reason, not an unknown ticker
+    message = str(caught.value)
+    assert message.startswith("network failure: cannot reach Yahoo Finance (query2.finance.yahoo.com:443, gaierror")
+    assert "unknown ticker" not in message
+    # one attempt, no backoff: nothing to retry while there is no network
+    assert fake.calls == 1 and sleeps == []
+
+
+def test_the_real_download_is_silent(monkeypatch, capsys, caplog):
+    import logging
+    import warnings
+
+    import yfinance
+
+    def noisy(*args, **kwargs):
+        logging.getLogger("yfinance").error("1 Failed download: ['SPY']: ConnectionError(...)")
+        logging.getLogger("urllib3.connectionpool").warning("Retrying (Retry(total=2)) after connection broken")
+        warnings.warn("a pandas FutureWarning", FutureWarning, stacklevel=1)
+        print("yfinance chatter")
+        return pd.DataFrame()
+
+    monkeypatch.setattr(yfinance, "download", noisy)
+    with caplog.at_level(logging.DEBUG), warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        frame = sources._yf_download(["SPY"], None, None, "1d")
+    # the frame comes back; no log record, warning or printed line of the libraries escapes
+    assert frame.empty and caplog.records == [] and seen == []
+    assert capsys.readouterr() == ("", "")
+    # and the loggers' levels are as they were
+    assert logging.getLogger("yfinance").level == logging.NOTSET
 
 
 def test_cache_serves_repeat_requests_without_calling_yahoo(tmp_path, monkeypatch):
@@ -288,3 +333,26 @@ def test_offline_mode_refuses_to_download(tmp_path, monkeypatch):
     monkeypatch.setenv("HPO_OFFLINE", "1")
     # the shell-safe and URL forms hit the same cache entry
     assert len(data.load_prices("yahoo:SPY?start=2020-01-01", cache_dir=tmp_path)["SPY"]) == 300
+
+
+def _ohlcv(close: np.ndarray) -> data.Prices:
+    index = pd.bdate_range("2020-01-01", periods=len(close), name="Date")
+    return {"c": pd.DataFrame({"Open": close, "High": close, "Low": close, "Close": close, "Volume": 1.0}, index=index)}
+
+
+@pytest.mark.parametrize("close, message", [
+    (np.full(100, 7.0), r"c: the close is constant \(7 on all 100 days"),
+    (7.0 * np.exp(np.arange(100) * 1e-9), r"c: the close is constant .* daily return sd"),
+    (np.repeat(100 * np.exp(np.cumsum(np.full(34, 0.01))), 3)[:100], r"c: the close is unchanged on 67% of 99 days"),
+])
+def test_constant_or_near_constant_prices_are_refused(close, message):
+    # a series with nothing to forecast is refused by name, with the rule
+    with pytest.raises(DataError, match=message):
+        data.validate_prices(_ohlcv(close))
+
+
+def test_a_series_flat_on_half_its_days_is_still_a_market():
+    close = np.repeat(100 * np.exp(np.cumsum(np.random.default_rng(0).normal(0, 0.01, 50))), 2)
+    close = np.append(close, close[-1] * 1.01)  # 100 days of returns, 50 of them flat
+    # 50 % flat days is the most allowed: accepted
+    assert len(data.validate_prices(_ohlcv(close))["c"]) == 101

@@ -356,7 +356,7 @@ def test_local_arguments_take_data_and_epochs_from_the_local_trials(tmp_path):
     manifest = tiny_manifest(tmp_path / "tiny.yaml")
     folder = tmp_path / "state" / "katib-hpo.lstm-tiny"
     (folder / "trial-0000").mkdir(parents=True)
-    (folder / "trials.json").write_text("[]")
+    (folder / "trials.json").write_text(json.dumps([{"name": "lstm-tiny-0000", "condition": "Succeeded"}]))
     (folder / "trial-0000" / "config.json").write_text(json.dumps({"data": "sample:nasdaq", "epochs": 4}))
     arguments = steps.local_arguments(manifest, state_dir=tmp_path / "state")
     # `hpo tune --set data=... --set epochs=...` is not in the export: the trials' own config tells
@@ -364,6 +364,23 @@ def test_local_arguments_take_data_and_epochs_from_the_local_trials(tmp_path):
     assert steps.local_arguments(manifest, state_dir=tmp_path / "state", data="sample:sp500",
                                     epochs=9)["epochs"] == 9
 
+
+
+def test_run_local_on_a_study_whose_trials_all_failed_says_no_trial_succeeded(tmp_path, capsys):
+    manifest = tiny_manifest(tmp_path / "tiny.yaml")
+    folder = tmp_path / "state" / "katib-hpo.lstm-tiny"
+    folder.mkdir(parents=True)
+    records = [{"name": f"lstm-tiny-000{i}", "condition": "Failed", "failReason": "exited with code 2"}
+               for i in range(3)]
+    (folder / "trials.json").write_text(json.dumps(records))
+    code = cli.main(["pipeline", "run-local", str(manifest), "--state-dir", str(tmp_path / "state")])
+    err = capsys.readouterr().err
+    # exit code 2 and the words that say what happened: the count, the first reason, where to look
+    assert code == 2 and err.count("\n") == 1
+    assert "no trial succeeded: 3 trial(s)" in err and "(3 failed)" in err and "exited with code 2" in err
+    assert f"{folder}/trial-*/trial.log" in err
+    # not the old, wrong words
+    assert "cannot tell which data" not in err
 
 # ----------------------------------------------------------------------------------------------- end to end
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import pytest
@@ -133,7 +134,10 @@ def test_study_is_a_parent_run_and_each_trial_a_nested_run(tmp_path):
 def test_failed_trial_run_keeps_its_output_tail(tmp_path):
     opts = options(tmp_path, mode="crash")
     opts.tracking = True
-    engine.run(manifest(tmp_path, maxTrialCount=1), opts)
+    from hpo_lib.errors import ExperimentFailed
+
+    with contextlib.suppress(ExperimentFailed):  # a study whose every trial failed ends non-zero, tracked first
+        engine.run(manifest(tmp_path, maxTrialCount=1, maxFailedTrialCount=None), opts)
     client, (run,) = _runs(tmp_path, "trial")
     # the failed trial's run is FAILED and carries the trial's output tail
     assert run.info.status == "FAILED"
@@ -149,3 +153,41 @@ def test_unreachable_tracking_server_is_one_clear_error_before_any_trial(tmp_pat
     with pytest.raises(ConfigError, match="MLflow tracking at http://127.0.0.1:9 is not usable"):
         engine.run(manifest(tmp_path), opts)
     assert not (tmp_path / "state" / "local.scripted").exists()
+
+
+def test_an_unreachable_server_is_named_within_seconds_without_touching_mlflow_retries(tmp_path, monkeypatch):
+    import time
+
+    from tests.conftest import free_port
+
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)  # MLflow's own minutes of retries
+    uri = f"http://ana:s3cret@127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as caught:
+        tracking.StudyTracker(uri, "x")
+    # the probe answers in seconds (two attempts of 2 s at most), not MLflow's 255 s
+    assert time.monotonic() - started < 6
+    message = str(caught.value)
+    # the line names the URI with its password redacted, and the fix
+    assert "MLflow tracking at http://ana:***@127.0.0.1:" in message and "s3cret" not in message
+    assert "the server does not answer (ConnectionError" in message and "start the server" in message
+    assert caught.value.settings == ("tracking_uri", "no_tracking")
+
+
+def test_the_source_tag_and_params_carry_no_password(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = tracking.StudyTracker(uri, "x", artifact_root=tmp_path / "mlartifacts")
+    argv = ["hpo", "tune", "m.yaml", "--storage", "postgresql://ana:s3cret@db/optuna", "--set",
+            "data=yahoo:SPY,token=abc123"]
+    run_id = tracker.open_study("local.x", {}, params={"storage": "postgresql://ana:s3cret@db/optuna"}, argv=argv)
+    run = tracker.client.get_run(run_id)
+    # MLflow's own source tag is the command line, redacted; the parameter too
+    assert run.data.tags["mlflow.source.name"] == (
+        "hpo tune m.yaml --storage postgresql://ana:***@db/optuna --set data=yahoo:SPY,token=***"
+    )
+    assert run.data.params["storage"] == "postgresql://ana:***@db/optuna"
+    tracker.log_trial(number=0, name="t0", condition="Failed", params={}, curves={},
+                      tags={"hpo.argv": "--tracking-uri=http://u:pw@h"}, output_tail="at http://u:pw@h")
+    (child,) = [r for r in tracker.client.search_runs([tracker.experiment_id]) if r.info.run_id != run_id]
+    # a trial's tags are redacted as well
+    assert child.data.tags["hpo.argv"] == "--tracking-uri=http://u:***@h"
