@@ -384,6 +384,7 @@ def run(path: str | Path, options: TuneOptions | None = None) -> optuna.Study:
         medianstop, pruner = (pruner if isinstance(pruner, pruners.KatibMedianStopPruner) else None), None
     else:
         sampler, medianstop = sampling.make_sampler(spec["algorithm"], distributions, max_trials), None
+    _inside(options.state_dir, experiment.qualified_name(doc))  # every file of this run stays under --state-dir
     _preflight(doc, options, spec["parameters"])  # a typo in a flag costs one line, before any study or trial
     tracker = _connect_tracker(doc, options)
     study = open_study(doc, options, sampler=KatibTells(sampler), pruner=pruner)
@@ -482,6 +483,21 @@ def run(path: str | Path, options: TuneOptions | None = None) -> optuna.Study:
             f"everything is in {options.state_dir / study.study_name}/trials.json"
         )
     return study
+
+
+def _inside(base: Path, name: str) -> Path:
+    """``base / name``, refused with one line when ``name`` (from the manifest) would lead outside ``base``."""
+    folder = base / name
+    if (
+        Path(name).is_absolute()
+        or not folder.resolve().is_relative_to(base.resolve())
+        or folder.resolve() == base.resolve()
+    ):
+        raise ConfigError(
+            f"experiment name {name!r} would write outside {base}/: metadata.name and metadata.namespace must be "
+            "Kubernetes names (lower-case letters, digits, '-' and '.'), with no '/' or '..'"
+        )
+    return folder
 
 
 def _ended(study: optuna.Study, counts: Tally, max_failed: int | None, goal: float | None, minimize: bool) -> bool:

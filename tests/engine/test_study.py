@@ -273,3 +273,37 @@ def test_the_sampler_sees_early_stopped_trials_as_katibs_service_tells_them():
     assert suggested[0] == suggested[1] != suggested[2]
     # the user still sees them as early-stopped
     assert [t.state for t in ours.trials].count(TrialState.PRUNED) == 4
+
+
+# ------------------------------------------------------------------------------------------------ Katib's shapes
+def test_a_trial_that_logs_its_metrics_to_stderr_is_collected_as_on_katib(tmp_path):
+    study = engine.run(manifest(tmp_path, maxTrialCount=1), options(tmp_path, mode="stderr"))
+    # Katib's StdOut collector reads `<command> 1>metrics.log 2>&1`: metrics on stderr count, as Python's logging
+    # writes them
+    assert states(study) == [TrialState.COMPLETE] and study.trials[0].value == 1.0
+    log = tmp_path / "state" / "local.scripted" / "trial-0000" / "trial.log"
+    assert "val_loss=1" in log.read_text()
+
+
+def test_nothing_is_appended_to_the_trial_command(tmp_path):
+    study = engine.run(manifest(tmp_path, maxTrialCount=1), options(tmp_path))
+    argv = study.trials[0].user_attrs["argv"]
+    # the manifest's command, the assignment and the --set overrides; the output folder comes from the environment
+    assert not any(a.startswith("--output-dir") for a in argv)
+    assert (tmp_path / "state" / "local.scripted" / "started.txt").exists()
+
+
+@pytest.mark.parametrize("metadata", [{"name": "a/../../escape", "namespace": "local"},
+                                      {"name": "scripted", "namespace": "../../x"}])
+def test_names_that_lead_outside_the_state_folder_are_refused(tmp_path, metadata):
+    import yaml
+
+    path = manifest(tmp_path)
+    doc = yaml.safe_load(path.read_text())
+    doc["metadata"].update(metadata)
+    path.write_text(yaml.safe_dump(doc))
+    before = set(tmp_path.parent.iterdir())
+    with pytest.raises(ConfigError, match="name"):
+        engine.run(path, options(tmp_path))
+    # nothing was written outside the test's folder
+    assert set(tmp_path.parent.iterdir()) == before
