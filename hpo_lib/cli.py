@@ -91,6 +91,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     tune.add_argument("--no-tracking", action="store_true", help="do not log the study and its trials to MLflow")
     tune.add_argument(
+        "--new-study", action="store_true", help="keep the stored study as <name>.archived-<UTC time> and start afresh"
+    )
+    tune.add_argument(
         "--mo-sampler",
         default="manifest",
         choices=["manifest", "nsga2"],
@@ -355,6 +358,7 @@ def _tune(args: argparse.Namespace) -> int:
         tracking=not args.no_tracking,
         tracking_uri=args.tracking_uri,
         mo_sampler=args.mo_sampler,
+        new_study=args.new_study,
     )
     with _ProgressBar(enabled=not args.no_progress) as bar, _storage_failures(options.storage_url, args.state_dir):
         options.on_progress = bar.update

@@ -63,6 +63,7 @@ class TuneOptions:
     tracking: bool = True  # MLflow: a parent run per study, a nested run per trial
     tracking_uri: str | None = None  # default $MLFLOW_TRACKING_URI, else sqlite:///<state_dir>/mlflow.db
     mo_sampler: str = "manifest"  # multi-objective studies: the manifest's algorithm, or nsga2
+    new_study: bool = False  # archive the experiment's stored study as <name>.archived-<UTC time> and start afresh
 
     @property
     def study_db(self) -> Path:
@@ -290,13 +291,23 @@ class _KatibHistory:
 # ----------------------------------------------------------------------------------------------- engine
 def open_study(doc: dict[str, Any], options: TuneOptions, *, sampler=None, pruner=None) -> optuna.Study:
     """Create or load the experiment's study in the configured storage, with a clear error when it cannot."""
+    import datetime
+
+    from hpo_lib.engine import identity
+
     options.state_dir.mkdir(parents=True, exist_ok=True)
     storage = options.storage_url
     # cast: optuna's stub wants Literal directions; experiment.objectives yields only "minimize" or "maximize"
     directions = cast(list[Literal["minimize", "maximize"]], [o.direction for o in experiment.objectives(doc)])
     name = experiment.qualified_name(doc)
     try:
-        return _create_study(storage, name, directions, sampler, pruner)
+        if options.new_study and name in optuna.study.get_all_study_names(storage):
+            stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+            optuna.copy_study(
+                from_study_name=name, from_storage=storage, to_storage=storage, to_study_name=f"{name}.archived-{stamp}"
+            )
+            optuna.delete_study(study_name=name, storage=storage)
+        study = _create_study(storage, name, directions, sampler, pruner)
     except ValueError as exc:
         if "direction" in str(exc).lower():
             raise ConfigError(
@@ -306,6 +317,8 @@ def open_study(doc: dict[str, Any], options: TuneOptions, *, sampler=None, prune
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/Optuna raise many types for an unusable storage
         first = first_line(exc)
         raise ConfigError(f"cannot open study storage {redact(storage)}: {first}") from None
+    identity.check_or_record(study, doc)  # a study serves one experiment: refused before any ask
+    return study
 
 
 def _create_study(storage: str, name: str, directions, sampler, pruner, attempts: int = 8) -> optuna.Study:
@@ -383,7 +396,9 @@ def run(path: str | Path, options: TuneOptions | None = None) -> optuna.Study:
             )
         medianstop, pruner = (pruner if isinstance(pruner, pruners.KatibMedianStopPruner) else None), None
     else:
-        sampler, medianstop = sampling.make_sampler(spec["algorithm"], distributions, max_trials), None
+        startup = spec.get("parallelTrialCount") or 3  # Hyperopt's random start on Katib: one batch of trials
+        sampler = sampling.make_sampler(spec["algorithm"], distributions, max_trials, startup_trials=startup)
+        medianstop = None
     _inside(options.state_dir, experiment.qualified_name(doc))  # every file of this run stays under --state-dir
     _preflight(doc, options, spec["parameters"])  # a typo in a flag costs one line, before any study or trial
     tracker = _connect_tracker(doc, options)

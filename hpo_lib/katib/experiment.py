@@ -43,6 +43,14 @@ def load_experiment(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"manifest {path} does not exist")
     doc = parse_experiment(path.read_text(), f"manifest {path}")
+    spec: dict[str, Any] = doc["spec"] if isinstance(doc.get("spec"), dict) else {}
+    if spec.get("nasConfig") is not None:
+        algorithm = (spec.get("algorithm") or {}).get("algorithmName")
+        raise ConfigError(
+            f"manifest {path} is a neural architecture search (spec.nasConfig, algorithm {algorithm!r}); the local "
+            "engine runs only hyperparameter experiments (spec.parameters): run it on a Katib cluster, whose "
+            "suggestion-enas / suggestion-darts services serve it"
+        )
     errors = [f for f in lint.validate_experiment(doc) if f.severity == "error"]
     if errors:
         raise ConfigError(f"manifest {path} is invalid: " + "; ".join(map(str, errors)))

@@ -14,6 +14,8 @@ Rules (``Finding.rule``); all are errors except S6-S9 and TRIAL-KIND, which are 
   validating webhook, against the default ``katib-config``. W-NS runs only when the namespace's labels are given.
   W-UPD (update rules) is skipped: it compares with the stored object, and there is none offline. W-RP cannot
   see leftover FromVolume PVs, and W-TT cannot fetch a ``configMap`` template, so those parts are skipped.
+  W-NAME also holds the apiserver's rule: ``metadata.name`` a DNS-1123 subdomain, ``metadata.namespace`` a
+  DNS-1123 label (so no name can lead a local path outside its folder).
 - ``K8S-SCHEMA``: a ``batch/v1`` Job template, with every ``${trialParameters.*}`` replaced by ``"1"``, checked
   against Kubernetes' strict JSON schema (``K8S_SCHEMA_VERSION``), as Katib's Job round-trip rejects unknown
   fields; also Kubernetes' Job rule that the pod's restartPolicy is OnFailure or Never. The schema package
@@ -23,11 +25,13 @@ Rules (``Finding.rule``); all are errors except S6-S9 and TRIAL-KIND, which are 
   Settings are checked for the services whose rules are known: Hyperopt ``tpe``/``random``, Optuna
   ``multivariate-tpe``/``grid`` and ``cmaes`` (checked with Optuna's rules, although the default katib-config
   serves it by Goptuna), and ``medianstop``; other algorithms' settings are not checked.
-- ``S1``-``S9``: extra checks (duplicate parameters, unknown keys, categorical lists, metric names, a trial
+- ``S1``-``S9``: extra checks (duplicate parameters, unknown keys, categorical lists, metric names (only under
+  Katib's default filter; a custom ``metricsFormat`` decides its own names), a trial
   budget; and as warnings, placeholders in non-string fields, Job retry settings, an explicit command, Istio).
 - ``S-SHELL``: Katib runs the primary container as ``sh -c "<command and args joined by spaces>"`` without
-  re-quoting, so shell metacharacters or whitespace in an argument (outside ``${trialParameters.*}``) or in a
-  categorical value substituted into one break the trial, and a ``/bin/sh -c`` prefix is wrapped a second time.
+  re-quoting, so shell metacharacters or whitespace in an argument (outside ``${trialParameters.*}`` and
+  ``"${trialParameters.*}"``, the quoted form Katib's NAS examples use) or in a categorical value substituted
+  into one break the trial, and a ``/bin/sh -c`` prefix is wrapped a second time.
 - ``PRIMARY``: ``primaryContainerName`` names no container of the trial's pod templates.
 - ``TRIAL-KIND`` (warning): the trial kind is not in the default katib-config's ``trialResources``.
 - ``METRICS``: with ``printed_metrics``, the objective and each additional metric must be among them.
@@ -130,8 +134,12 @@ KUBEFLOW_POD_LABELS = {"training.kubeflow.org/job-role": "master"}
 TRAINJOB_POD_LABELS = {"jobset.sigs.k8s.io/replicatedjob-name": "node", "batch.kubernetes.io/job-completion-index": "0"}
 
 NAME_START = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")  # Katib's name regex; unanchored at the end, as in Katib
+DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")  # Kubernetes: namespaces (at most 63 characters)
+DNS1123_SUBDOMAIN = re.compile(rf"{DNS1123_LABEL.pattern}(\.{DNS1123_LABEL.pattern})*")  # object names (<= 253)
 METRIC_NAME, PLACEHOLDER = contract.METRIC_NAME, contract.PLACEHOLDER
 ANY_PLACEHOLDER = re.compile(r"\$\{trial(?:Parameters|Spec)\.[^}]*\}")  # both are substituted before sh runs
+QUOTED_PLACEHOLDER = re.compile(rf'"{ANY_PLACEHOLDER.pattern}"')  # Katib's NAS examples: --flag="${trialParameters.x}"
+IN_DOUBLE_QUOTES_META = re.compile(r'[$`"\\]')  # what sh still interprets inside "..."
 META_REFERENCE = re.compile(r"\$\{trialSpec\.(.+?)\}")
 SHELL_META = re.compile(r"[&;|<>$()`'\"\\\s*?]")
 FREE_FORM_MAPS = ("labels", "annotations", "nodeSelector", "limits", "requests", "data", "stringData")
@@ -443,6 +451,21 @@ def _check_name(metadata: dict, out: _Findings) -> None:
         out.error("W-NAME", f"metadata.name {name!r} must start with a lowercase letter")
     if len(name) > 40:
         out.error("W-NAME", f"metadata.name {name!r} has {len(name)} characters; Katib allows at most 40")
+    if not DNS1123_SUBDOMAIN.fullmatch(name):
+        out.error(
+            "W-NAME",
+            f"metadata.name {name!r} is not a valid Kubernetes name (DNS-1123 subdomain: lowercase letters, "
+            "digits, '-' and '.', starting and ending with a letter or digit); rename it, e.g. to my-experiment",
+        )
+    namespace = metadata.get("namespace")
+    if namespace is not None and (
+        not isinstance(namespace, str) or len(namespace) > 63 or not DNS1123_LABEL.fullmatch(namespace)
+    ):
+        out.error(
+            "W-NAME",
+            f"metadata.namespace {namespace!r} is not a valid Kubernetes namespace (DNS-1123 label: at most 63 "
+            "lowercase letters, digits and '-', starting and ending with a letter or digit); use e.g. kubeflow",
+        )
 
 
 def _check_counts(spec: dict, parallel_defaulted: bool, out: _Findings) -> None:
@@ -656,7 +679,7 @@ def _check_metrics_collector(spec: dict, out: _Findings) -> None:
             out.error("W-MC", f"File collector path {path.get('path')!r} must be absolute")
         if path.get("format") not in ("TEXT", "JSON"):
             out.error("W-MC", f"File collector format {path.get('format')!r} must be TEXT or JSON")
-        if path.get("format") == "JSON" and source.get("filter"):
+        if path.get("format") == "JSON" and source.get("filter") is not None:  # Katib rejects even filter: {}
             out.error("W-MC", "File collector with format JSON must not set a filter")
     elif kind == "TensorFlowEvent":
         if path.get("kind") != "Directory" or not str(path.get("path") or "").startswith("/") or path.get("format"):
@@ -862,8 +885,9 @@ def _check_suggested(spec: dict, out: _Findings) -> None:
 
     objective = spec.get("objective") or {}
     metrics = [objective.get("objectiveMetricName")] + list(objective.get("additionalMetricNames") or [])
+    custom_format = bool(((spec["metricsCollectorSpec"].get("source") or {}).get("filter") or {}).get("metricsFormat"))
     for name in metrics:
-        if name and not METRIC_NAME.fullmatch(name):
+        if name and not custom_format and not METRIC_NAME.fullmatch(name):  # a custom regex may allow any name
             out.error("S4", f"metric name {name!r} must match ^[A-Za-z0-9_-]+$ to survive Katib's StdOut filter")
     source = spec["metricsCollectorSpec"].get("source") or {}
     for pattern in (source.get("filter") or {}).get("metricsFormat") or []:
@@ -1027,7 +1051,7 @@ def _check_shell(argv: list[str], parameters: dict, references: dict, out: _Find
         )
         return
     for arg in argv:
-        bare = ANY_PLACEHOLDER.sub("", arg)
+        bare = ANY_PLACEHOLDER.sub("", QUOTED_PLACEHOLDER.sub("", arg))
         found = SHELL_META.search(bare)
         if found:
             out.error(
@@ -1038,8 +1062,9 @@ def _check_shell(argv: list[str], parameters: dict, references: dict, out: _Find
         for name in PLACEHOLDER.findall(arg):
             parameter = parameters.get(references.get(name))
             if parameter and parameter.get("parameterType") in ("categorical", "discrete"):
+                quoted = f'"${{trialParameters.{name}}}"' in arg
                 for value in parameter["feasibleSpace"].get("list") or []:
-                    if SHELL_META.search(str(value)):
+                    if (IN_DOUBLE_QUOTES_META if quoted else SHELL_META).search(str(value)):
                         out.error(
                             "S-SHELL",
                             f"parameter {parameter.get('name')!r} value {value!r} is substituted "
