@@ -148,13 +148,67 @@ def _own_trial(argv: list[str]) -> bool:
 LOG_NAME = "trial.log"  # both streams of a trial, merged in order: Katib's `<command> 1>metrics.log 2>&1`
 
 
-def _read_lines(number: int, process: subprocess.Popen, events: queue.Queue, log_path: Path) -> None:
+def _read_lines(
+    number: int, process: subprocess.Popen, events: queue.Queue, log_path: Path, from_file: Path | None = None
+) -> None:
+    """Feed the trial's merged output to the engine: as metrics lines (StdOut collector), or, when the metrics come
+    from a file (``from_file``), as output only, while :func:`_tail_file` feeds the metrics and the exit."""
     assert process.stdout is not None  # _launch starts every trial with stdout=PIPE, stderr merged into it
     with open(log_path, "w", encoding="utf-8", errors="replace") as log_file:
         for line in process.stdout:
             log_file.write(line)
             log_file.flush()
-            events.put((number, "line", line.rstrip("\n")))
+            events.put((number, "output" if from_file else "line", line.rstrip("\n")))
+    if from_file is None:
+        events.put((number, "exit", process.wait()))
+
+
+def _file_state(path: Path) -> tuple[int, int] | None:
+    """(inode, size) of a file, None when there is none."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size
+
+
+def _tail_file(
+    number: int,
+    process: subprocess.Popen,
+    events: queue.Queue,
+    path: Path,
+    start: tuple[int, int] | None,
+    poll_s: float = 0.2,
+) -> None:
+    """Katib's File collector: follow the file the trial writes, line by line, until the trial has exited and the
+    file is read to its end. Lines written before the trial started are skipped (a pod starts with a fresh file
+    system; the engine never deletes a file at a path the manifest names); a file replaced or truncated by the
+    trial is read again from its start."""
+
+    inode, offset = start if start else (None, 0)
+    pending = b""
+    while True:
+        ended = process.poll() is not None
+        now = _file_state(path)
+        if now is not None:
+            if now[0] != inode or now[1] < offset:
+                inode, offset, pending = now[0], 0, b""
+            if now[1] > offset:
+                try:
+                    with open(path, "rb") as f:
+                        f.seek(offset)
+                        chunk = f.read(now[1] - offset)
+                except OSError:
+                    chunk = b""
+                offset += len(chunk)
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    events.put((number, "line", line.decode("utf-8", "replace").rstrip("\r")))
+        if ended:
+            if pending.strip():
+                events.put((number, "line", pending.decode("utf-8", "replace")))
+            break
+        time.sleep(poll_s)
     events.put((number, "exit", process.wait()))
 
 
@@ -372,11 +426,13 @@ def run(path: str | Path, options: TuneOptions | None = None) -> optuna.Study:
     multi = len(goals) > 1
     metric_names = experiment.collected_metrics(doc)
     filters = experiment.metrics_filters(doc)
+    collection = experiment.metrics_collection(doc)
     distributions = {p["name"]: space.from_katib_parameter(p) for p in spec["parameters"]}
     max_trials = options.max_trials or spec.get("maxTrialCount") or 10
     # this engine runs up to `parallel` trials at once; the study, across every engine sharing it, up to `shared`
     parallel = options.parallel or spec.get("parallelTrialCount") or 3
     shared = max(parallel, spec.get("parallelTrialCount") or 3)
+    _check_collection(collection, parallel)
     max_failed = spec.get("maxFailedTrialCount")
     goal = objective.get("goal")
     minimize = objective["type"] == "minimize"
@@ -442,7 +498,7 @@ def run(path: str | Path, options: TuneOptions | None = None) -> optuna.Study:
                         trial.set_user_attr(HEARTBEAT_ATTR, time.time())
                         if isinstance(pruner, pruners.KatibMedianStopPruner):
                             pruner.freeze(study, trial)  # Katib freezes the stopping rule when it creates the trial
-                        launched = _launch(doc, trial, options, events)
+                        launched = _launch(doc, trial, options, events, collection)
                         if medianstop is not None:
                             launched.threshold = _curve_threshold(study, medianstop)
                         running[trial.number] = launched
@@ -464,8 +520,10 @@ def run(path: str | Path, options: TuneOptions | None = None) -> optuna.Study:
             state = running.get(number)
             if state is None:
                 continue
-            if kind == "line":
-                _on_line(study, state, payload, metric_names, filters, medianstop)
+            if kind == "output":  # a File collector's trial: its output is kept, its metrics come from the file
+                state.tail.append(payload)
+            elif kind == "line":
+                _on_line(study, state, payload, metric_names, filters, medianstop, json_lines=collection.json)
             else:
                 _finish(study, state, payload, goals, tracker)
                 del running[number]
@@ -498,6 +556,21 @@ def run(path: str | Path, options: TuneOptions | None = None) -> optuna.Study:
             f"everything is in {options.state_dir / study.study_name}/trials.json"
         )
     return study
+
+
+def _check_collection(collection: experiment.Collection, parallel: int) -> None:
+    """The collectors the engine runs as Katib does (StdOut, File); the others refused in one line."""
+    if collection.kind not in ("StdOut", "File"):
+        raise ConfigError(
+            f"metrics collector {collection.kind}: the embedded engine collects StdOut and File metrics only; "
+            "run this Experiment on Katib, or collect with kind StdOut or File"
+        )
+    if collection.kind == "File" and parallel > 1:
+        raise ConfigError(
+            f"metrics collector File reads {collection.path}, one path every trial process would share on this "
+            f"machine (each pod has its own on Katib): run {parallel} trials at once on a cluster, or one here",
+            settings=("parallel",),
+        )
 
 
 def _inside(base: Path, name: str) -> Path:
@@ -846,12 +919,20 @@ def _ignore_stop_signals() -> None:
             signal.signal(signum, signal.SIG_IGN)
 
 
-def _launch(doc: dict[str, Any], trial: optuna.trial.Trial, options: TuneOptions, events: queue.Queue) -> _Running:
+def _launch(
+    doc: dict[str, Any],
+    trial: optuna.trial.Trial,
+    options: TuneOptions,
+    events: queue.Queue,
+    collection: experiment.Collection,
+) -> _Running:
     assignments = {name: render.katib_value(value) for name, value in trial.params.items()}
     output_dir = options.state_dir / experiment.qualified_name(doc) / f"trial-{trial.number:04d}"
     output_dir.mkdir(parents=True, exist_ok=True)
     argv, env, deadline = local_command(doc, assignments, options, output_dir)
     trial.set_user_attr("argv", argv)
+    from_file = Path(collection.path) if collection.path else None
+    start = _file_state(from_file) if from_file else None  # before the trial runs: what it writes comes after
     process = subprocess.Popen(
         argv,
         stdout=subprocess.PIPE,
@@ -865,9 +946,12 @@ def _launch(doc: dict[str, Any], trial: optuna.trial.Trial, options: TuneOptions
     )
     state = _Running(trial=trial, process=process, started=time.monotonic(), output_dir=output_dir, deadline=deadline)
     reader = threading.Thread(
-        target=_read_lines, args=(trial.number, process, events, output_dir / LOG_NAME), daemon=True
+        target=_read_lines, args=(trial.number, process, events, output_dir / LOG_NAME, from_file), daemon=True
     )
     reader.start()
+    if from_file is not None:
+        tail = threading.Thread(target=_tail_file, args=(trial.number, process, events, from_file, start), daemon=True)
+        tail.start()
     return state
 
 
@@ -878,9 +962,19 @@ def _on_line(
     metric_names: list[str],
     filters,
     medianstop: pruners.KatibMedianStopPruner | None = None,
+    *,
+    json_lines: bool = False,
 ) -> None:
     state.tail.append(line)
-    parsed = contract.parse_metrics_line(line, metric_names, filters)
+    if json_lines:
+        try:
+            parsed = contract.parse_json_metrics_line(line, metric_names)
+        except ValueError as exc:  # Katib fails the whole collection on a line that is not a JSON object
+            state.reason = f"metrics file: {exc}"
+            _terminate(state.process)
+            return
+    else:
+        parsed = contract.parse_metrics_line(line, metric_names, filters)
     if parsed is None or state.pruned:
         return
     _, values = parsed

@@ -108,6 +108,33 @@ def parse_metrics_line(
     return stamp, found
 
 
+def parse_json_metrics_line(line: str, metric_names: Iterable[str]) -> tuple[datetime, dict[str, str]] | None:
+    """Katib's reading of one line of a JSON-format File collector: None when the line names no collected metric.
+
+    Every non-empty line must be a JSON object (else ValueError, which fails the collection as on Katib); a metric's
+    value counts only when it is a JSON *string* (numbers are skipped, as Katib's ``jsonObj[m].(string)`` does);
+    ``timestamp`` may be an RFC3339Nano string or float epoch seconds."""
+    text = line.strip()
+    if not text:
+        return None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict):
+        raise ValueError(f"a JSON metrics line must be a JSON object, got {text[:80]!r}")
+    found = {name: record[name] for name in metric_names if isinstance(record.get(name), str)}
+    if not found:
+        return None
+    stamp = record.get("timestamp")
+    when: datetime | None
+    if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
+        when = datetime.fromtimestamp(float(stamp), tz=UTC)
+    else:
+        when = parse_timestamp(stamp) if isinstance(stamp, str) else None
+    return when or ZERO_TIME, found
+
+
 # ----------------------------------------------------------------------------------------------- trial templates
 PLACEHOLDER = re.compile(r"\$\{trialParameters\.(.+?)\}")
 

@@ -154,6 +154,26 @@ def metrics_filters(doc: Mapping[str, Any]) -> list:
     return contract.compile_filters((source.get("filter") or {}).get("metricsFormat"))
 
 
+@dataclass(frozen=True)
+class Collection:
+    """Where Katib's collector reads a trial's metrics: the primary container's output, or a file it writes."""
+
+    kind: str  # StdOut, File, TensorFlowEvent, PrometheusMetric, Custom or Push
+    path: str | None = None  # File: the absolute path the trial writes
+    json: bool = False  # File: format JSON (one object a line, string values) instead of TEXT
+
+
+def metrics_collection(doc: Mapping[str, Any]) -> Collection:
+    """The manifest's metrics collector as Katib defaults it (StdOut when absent; File's format TEXT by default)."""
+    spec = doc["spec"].get("metricsCollectorSpec") or {}
+    kind = (spec.get("collector") or {}).get("kind", "StdOut")
+    path = ((spec.get("source") or {}).get("fileSystemPath") or {}).get("path")
+    fmt = ((spec.get("source") or {}).get("fileSystemPath") or {}).get("format", "TEXT")
+    if kind == "File" and not path:
+        path = "/var/log/katib/metrics.log"  # Katib's defaulting webhook
+    return Collection(kind=kind, path=path if kind == "File" else None, json=kind == "File" and fmt == "JSON")
+
+
 # ----------------------------------------------------------------------------------------------- trial command
 @dataclass
 class TrialCommand:

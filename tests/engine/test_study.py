@@ -307,3 +307,34 @@ def test_names_that_lead_outside_the_state_folder_are_refused(tmp_path, metadata
         engine.run(path, options(tmp_path))
     # nothing was written outside the test's folder
     assert set(tmp_path.parent.iterdir()) == before
+
+
+@pytest.mark.parametrize("fmt, source", [
+    ("braces", {"fileSystemPath": {"kind": "File", "format": "TEXT"},
+                "filter": {"metricsFormat": [r"{(\w+): ((-?\d+)(\.\d+)?)}"]}}),
+    ("json", {"fileSystemPath": {"kind": "File", "format": "JSON"}}),
+])
+def test_a_file_collector_reads_the_file_the_trial_writes(tmp_path, fmt, source):
+    metrics = tmp_path / "katib" / "metrics.log"
+    metrics.parent.mkdir()
+    metrics.write_text("val_loss=0.001\n" if fmt == "braces" else '{"val_loss": "0.001"}\n')  # before: not read
+    source["fileSystemPath"]["path"] = str(metrics)
+    path = manifest(tmp_path, maxTrialCount=2, metricsCollectorSpec={"collector": {"kind": "File"}, "source": source})
+    study = engine.run(path, options(tmp_path, curves="2,3", **{"metrics-file": str(metrics), "metrics-format": fmt}))
+    # the metrics come from the file, parsed with its filter (or as JSON strings); stdout's val_loss=200 is ignored
+    assert states(study) == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert [t.value for t in study.trials] == [2.0, 3.0]
+    assert "is not a metric here" in (tmp_path / "state" / "local.scripted" / "trial-0000" / "trial.log").read_text()
+
+
+@pytest.mark.parametrize("collector, parallel, message", [
+    ({"collector": {"kind": "TensorFlowEvent"}, "source": {"fileSystemPath": {"kind": "Directory", "path": "/x"}}},
+     1, "StdOut and File metrics only"),
+    ({"collector": {"kind": "File"}, "source": {"fileSystemPath": {"kind": "File", "path": "/tmp/m.log"}}},
+     2, "one path every trial process would share"),
+])
+def test_collectors_the_engine_cannot_run_as_katib_are_refused(tmp_path, collector, parallel, message):
+    path = manifest(tmp_path, maxTrialCount=2, parallelTrialCount=parallel, metricsCollectorSpec=collector,
+                    earlyStopping=None)  # Katib stops early only with StdOut or File collectors
+    with pytest.raises(ConfigError, match=message):
+        engine.run(path, options(tmp_path))

@@ -69,3 +69,22 @@ def test_custom_filter_needs_two_groups():
     # a custom filter without a name group and a value group is refused
     with pytest.raises(ConfigError, match="two capture groups"):
         contract.compile_filters([r"loss=\d+"])
+
+
+def test_json_metrics_lines_are_read_as_katibs_file_collector_reads_them():
+    from datetime import UTC, datetime
+
+    from hpo_lib.katib.contract import ZERO_TIME, parse_json_metrics_line
+
+    # string values count; numbers are skipped as Katib's jsonObj[m].(string) skips them
+    stamp, values = parse_json_metrics_line('{"val_loss": "0.5", "val_rmse": 0.2, "timestamp": 1700000000.5}',
+                                            ["val_loss", "val_rmse"])
+    assert values == {"val_loss": "0.5"} and stamp == datetime.fromtimestamp(1700000000.5, tz=UTC)
+    assert parse_json_metrics_line('{"val_loss": "1", "timestamp": "2024-01-02T03:04:05.123456789Z"}',
+                                   ["val_loss"])[0].microsecond == 123456
+    assert parse_json_metrics_line('{"val_loss": "1"}', ["val_loss"])[0] == ZERO_TIME
+    # a line naming no collected metric is no observation; a line that is not a JSON object fails the collection
+    assert parse_json_metrics_line('{"other": "1"}', ["val_loss"]) is None
+    assert parse_json_metrics_line("   ", ["val_loss"]) is None
+    with pytest.raises(ValueError, match="JSON object"):
+        parse_json_metrics_line("val_loss=1", ["val_loss"])
