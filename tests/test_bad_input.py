@@ -304,6 +304,7 @@ def _all_failed(tmp: Path) -> list[str]:
 
 def _run(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> tuple[int, str, str]:
     argv = case.argv(tmp_path, monkeypatch)
+    capsys.readouterr()  # what setting the case up printed (Optuna's "a new study" line) is not the command's
     try:
         code = cli.main(argv)
     finally:
