@@ -22,9 +22,11 @@ with a :class:`Progress` whenever the counts change, and the face (``hpo tune``)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -219,7 +221,6 @@ def _die_with_engine() -> Callable[[], None] | None:
     if not sys.platform.startswith("linux"):
         return None
     import ctypes
-    import signal
 
     prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, before the fork: the child only calls it
     parent = os.getpid()
@@ -235,8 +236,6 @@ def _die_with_engine() -> Callable[[], None] | None:
 def _terminate(process: subprocess.Popen, grace_s: float = 10.0) -> None:
     """SIGTERM (what Katib's sidecar sends on early stopping) to the trial's process group, so whatever the trial
     started ends with it, then SIGKILL after a grace period."""
-    import signal
-
     if process.poll() is not None:
         return
     _signal_group(process, signal.SIGTERM)
@@ -503,7 +502,7 @@ def run(path: str | Path, options: TuneOptions | None = None) -> optuna.Study:
                             launched.threshold = _curve_threshold(study, medianstop)
                         running[trial.number] = launched
                         asking = None
-                        counts = tally(study)
+                        counts = dataclasses.replace(counts, running=counts.running + 1)  # no storage read per launch
                 _report_progress(options.on_progress, counts, study, running, max_trials, shown)
                 # done when nothing of ours runs and the experiment ended or its budget finished; while another
                 # engine's trials run, wait: they may finish, or lose their engine and come back to be re-run
@@ -728,8 +727,6 @@ class Interrupted(KeyboardInterrupt):
     """The engine was asked to stop (Ctrl-C, SIGTERM, SIGHUP); ``signum`` says which."""
 
     def __init__(self, signum: int) -> None:
-        import signal
-
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.label = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
@@ -892,8 +889,6 @@ def _install_stop_signals(requested: list[int]) -> dict[int, Any]:
     :class:`Interrupted` at its next safe point (within half a second): an exception raised inside a signal handler
     can land in a garbage-collector callback, where Python prints and drops it. Only the main thread may set
     handlers: elsewhere nothing changes and Ctrl-C stays Python's KeyboardInterrupt."""
-    import signal
-
     if threading.current_thread() is not threading.main_thread():
         return {}
 
@@ -904,16 +899,12 @@ def _install_stop_signals(requested: list[int]) -> dict[int, Any]:
 
 
 def _restore_signals(previous: dict[int, Any]) -> None:
-    import signal
-
     for signum, handler in previous.items():
         signal.signal(signum, handler)
 
 
 def _ignore_stop_signals() -> None:
     """While the engine records what an interruption cut short, a second signal must not cut the recording."""
-    import signal
-
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)
