@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpo_lib import data, metrics
 from hpo_lib.data import FOLD_TRAIN, TARGETS
-from hpo_lib.errors import ConfigError, DataError, run_main
+from hpo_lib.errors import ConfigError, DataError, exit_now, run_main
 
 if TYPE_CHECKING:  # torch and the modules built on it load only when a trial trains (not for --help, --check-flags)
     import numpy as np
@@ -579,5 +579,21 @@ def _main(argv: list[str]) -> int:
     return 0
 
 
+def warm_up() -> None:
+    """What a warm trial worker (:mod:`hpo_lib.engine.warm`) imports once, before it forks trials: everything this
+    module imports lazily, and ``torch._dynamo``, which the first optimizer would import (about a second). Importing
+    starts neither CUDA nor torch's thread pools; both start in the trial, after ``--threads`` is set."""
+    import numpy  # noqa: F401
+    import pandas  # noqa: F401
+    import torch
+    import torch._dynamo  # noqa: F401
+
+    from hpo_lib import models, train  # noqa: F401
+    from hpo_lib.data import baselines, scoring  # noqa: F401
+    from hpo_lib.katib import contract  # noqa: F401
+
+    del torch
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())  # no interpreter teardown: the engine frees the trial's slot as soon as its last line is out

@@ -204,12 +204,25 @@ def multi_manifest(tmp_path: Path, objectives: str = "val_loss:minimize, val_rms
     return manifest(tmp_path, annotations={OBJECTIVES_ANNOTATION: objectives}, **spec_changes)
 
 
+WARM_START = {"mode": "own"}  # how options() starts trials; the `start` fixture switches it per test
+
+
 def options(tmp_path: Path, **overrides):
     """Engine options for a test: trial flag ``overrides`` (curves=..., mode=...), state in ``tmp_path/state``, no
-    MLflow."""
+    MLflow; trials start as the `start` fixture says (default: warm only for the project's own trial)."""
     from hpo_lib import engine
 
-    return engine.TuneOptions(overrides=overrides, state_dir=tmp_path / "state", tracking=False)
+    return engine.TuneOptions(
+        overrides=overrides, state_dir=tmp_path / "state", tracking=False, warm_start=WARM_START["mode"]
+    )
+
+
+@pytest.fixture(params=["python", "off"], ids=["warm", "cold"])
+def start(request):
+    """Run the test twice: its scripted trials forked from the engine's warm worker, then as fresh processes."""
+    WARM_START["mode"] = request.param
+    yield request.param
+    WARM_START["mode"] = "own"
 
 
 def states(study) -> list:

@@ -121,3 +121,16 @@ def test_the_logging_filter_redacts_formatted_records():
     record = logging.LogRecord("x", logging.WARNING, __file__, 1, "to %s", ("http://a:b@h",), None)
     # the filter passes the record, with its message formatted and redacted
     assert errors.RedactingFilter().filter(record) and record.getMessage() == "to http://a:***@h"
+
+
+def test_exit_now_flushes_what_was_written_and_skips_the_teardown():
+    import subprocess
+    import sys
+
+    script = ("import atexit, logging, sys; from hpo_lib.errors import exit_now; "
+              "atexit.register(lambda: print('teardown ran')); logging.basicConfig(stream=sys.stderr); "
+              "print('last line', end=''); logging.getLogger('x').warning('logged'); exit_now(3)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    # everything written is out (a pipe is block-buffered, so only the flush brings it), the code is kept, and no
+    # interpreter teardown ran (atexit handlers are part of it)
+    assert (done.returncode, done.stdout, done.stderr.strip()) == (3, "last line", "WARNING:x:logged")

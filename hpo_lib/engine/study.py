@@ -40,7 +40,7 @@ from typing import Any, Literal, cast
 import optuna
 from optuna.trial import TrialState
 
-from hpo_lib.engine import pruners, sampling
+from hpo_lib.engine import pruners, sampling, warm
 from hpo_lib.errors import ConfigError, ExperimentFailed, first_line, redact
 from hpo_lib.katib import contract, experiment, space
 from hpo_lib.katib.experiment import Objective
@@ -66,6 +66,9 @@ class TuneOptions:
     tracking_uri: str | None = None  # default $MLFLOW_TRACKING_URI, else sqlite:///<state_dir>/mlflow.db
     mo_sampler: str = "manifest"  # multi-objective studies: the manifest's algorithm, or nsga2
     new_study: bool = False  # archive the experiment's stored study as <name>.archived-<UTC time> and start afresh
+    # which trials fork from a warm worker: own (the project's trial), python (any command of this interpreter:
+    # `python -m MOD`, `python FILE.py`, a script of it), off (every trial a fresh process: `hpo tune --cold-start`)
+    warm_start: Literal["own", "python", "off"] = "own"
 
     @property
     def study_db(self) -> Path:
@@ -75,6 +78,16 @@ class TuneOptions:
     @property
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///{self.study_db}"
+
+
+@dataclass(frozen=True)
+class RunningTrial:
+    """A trial that runs now, as a progress bar shows it."""
+
+    number: int
+    reports: int  # objective values it printed so far: its epochs, for the project's trial
+    argv: tuple[str, ...]  # its command, from which the face reads what it plans (e.g. the trial's --epochs)
+    warm: bool  # forked from the warm worker
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,7 @@ class Progress:
     failed: int
     best: tuple[float, ...] | None  # the best objective value (single objective), None before any trial succeeds
     front: int | None  # multi-objective studies: trials on the Pareto front
+    trials: tuple[RunningTrial, ...] = ()  # this engine's running trials, in trial order
 
     @property
     def finished(self) -> int:
@@ -97,9 +111,10 @@ class Progress:
 @dataclass
 class _Running:
     trial: optuna.trial.Trial
-    process: subprocess.Popen
+    process: subprocess.Popen | warm.WarmProcess
     started: float
     output_dir: Path
+    argv: tuple[str, ...] = ()
     started_wall: float = field(default_factory=time.time)
     threshold: float | None = None  # multi-objective studies: the frozen medianstop threshold of this trial
     tail: deque = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
@@ -151,7 +166,11 @@ LOG_NAME = "trial.log"  # both streams of a trial, merged in order: Katib's `<co
 
 
 def _read_lines(
-    number: int, process: subprocess.Popen, events: queue.Queue, log_path: Path, from_file: Path | None = None
+    number: int,
+    process: subprocess.Popen | warm.WarmProcess,
+    events: queue.Queue,
+    log_path: Path,
+    from_file: Path | None = None,
 ) -> None:
     """Feed the trial's merged output to the engine: as metrics lines (StdOut collector), or, when the metrics come
     from a file (``from_file``), as output only, while :func:`_tail_file` feeds the metrics and the exit."""
@@ -176,7 +195,7 @@ def _file_state(path: Path) -> tuple[int, int] | None:
 
 def _tail_file(
     number: int,
-    process: subprocess.Popen,
+    process: subprocess.Popen | warm.WarmProcess,
     events: queue.Queue,
     path: Path,
     start: tuple[int, int] | None,
@@ -233,7 +252,7 @@ def _die_with_engine() -> Callable[[], None] | None:
     return child
 
 
-def _terminate(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+def _terminate(process: subprocess.Popen | warm.WarmProcess, grace_s: float = 10.0) -> None:
     """SIGTERM (what Katib's sidecar sends on early stopping) to the trial's process group, so whatever the trial
     started ends with it, then SIGKILL after a grace period."""
     if process.poll() is not None:
@@ -246,7 +265,7 @@ def _terminate(process: subprocess.Popen, grace_s: float = 10.0) -> None:
         process.wait()
 
 
-def _signal_group(process: subprocess.Popen, signum: int) -> None:
+def _signal_group(process: subprocess.Popen | warm.WarmProcess, signum: int) -> None:
     try:
         os.killpg(process.pid, signum)  # each trial leads its own session (start_new_session=True)
     except (ProcessLookupError, PermissionError):
@@ -456,14 +475,20 @@ def run(path: str | Path, options: TuneOptions | None = None) -> optuna.Study:
         medianstop = None
     _inside(options.state_dir, experiment.qualified_name(doc))  # every file of this run stays under --state-dir
     _preflight(doc, options, spec["parameters"])  # a typo in a flag costs one line, before any study or trial
-    tracker = _connect_tracker(doc, options)
-    study = open_study(doc, options, sampler=KatibTells(sampler), pruner=pruner)
-    me = _me()
-    recover_orphans(study, me)
-    if study.user_attrs.get("objective_names") != [o.metric for o in goals]:
-        study.set_user_attr("objective_names", [o.metric for o in goals])
-    tracker = _open_tracker(tracker, doc, study, options, goals, path)
-    lock = _SchedulingLock(options.storage_url, study.study_name)
+    server = _warm_server(doc, options, spec["parameters"])  # its imports overlap with opening the study
+    try:
+        tracker = _connect_tracker(doc, options)
+        study = open_study(doc, options, sampler=KatibTells(sampler), pruner=pruner)
+        me = _me()
+        recover_orphans(study, me)
+        if study.user_attrs.get("objective_names") != [o.metric for o in goals]:
+            study.set_user_attr("objective_names", [o.metric for o in goals])
+        tracker = _open_tracker(tracker, doc, study, options, goals, path)
+        lock = _SchedulingLock(options.storage_url, study.study_name)
+    except BaseException:
+        if server is not None:
+            server.close()
+        raise
 
     events: queue.Queue = queue.Queue()
     running: dict[int, _Running] = {}
@@ -497,7 +522,7 @@ def run(path: str | Path, options: TuneOptions | None = None) -> optuna.Study:
                         trial.set_user_attr(HEARTBEAT_ATTR, time.time())
                         if isinstance(pruner, pruners.KatibMedianStopPruner):
                             pruner.freeze(study, trial)  # Katib freezes the stopping rule when it creates the trial
-                        launched = _launch(doc, trial, options, events, collection)
+                        launched = _launch(doc, trial, options, events, collection, server)
                         if medianstop is not None:
                             launched.threshold = _curve_threshold(study, medianstop)
                         running[trial.number] = launched
@@ -522,7 +547,10 @@ def run(path: str | Path, options: TuneOptions | None = None) -> optuna.Study:
             if kind == "output":  # a File collector's trial: its output is kept, its metrics come from the file
                 state.tail.append(payload)
             elif kind == "line":
+                reports = state.reports
                 _on_line(study, state, payload, metric_names, filters, medianstop, json_lines=collection.json)
+                if state.reports != reports and options.on_progress is not None and shown:  # an epoch: no storage read
+                    _report_epochs(options.on_progress, running, shown)
             else:
                 _finish(study, state, payload, goals, tracker)
                 del running[number]
@@ -540,6 +568,8 @@ def run(path: str | Path, options: TuneOptions | None = None) -> optuna.Study:
         raise
     finally:
         _restore_signals(previous_handlers)
+        if server is not None:
+            server.close()
         render.export(study, options.state_dir / study.study_name)
         _close_tracker(tracker, study, completed)
     counts = tally(study)
@@ -628,6 +658,29 @@ def _preflight(doc: dict[str, Any], options: TuneOptions, parameters: list[dict[
         raise ConfigError(
             f"the trial refuses its flags before any trial starts: {why}; fix the manifest's args or the --set value"
         )
+
+
+WARM_LOG = "warm-worker.log"  # the fork server's own stderr, beside the experiment's trial folders
+
+
+def _warm_server(doc: dict[str, Any], options: TuneOptions, parameters: list[dict[str, Any]]) -> warm.WarmServer | None:
+    """The fork server that starts trials warm (:mod:`hpo_lib.engine.warm`), started now. None when
+    ``--cold-start`` is set, or when the trial command is not ours (``warm_start="python"``: not a command of this
+    Python); any other command runs as a plain process, as on Katib. It preloads the trial's module (and the ``hpo``
+    script's, for ``hpo trial``); the engine still reaches the trial only as a command, run in a child of that
+    server."""
+    if options.warm_start not in ("own", "python"):
+        return None
+    argv, env, _ = local_command(doc, {p["name"]: _some_value(p) for p in parameters}, options, options.state_dir)
+    own = _own_trial(argv)
+    if not (own or options.warm_start == "python") or not warm.runnable(argv, env):
+        return None
+    preload = [] if not own else ["hpo_lib.trial"] if argv[1:2] == ["-m"] else ["hpo_lib.cli", "hpo_lib.trial"]
+    server = warm.WarmServer(
+        preload, options.state_dir / experiment.qualified_name(doc) / WARM_LOG, preexec=_die_with_engine()
+    )
+    server.start()
+    return server
 
 
 def _some_value(parameter: dict[str, Any]) -> str:
@@ -916,6 +969,7 @@ def _launch(
     options: TuneOptions,
     events: queue.Queue,
     collection: experiment.Collection,
+    server: warm.WarmServer | None = None,
 ) -> _Running:
     assignments = {name: render.katib_value(value) for name, value in trial.params.items()}
     output_dir = options.state_dir / experiment.qualified_name(doc) / f"trial-{trial.number:04d}"
@@ -924,18 +978,28 @@ def _launch(
     trial.set_user_attr("argv", argv)
     from_file = Path(collection.path) if collection.path else None
     start = _file_state(from_file) if from_file else None  # before the trial runs: what it writes comes after
-    process = subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        bufsize=1,
-        errors="replace",
-        env=env,
-        start_new_session=True,
-        preexec_fn=_die_with_engine(),  # noqa: PLW1509 - only prctl and getppid run between fork and exec
+    process: subprocess.Popen | warm.WarmProcess | None = server.launch(argv, env) if server is not None else None
+    trial.set_user_attr("warm_start", process is not None)
+    if process is None:
+        process = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            errors="replace",
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_engine(),  # noqa: PLW1509 - only prctl and getppid run between fork and exec
+        )
+    state = _Running(
+        trial=trial,
+        process=process,
+        started=time.monotonic(),
+        output_dir=output_dir,
+        argv=tuple(argv),
+        deadline=deadline,
     )
-    state = _Running(trial=trial, process=process, started=time.monotonic(), output_dir=output_dir, deadline=deadline)
     reader = threading.Thread(
         target=_read_lines, args=(trial.number, process, events, output_dir / LOG_NAME, from_file), daemon=True
     )
@@ -1019,6 +1083,8 @@ def _finish(study: optuna.Study, state: _Running, exit_code: int, goals: list[Ob
     reason = ""
     if not state.pruned:
         reason = state.reason
+        if not reason and getattr(state.process, "worker_died", False):
+            reason = f"its warm trial worker died (see {WARM_LOG}); the next trials start on a new one"
         if not reason and exit_code != 0:
             reason = f"exited with code {exit_code}"
         missing = [goal.metric for goal, value in zip(goals, values) if value is None]
@@ -1080,6 +1146,20 @@ def _goal_reached(study: optuna.Study, goal: float | None, minimize: bool) -> bo
     return any(v <= goal if minimize else v >= goal for v in values)
 
 
+def _running_trials(running: dict[int, _Running]) -> tuple[RunningTrial, ...]:
+    return tuple(
+        RunningTrial(n, s.reports, s.argv, isinstance(s.process, warm.WarmProcess)) for n, s in sorted(running.items())
+    )
+
+
+def _report_epochs(callback: Callable[[Progress], None], running: dict[int, _Running], shown: list[Progress]) -> None:
+    """A running trial reported an epoch: the last Progress with the running trials' epochs brought up to date."""
+    now = dataclasses.replace(shown[-1], trials=_running_trials(running))
+    if now != shown[-1]:
+        shown[:] = [now]
+        callback(now)
+
+
 def _report_progress(
     callback: Callable[[Progress], None] | None,
     counts: Tally,
@@ -1107,6 +1187,7 @@ def _report_progress(
         failed=counts.failed,
         best=best,
         front=front,
+        trials=_running_trials(running),
     )
     if not shown or shown[-1] != now:
         shown[:] = [now]

@@ -24,14 +24,23 @@ from tests.conftest import manifest, options, wait_for_trials
 pytestmark = pytest.mark.e2e
 
 
-def tune_argv(path, state) -> list[str]:
+def tune_argv(path, state, start: str = "off") -> list[str]:
     return [sys.executable, "-m", "hpo_lib.cli", "tune", str(path), "--state-dir", str(state), "--no-progress",
-            "--no-tracking", "--set", "curves=1", "--set", "sleep=0.4"]
+            "--no-tracking", "--set", "curves=1", "--set", "sleep=0.4", "--warm-start", start]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()  # a zombie has ended
+    except OSError:
+        return False
 
 
 def trial_pids(state) -> list[int]:
-    """The live processes whose HPO_OUTPUT_DIR (set by the engine for each trial) lies under ``state``."""
-    found = []
+    """The live trial processes of ``state``: those whose HPO_OUTPUT_DIR (set by the engine for a cold trial) lies
+    under it, and those a trial said it was (the scripted trial writes its pid: a warm-forked trial's /proc environ
+    is its server's)."""
+    found = [pid for pid in (int(p.read_text()) for p in Path(state).glob("*/trial-*/pid")) if _alive(pid)]
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -44,7 +53,7 @@ def trial_pids(state) -> list[int]:
             continue
         if any(e.startswith(b"HPO_OUTPUT_DIR=" + str(state).encode()) for e in environ):
             found.append(int(proc.name))
-    return found
+    return sorted(set(found))
 
 
 def wait_until(condition, timeout_s: float = 15.0) -> bool:
@@ -57,9 +66,10 @@ def wait_until(condition, timeout_s: float = 15.0) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the trial processes")
-def test_kill_9_of_the_engine_leaves_no_trial_behind_and_loses_no_budget(tmp_path):
+@pytest.mark.parametrize("start", ["python", "off"], ids=["warm", "cold"])
+def test_kill_9_of_the_engine_leaves_no_trial_behind_and_loses_no_budget(tmp_path, start):
     path, state = manifest(tmp_path, maxTrialCount=6, parallelTrialCount=2), tmp_path / "state"
-    process = subprocess.Popen(tune_argv(path, state), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(tune_argv(path, state, start), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_trials(state / "studies.db", "local.scripted", complete=2, process=process)
         assert trial_pids(state), "the running trial processes are visible before the kill"
@@ -90,9 +100,11 @@ def test_kill_9_of_the_engine_leaves_no_trial_behind_and_loses_no_budget(tmp_pat
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the trial processes")
 @pytest.mark.parametrize("signum, label", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM"),
                                            (signal.SIGHUP, "SIGHUP")])
-def test_ctrl_c_sigterm_and_sighup_end_running_trials_and_keep_the_study(tmp_path, signum, label):
+@pytest.mark.parametrize("start", ["python", "off"], ids=["warm", "cold"])
+def test_ctrl_c_sigterm_and_sighup_end_running_trials_and_keep_the_study(tmp_path, signum, label, start):
     path, state = manifest(tmp_path, maxTrialCount=4, maxFailedTrialCount=1), tmp_path / "state"
-    process = subprocess.Popen(tune_argv(path, state), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(tune_argv(path, state, start), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
     try:
         wait_for_trials(state / "studies.db", "local.scripted", complete=1, process=process)
         process.send_signal(signum)

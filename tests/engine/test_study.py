@@ -16,6 +16,7 @@ from tests.conftest import BASE, OBJECTIVES_ANNOTATION, manifest, multi_manifest
 
 
 # ------------------------------------------------------------------------------------------------ stopping
+@pytest.mark.usefixtures("start")  # warm-forked and cold trials alike
 def test_medianstop_stops_a_trial_worse_than_the_mean_at_start_step(tmp_path):
     study = engine.run(manifest(tmp_path), options(tmp_path, curves="1,3,5"))
     # levels 1 and 3 succeed (threshold = mean 2.0); the third at 5 is stopped at its 2nd report
@@ -51,6 +52,7 @@ def test_local_pruners_run_on_a_manifest_with_medianstop_settings(tmp_path, prun
     ("nometric", "never printed the objective val_loss"),
     ("nan", "printed as ''"),
 ])
+@pytest.mark.usefixtures("start")  # warm-forked and cold trials alike
 def test_failed_trials_keep_their_output_and_the_study_goes_on(tmp_path, mode, reason):
     with pytest.raises(ExperimentFailed, match=r"every trial failed \(2\); the first, trial 0, .*" + reason):
         engine.run(manifest(tmp_path, maxTrialCount=2, maxFailedTrialCount=None), options(tmp_path, mode=mode))
@@ -60,8 +62,7 @@ def test_failed_trials_keep_their_output_and_the_study_goes_on(tmp_path, mode, r
     assert reason in study.trials[0].user_attrs["fail_reason"]
     if mode == "crash":
         assert "simulated crash" in study.trials[0].user_attrs["output_tail"]
-
-
+@pytest.mark.usefixtures("start")  # warm-forked and cold trials alike
 def test_max_failed_trial_count_fails_the_experiment_in_katibs_words(tmp_path):
     with pytest.raises(ExperimentFailed) as failed:
         engine.run(manifest(tmp_path, maxTrialCount=5, maxFailedTrialCount=2), options(tmp_path, mode="crash"))
@@ -72,8 +73,7 @@ def test_max_failed_trial_count_fails_the_experiment_in_katibs_words(tmp_path):
     assert states(study) == [TrialState.FAIL, TrialState.FAIL]
     # nothing finished is lost: the export is written
     assert (tmp_path / "state" / "local.scripted" / "trials.json").exists()
-
-
+@pytest.mark.usefixtures("start")  # warm-forked and cold trials alike
 def test_hanging_trial_is_ended_at_its_deadline(tmp_path):
     opts = options(tmp_path, mode="hang")
     opts.trial_timeout_s = 1.5
@@ -83,8 +83,7 @@ def test_hanging_trial_is_ended_at_its_deadline(tmp_path):
     # the trial is ended and failed with the deadline as its reason
     assert states(study) == [TrialState.FAIL]
     assert "deadline" in study.trials[0].user_attrs["fail_reason"]
-
-
+@pytest.mark.usefixtures("start")  # warm-forked and cold trials alike
 def test_resume_keeps_finished_trials_and_reruns_interrupted_ones_without_taking_budget(tmp_path):
     path = manifest(tmp_path, maxTrialCount=2)
     engine.run(path, options(tmp_path, curves="1"))
@@ -119,8 +118,7 @@ def test_a_running_trial_of_a_live_engine_is_never_taken_over(tmp_path):
     assert queued.state == TrialState.WAITING and queued.system_attrs["fixed_params"] == alive.params
     # a second engine racing for the same orphan does not queue it twice
     assert engine.recover_orphans(other) == []
-
-
+@pytest.mark.usefixtures("start")  # warm-forked and cold trials alike
 def test_two_parallel_trials_on_sqlite(tmp_path):
     study = engine.run(manifest(tmp_path, maxTrialCount=4, parallelTrialCount=2), options(tmp_path, curves="1"))
     # two processes at once on one SQLite file: every trial succeeds, none hits a lock
@@ -144,6 +142,11 @@ def test_progress_reports_only_changes_and_ends_at_the_budget(tmp_path, parallel
     # trials are reported running while they run, and the best value is the study's once one succeeded
     assert max(p.running for p in heard) == parallel
     assert heard[-1].best == (study.best_value,) and heard[-1].front is None
+    # each running trial's epochs are heard as they are reported (the scripted trial prints 4), with its command
+    epochs = [t.reports for p in heard for t in p.trials]
+    assert max(epochs) == 4 and sorted(set(epochs)) == [0, 1, 2, 3, 4]
+    assert all(len(p.trials) == p.running for p in heard) and heard[-1].trials == ()
+    assert all(t.argv[-1].startswith("--") for p in heard for t in p.trials)
 
 
 # ------------------------------------------------------------------------------------------------ manifests
@@ -185,6 +188,7 @@ def test_bad_objectives_annotation_is_refused(annotation, message):
 
 
 # ------------------------------------------------------------------------------------------------ multi-objective
+@pytest.mark.usefixtures("start")  # warm-forked and cold trials alike
 def test_multi_objective_study_has_a_pareto_front_and_keeps_katibs_medianstop(tmp_path):
     study = engine.run(multi_manifest(tmp_path), options(tmp_path, curves="1,3,5"))
     # one direction per objective
@@ -276,6 +280,7 @@ def test_the_sampler_sees_early_stopped_trials_as_katibs_service_tells_them():
 
 
 # ------------------------------------------------------------------------------------------------ Katib's shapes
+@pytest.mark.usefixtures("start")  # warm-forked and cold trials alike
 def test_a_trial_that_logs_its_metrics_to_stderr_is_collected_as_on_katib(tmp_path):
     study = engine.run(manifest(tmp_path, maxTrialCount=1), options(tmp_path, mode="stderr"))
     # Katib's StdOut collector reads `<command> 1>metrics.log 2>&1`: metrics on stderr count, as Python's logging
@@ -283,8 +288,7 @@ def test_a_trial_that_logs_its_metrics_to_stderr_is_collected_as_on_katib(tmp_pa
     assert states(study) == [TrialState.COMPLETE] and study.trials[0].value == 1.0
     log = tmp_path / "state" / "local.scripted" / "trial-0000" / "trial.log"
     assert "val_loss=1" in log.read_text()
-
-
+@pytest.mark.usefixtures("start")  # warm-forked and cold trials alike
 def test_nothing_is_appended_to_the_trial_command(tmp_path):
     study = engine.run(manifest(tmp_path, maxTrialCount=1), options(tmp_path))
     argv = study.trials[0].user_attrs["argv"]
@@ -314,6 +318,7 @@ def test_names_that_lead_outside_the_state_folder_are_refused(tmp_path, metadata
                 "filter": {"metricsFormat": [r"{(\w+): ((-?\d+)(\.\d+)?)}"]}}),
     ("json", {"fileSystemPath": {"kind": "File", "format": "JSON"}}),
 ])
+@pytest.mark.usefixtures("start")  # warm-forked and cold trials alike
 def test_a_file_collector_reads_the_file_the_trial_writes(tmp_path, fmt, source):
     metrics = tmp_path / "katib" / "metrics.log"
     metrics.parent.mkdir()
