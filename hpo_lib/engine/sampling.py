@@ -10,7 +10,7 @@ from typing import Any
 import optuna
 
 from hpo_lib.errors import ConfigError
-from hpo_lib.katib import experiment
+from hpo_lib.katib import experiment, suggestion
 
 log = logging.getLogger(__name__)
 MO_SAMPLERS = ("manifest", "nsga2")
@@ -58,6 +58,8 @@ def make_sampler(
     algorithm of the default katib-config is refused with the service that would run it.
     """
     name = algorithm.get("algorithmName")
+    if name == suggestion.ALGORITHM:
+        return KatibSuggestions(algorithm, distributions)
     settings = experiment.settings(algorithm)
     seed = int(settings["random_state"]) if "random_state" in settings else None
     if name in NOT_SERVED:
@@ -102,6 +104,7 @@ def make_sampler(
         return optuna.samplers.GridSampler(_grid(distributions, max_trials), seed=seed)
     raise ConfigError(
         f"algorithm {name!r} is not in Katib's default katib-config; use tpe, multivariate-tpe, random, grid or cmaes"
+        f" (or {suggestion.ALGORITHM}, this project's multi-objective suggestion service)"
     )
 
 
@@ -133,6 +136,14 @@ def multi_objective_sampler(
 ) -> optuna.samplers.BaseSampler:
     """The manifest's sampler where Optuna's multi-objective support allows it (TPE, random, grid), or NSGA-II."""
     settings = experiment.settings(algorithm)
+    if algorithm.get("algorithmName") == suggestion.ALGORITHM:
+        if choice != "manifest":
+            raise ConfigError(
+                f"algorithm {suggestion.ALGORITHM} picks its sampler with its setting sampler (tpe or nsga2), "
+                f"so the cluster runs the same one: drop the multi-objective sampler {choice!r}",
+                settings=("mo_sampler",),
+            )
+        return KatibSuggestions(algorithm, distributions)
     if choice == "nsga2":
         seed = int(settings["random_state"]) if "random_state" in settings else None
         return optuna.samplers.NSGAIISampler(seed=seed)
@@ -147,3 +158,53 @@ def multi_objective_sampler(
             settings=("mo_sampler",),
         )
     return make_sampler(algorithm, distributions, max_trials)
+
+
+class KatibSuggestions(optuna.samplers.BaseSampler):
+    """``katib-hpo-multiobjective`` on the laptop: each trial's parameters from :func:`suggestion.propose`.
+
+    The very function ``hpo katib suggestion-service`` answers Katib with, given the study's other trials as Katib
+    would send them: COMPLETE as Succeeded with their values (the engine's early-stopped trials arrive here as
+    COMPLETE with the value Katib tells, see ``KatibTells``), FAIL as Failed, RUNNING and WAITING as Running.
+    """
+
+    def __init__(self, algorithm: dict[str, Any], distributions: dict[str, Any]) -> None:
+        self.sampler = suggestion.sampler_settings(algorithm)  # a refused setting fails before any trial
+        self.distributions = dict(distributions)
+
+    def infer_relative_search_space(self, study, trial) -> dict[str, Any]:
+        return dict(self.distributions)
+
+    def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        setup = suggestion.Setup(self.distributions, [d.name.lower() for d in study.directions], self.sampler)
+        records = [_record(t) for t in study.get_trials(deepcopy=False) if t.number != trial.number]
+        proposal = suggestion.propose(setup, [r for r in records if r is not None], 1)[0]
+        params = suggestion.parse_assignments(setup, proposal)
+        assert params is not None  # propose only returns assignments inside the feasible space
+        return {name: params[name] for name in search_space}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        raise ConfigError(
+            f"parameter {param_name} is not in the manifest's spec.parameters, so {suggestion.ALGORITHM} "
+            "cannot propose it"
+        )
+
+
+_CONDITIONS = {
+    optuna.trial.TrialState.COMPLETE: "Succeeded",
+    optuna.trial.TrialState.FAIL: "Failed",
+    optuna.trial.TrialState.RUNNING: "Running",
+    optuna.trial.TrialState.WAITING: "Running",
+}
+
+
+def _record(trial: optuna.trial.FrozenTrial) -> suggestion.TrialRecord | None:
+    """A study's trial as Katib's controller sends it (None: one Katib would not send, e.g. early-stopped unseen)."""
+    condition = _CONDITIONS.get(trial.state)
+    if condition is None or not trial.params:
+        return None
+    values = list(trial.values) if condition == "Succeeded" and trial.values is not None else None
+    assignments = {name: suggestion.as_text(value) for name, value in trial.params.items()}
+    return suggestion.TrialRecord(assignments, condition, values)

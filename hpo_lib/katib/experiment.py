@@ -7,7 +7,8 @@ real on this machine and inside the image).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,11 @@ import yaml
 from hpo_lib.errors import ConfigError
 from hpo_lib.katib import contract
 
-OBJECTIVES_ANNOTATION = "katib-hpo.io/objectives"
+log = logging.getLogger(__name__)
+
+OBJECTIVES_ANNOTATION = "katib-hpo.io/objectives"  # deprecated: the multi-objective algorithm's setting instead
+MULTI_OBJECTIVE_ALGORITHM = "katib-hpo-multiobjective"  # served on Katib by `hpo katib suggestion-service`
+OBJECTIVES_SETTING = "objectives"
 DIRECTIONS = ("minimize", "maximize")
 STRATEGIES = ("min", "max", "latest")
 
@@ -108,37 +113,82 @@ def metric_strategy(doc: Mapping[str, Any], metric: str, default: str) -> str:
 
 
 def objectives(doc: Mapping[str, Any]) -> list[Objective]:
-    """The study's objectives: Katib's one, plus any the ``katib-hpo.io/objectives`` annotation declares.
+    """The study's objectives: Katib's one, plus the others the Experiment declares.
 
-    The annotation (Katib ignores it) lists ``metric:direction`` pairs, e.g.
-    ``val_loss:minimize, train_time_s:minimize, model_size_mb:minimize``. The Katib objective is always first;
-    every other metric must be one of ``additionalMetricNames`` so the cluster records it too. Each value is taken
-    with the manifest's ``metricStrategies`` (Katib's default: min for minimize, max for maximize).
+    They are declared once, where both the cluster and the laptop read them: the ``objectives`` setting of the
+    ``katib-hpo-multiobjective`` algorithm (:data:`MULTI_OBJECTIVE_ALGORITHM`, served on Katib by
+    ``hpo katib suggestion-service``), e.g. ``val_loss:minimize, train_time_s:minimize, model_size_mb:minimize``.
+    The older ``katib-hpo.io/objectives`` annotation is still read, for any other algorithm, but it is deprecated:
+    Katib ignores it, so the cluster optimizes only the first objective while the laptop optimizes all of them.
+    The rules (:func:`parse_objectives`): the Katib objective is always first; every other metric must be one of
+    ``additionalMetricNames`` so the cluster records it too; each value is taken with the manifest's
+    ``metricStrategies`` (Katib's default: min for minimize, max for maximize).
     """
     primary = primary_objective(doc)
+    algorithm = (doc.get("spec") or {}).get("algorithm") or {}
+    annotation = ((doc.get("metadata") or {}).get("annotations") or {}).get(OBJECTIVES_ANNOTATION)
+    additional = doc["spec"]["objective"].get("additionalMetricNames") or []
+    strategies = _objective_spec(doc)[2]
+    if algorithm.get("algorithmName") == MULTI_OBJECTIVE_ALGORITHM:
+        if annotation is not None:
+            raise ConfigError(
+                f"annotation {OBJECTIVES_ANNOTATION} and algorithm {MULTI_OBJECTIVE_ALGORITHM}'s setting "
+                f"{OBJECTIVES_SETTING} both declare objectives: declare them once, in the setting, and drop the "
+                "annotation"
+            )
+        text = settings(algorithm).get(OBJECTIVES_SETTING, "")
+        return parse_objectives(text, primary, additional, strategies, source=f"setting {OBJECTIVES_SETTING}")
+    if annotation is not None and OBJECTIVES_ANNOTATION not in _deprecation_logged:
+        _deprecation_logged.add(OBJECTIVES_ANNOTATION)
+        log.warning(
+            "annotation %s is deprecated: Katib ignores it, so a cluster optimizes only %s; use algorithm %s "
+            "with the setting %s instead",
+            OBJECTIVES_ANNOTATION,
+            primary.metric,
+            MULTI_OBJECTIVE_ALGORITHM,
+            OBJECTIVES_SETTING,
+        )
+    source = f"annotation {OBJECTIVES_ANNOTATION}"
+    return parse_objectives(str(annotation or ""), primary, additional, strategies, source=source)
+
+
+_deprecation_logged: set[str] = set()
+
+
+def parse_objectives(
+    text: str,
+    primary: Objective,
+    additional: Sequence[str],
+    strategies: Mapping[str, str],
+    *,
+    source: str,
+) -> list[Objective]:
+    """``metric:direction`` pairs, comma-separated, as the study's objectives, Katib's objective first.
+
+    Listing Katib's objective is optional (it is first either way), but its direction must be the Experiment's
+    ``type``. Every other metric must be in ``additional`` and listed once. ``source`` names the text in errors.
+    """
     result = [primary]
     default = "min" if primary.direction == "minimize" else "max"
-    raw = ((doc.get("metadata") or {}).get("annotations") or {}).get(OBJECTIVES_ANNOTATION, "")
-    additional = set(doc["spec"]["objective"].get("additionalMetricNames") or [])
-    for item in filter(None, (part.strip() for part in str(raw).split(","))):
+    for item in filter(None, (part.strip() for part in text.split(","))):
         metric, sep, direction = (x.strip() for x in item.partition(":"))
         if not sep or direction not in DIRECTIONS:
-            raise ConfigError(f"annotation {OBJECTIVES_ANNOTATION}: {item!r} is not METRIC:minimize or METRIC:maximize")
+            raise ConfigError(f"{source}: {item!r} is not METRIC:minimize or METRIC:maximize")
         if metric == primary.metric:
             if direction != primary.direction:
                 raise ConfigError(
-                    f"annotation {OBJECTIVES_ANNOTATION}: {metric} is the Katib objective, which "
-                    f"the manifest says to {primary.direction}, not {direction}"
+                    f"{source}: {metric} is the Katib objective, which the manifest says to "
+                    f"{primary.direction}, not {direction}"
                 )
             continue
         if metric not in additional:
             raise ConfigError(
-                f"annotation {OBJECTIVES_ANNOTATION}: {metric} is not in additionalMetricNames "
+                f"{source}: {metric} is not in additionalMetricNames "
                 f"({', '.join(sorted(additional)) or 'none'}), so Katib would not record it"
             )
         if any(o.metric == metric for o in result):
-            raise ConfigError(f"annotation {OBJECTIVES_ANNOTATION}: {metric} is listed twice")
-        result.append(Objective(metric, direction, metric_strategy(doc, metric, default)))
+            raise ConfigError(f"{source}: {metric} is listed twice")
+        result.append(Objective(metric, direction, strategies.get(metric, default)))
     return result
 
 

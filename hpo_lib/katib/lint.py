@@ -24,7 +24,8 @@ Rules (``Finding.rule``); all are errors except S6-S9 and TRIAL-KIND, which are 
   early-stopping settings, bounds, Optuna's distributions, metric strategies, early stopping's collector).
   Settings are checked for the services whose rules are known: Hyperopt ``tpe``/``random``, Optuna
   ``multivariate-tpe``/``grid`` and ``cmaes`` (checked with Optuna's rules, although the default katib-config
-  serves it by Goptuna), and ``medianstop``; other algorithms' settings are not checked.
+  serves it by Goptuna), and ``medianstop``; other algorithms' settings are not checked (this project's
+  ``katib-hpo-multiobjective`` is known to W-ALG; its settings are checked when the engine or its service loads it).
 - ``S1``-``S9``: extra checks (duplicate parameters, unknown keys, categorical lists, metric names (only under
   Katib's default filter; a custom ``metricsFormat`` decides its own names), a trial
   budget; and as warnings, placeholders in non-string fields, Job retry settings, an explicit command, Istio).
@@ -108,6 +109,8 @@ ISTIO_LABEL = "sidecar.istio.io/inject"
 
 # Default katib-config (manifests/v1beta1/installs/katib-standalone/katib-config.yaml): algorithm -> service.
 SUGGESTION_SERVICES = contract.SUGGESTION_SERVICES
+# this project's algorithm, registered by manifests/overlays/katib-hpo-multiobjective (hpo katib suggestion-service)
+MULTI_OBJECTIVE = "katib-hpo-multiobjective"  # = experiment.MULTI_OBJECTIVE_ALGORITHM (a test checks)
 EARLY_STOPPINGS = ("medianstop",)
 COLLECTORS_WITH_IMAGE = ("StdOut", "File", "TensorFlowEvent")
 COLLECTOR_KINDS = ("StdOut", "File", "TensorFlowEvent", "PrometheusMetric", "Custom", "Push")
@@ -506,7 +509,7 @@ def _check_algorithm(spec: dict, out: _Findings) -> None:
         out.error("W-ALG", "spec.algorithm is missing")
     elif not algorithm.get("algorithmName"):
         out.error("W-ALG", "algorithm.algorithmName is empty")
-    elif algorithm["algorithmName"] not in SUGGESTION_SERVICES:
+    elif algorithm["algorithmName"] not in SUGGESTION_SERVICES and algorithm["algorithmName"] != MULTI_OBJECTIVE:
         out.error(
             "W-ALG",
             f"algorithmName {algorithm['algorithmName']!r} has no suggestion service in the "

@@ -146,3 +146,23 @@ def test_a_nas_experiment_is_refused_by_hpo_tune_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     # one line, naming NAS and what would run it; no KeyError traceback
     assert len(err.splitlines()) == 1 and "neural architecture search" in err and "suggestion-darts" in err
+
+
+MULTI_OBJECTIVE = {"algorithmName": "katib-hpo-multiobjective", "algorithmSettings": [
+    {"name": "objectives", "value": "val_loss:minimize, val_rmse:maximize"}, {"name": "random_state", "value": "3"}]}
+
+
+def test_the_multi_objective_algorithm_gets_the_suggestion_services_proposals():
+    # the one sampler for katib-hpo-multiobjective, single- or multi-objective, is the service's code path
+    assert isinstance(sampling.make_sampler(MULTI_OBJECTIVE, distributions(PARAMETERS), 4), sampling.KatibSuggestions)
+    chosen = sampling.multi_objective_sampler(MULTI_OBJECTIVE, distributions(PARAMETERS), 4, "manifest")
+    assert isinstance(chosen, sampling.KatibSuggestions)
+    # --mo-sampler would make the laptop run another sampler than the cluster: refused, naming the setting
+    with pytest.raises(ConfigError, match="picks its sampler with its setting sampler") as info:
+        sampling.multi_objective_sampler(MULTI_OBJECTIVE, distributions(PARAMETERS), 4, "nsga2")
+    assert info.value.settings == ("mo_sampler",)
+    bad = copy.deepcopy(MULTI_OBJECTIVE)
+    bad["algorithmSettings"].append({"name": "n_ei_candidates", "value": "0"})
+    # a setting the service refuses fails before any trial, in the service's words
+    with pytest.raises(ConfigError, match="setting n_ei_candidates = '0' must be an integer >= 1"):
+        sampling.make_sampler(bad, distributions(PARAMETERS), 4)

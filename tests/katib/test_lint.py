@@ -478,3 +478,15 @@ def test_validate_file_rejects_a_non_mapping_document(tmp_path):
     # a YAML list where an Experiment belongs is malformed input
     with pytest.raises(ConfigError, match="document 0 of .* must be a mapping, got list"):
         validate_file(path)
+
+
+
+def test_the_multi_objective_algorithm_is_known():
+    from hpo_lib.katib import experiment
+
+    doc = copy.deepcopy(VALID)
+    doc["spec"]["algorithm"] = {"algorithmName": experiment.MULTI_OBJECTIVE_ALGORITHM, "algorithmSettings": [
+        {"name": "objectives", "value": "val_loss:minimize, val_rmse:minimize"}]}
+    # registered by the project's overlay: no W-ALG finding, and the name is the engine's
+    assert lint.MULTI_OBJECTIVE == experiment.MULTI_OBJECTIVE_ALGORITHM
+    assert validate_experiment(doc) == []

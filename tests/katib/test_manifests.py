@@ -115,27 +115,75 @@ def test_manifest_trial_command_runs_and_reports_every_metric(path, tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) is not installed")
-def test_kustomize_builds_and_overrides_the_trial_image(tmp_path):
+def test_kustomize_builds_each_part_on_its_own_and_overrides_the_trial_image(tmp_path):
     copy = tmp_path / "manifests"
     shutil.copytree(MANIFESTS, copy)
-    kustomization = copy / "kustomization.yaml"
-    text = kustomization.read_text().replace(f"newTag: {manifests.IMAGE_TAG}",
-                                             "newName: registry.example/hpo\n  newTag: '9.9'")
-    kustomization.write_text(text)
-    out = subprocess.run(["kubectl", "kustomize", str(copy)], capture_output=True, text=True, timeout=120)
-    # kustomize builds the tree, with the cluster resources and the four experiments
-    assert out.returncode == 0, out.stderr
-    docs = list(yaml.safe_load_all(out.stdout))
-    kinds = sorted(d["kind"] for d in docs)
-    assert kinds == sorted(["Experiment"] * 4 + ["Namespace", "ServiceAccount", "Role", "RoleBinding",
-                                                 "PersistentVolumeClaim", "Job", "NetworkPolicy"])
+    parts = {".": None, **{f"experiments/{name}": name for name in manifests.experiments()}}
+    for part in parts:
+        kustomization = copy / part / "kustomization.yaml"
+        text = kustomization.read_text().replace(f"newTag: {manifests.IMAGE_TAG}",
+                                                 "newName: registry.example/hpo\n  newTag: '9.9'")
+        kustomization.write_text(text)
+    built = {}
+    for part in parts:
+        out = subprocess.run(["kubectl", "kustomize", str(copy / part)], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        built[part] = list(yaml.safe_load_all(out.stdout))
+    # `kubectl apply -k manifests/` is the cluster resources only: it starts no experiment
+    assert sorted(d["kind"] for d in built["."]) == sorted(
+        ["Namespace", "ServiceAccount", "Role", "RoleBinding", "PersistentVolumeClaim", "Job", "NetworkPolicy"])
+    # each experiment folder is exactly its one Experiment, the one the flat <name>-experiment.yaml shows
+    for part, name in parts.items():
+        if name is not None:
+            assert [d["kind"] for d in built[part]] == ["Experiment"]
+            assert built[part][0]["metadata"]["name"] == load(MANIFESTS / f"{name}-experiment.yaml")["metadata"]["name"]
     images = []
-    for doc in docs:
-        job = doc["spec"]["trialTemplate"]["trialSpec"] if doc["kind"] == "Experiment" else doc
-        if job["kind"] == "Job":
-            images += [c["image"] for c in job["spec"]["template"]["spec"]["containers"]]
+    for docs in built.values():
+        for doc in docs:
+            job = doc["spec"]["trialTemplate"]["trialSpec"] if doc["kind"] == "Experiment" else doc
+            if job["kind"] == "Job":
+                images += [c["image"] for c in job["spec"]["template"]["spec"]["containers"]]
     # kustomize's images: reaches the trial containers nested inside the Experiments and the data-prep Job
-    assert images and set(images) == {"registry.example/hpo:9.9"}
+    assert len(images) == len(parts) and set(images) == {"registry.example/hpo:9.9"}
+
+
+def test_flat_experiment_files_are_links_to_the_experiment_folders():
+    for rel, target in manifests.links().items():
+        # `kubectl apply -f manifests/<name>-experiment.yaml` and `hpo tune` read the folder's one file
+        assert (MANIFESTS / rel).is_symlink() and (MANIFESTS / rel).resolve() == (MANIFESTS / target).resolve()
+
+
+@pytest.mark.parametrize("name", list(manifests.experiments()))
+def test_trial_pods_are_kept_with_a_way_to_read_a_failed_trials_log(name):
+    path = MANIFESTS / f"{name}-experiment.yaml"
+    # retain: true keeps a failed trial's pod and its log, and the file says how to read it
+    assert load(path)["spec"]["trialTemplate"]["retain"] is True
+    assert "kubectl -n katib-hpo logs -l katib.kubeflow.org/trial=<trial> -c metrics-logger-and-collector" in \
+        path.read_text()
+
+
+def test_pareto_experiment_and_its_overlay_validate_and_register_the_service():
+    path = MANIFESTS / "cnn-lstm-pareto-experiment.yaml"
+    namespace = load(MANIFESTS / "cluster" / "namespace.yaml")
+    findings = lint.validate_experiment(load(path), namespace_labels=namespace["metadata"]["labels"],
+                                        printed_metrics=metrics.epoch_metrics("return", robust=True))
+    # the multi-objective experiment passes every offline rule, its algorithm's settings included
+    assert findings == []
+    config = yaml.safe_load(load(MANIFESTS / "overlays" / "katib-hpo-multiobjective" / "katib-config.yaml")
+                            ["data"]["katib-config.yaml"])
+    (entry,) = [s for s in config["runtime"]["suggestions"] if s["algorithmName"] == manifests.ALGORITHM]
+    # the overlay registers the algorithm with the service command, no port of its own (Katib adds 6789)
+    assert entry["command"] == ["hpo", "katib", "suggestion-service", "--port=6789"] and "ports" not in entry
+    # hardened: non-root, no privilege escalation, read-only root, no capabilities, limits set
+    security = entry["securityContext"]
+    assert security["runAsNonRoot"] and security["runAsUser"] == manifests.UID
+    assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
+    assert security["capabilities"] == {"drop": ["ALL"]} and entry["resources"]["limits"]["memory"]
+    # Katib's own algorithms are all still there, tpe still on Hyperopt (this overlay changes nothing else)
+    names = [s["algorithmName"] for s in config["runtime"]["suggestions"]]
+    assert set(contract.SUGGESTION_SERVICES) <= set(names)
+    assert [s["image"] for s in config["runtime"]["suggestions"] if s["algorithmName"] == "tpe"] == [
+        f"ghcr.io/kubeflow/katib/suggestion-hyperopt:{manifests.KATIB_VERSION}"]
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)

@@ -1,0 +1,289 @@
+"""Multi-objective proposals for a Katib Experiment: its spec and its trials in, the next assignments out.
+
+Katib optimizes one objective; this is the search it lacks, behind Katib's own ``Suggestion`` API
+(:mod:`hpo_lib.katib.service` serves it) and inside the local engine (``hpo tune``), through this one function,
+:func:`propose`. Both call it with the same trials, so a laptop run and a cluster run of one manifest and seed
+propose the same configurations.
+
+The algorithm is ``katib-hpo-multiobjective``; its ``algorithmSettings`` (all strings, as Katib passes them):
+
+* ``objectives`` (required): ``metric:direction`` pairs, Katib's objective first, the others from
+  ``additionalMetricNames``, e.g. ``val_loss:minimize, train_time_s:minimize, model_size_mb:minimize``;
+* ``sampler``: ``tpe`` (default; Optuna's multi-objective TPE, multivariate, with the constant liar) or ``nsga2``;
+* ``random_state``: an integer >= 0; without it the proposals are not reproducible;
+* tpe only: ``n_startup_trials`` (>= 0, default 10), ``n_ei_candidates`` (>= 1, default 24);
+* nsga2 only: ``population_size`` (>= 2, default 50), ``crossover_prob``, ``mutation_prob`` and
+  ``swapping_prob`` (each in [0, 1]).
+
+Stateless, unlike Katib's Optuna service (whose study lives in the pod's memory and is lost on a restart): every
+proposal rebuilds the study from the trials it is given. Trials are handled as Katib's Optuna service handles them:
+a Succeeded or EarlyStopped trial with a value for every objective is told (COMPLETE); every other trial (Created,
+Running, Failed, Killed, Unknown, or without a usable value) stays asked but never told, i.e. RUNNING, which the
+constant liar counts as a pessimistic point so parallel proposals spread out. Trials whose assignments lie outside
+the feasible space are ignored. The study is rebuilt in one canonical order (by assignments), so a proposal depends
+on which trials ran and what they measured, not on the order the cluster or the laptop lists them; its seed is
+``random_state`` plus the number of trials given, so the proposals of one request differ from each other and from
+those of the request before. A request for n suggestions is n proposals in a row, each seeing the ones before it as
+running: the same as n requests of one.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from hpo_lib.errors import ConfigError
+from hpo_lib.katib import experiment, space
+
+ALGORITHM = experiment.MULTI_OBJECTIVE_ALGORITHM
+SAMPLERS = ("tpe", "nsga2")
+TOLD = ("Succeeded", "EarlyStopped")  # the Katib conditions whose observation is told (Katib's Optuna service)
+CONDITIONS = ("Created", "Running", "Succeeded", "Killed", "Failed", "MetricsUnavailable", "EarlyStopped", "Unknown")
+
+
+def _integer(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _fraction(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if 0.0 <= value <= 1.0 else None
+
+
+# setting -> (the sampler it belongs to, or None for both; parser returning None when invalid; the rule in words)
+SETTINGS: dict[str, tuple[str | None, Any, str]] = {
+    "objectives": (None, str, "metric:direction pairs"),
+    "sampler": (None, lambda v: v if v in SAMPLERS else None, "tpe or nsga2"),
+    "random_state": (None, lambda v: n if (n := _integer(v)) is not None and n >= 0 else None, "an integer >= 0"),
+    "n_startup_trials": ("tpe", lambda v: n if (n := _integer(v)) is not None and n >= 0 else None, "an integer >= 0"),
+    "n_ei_candidates": ("tpe", lambda v: n if (n := _integer(v)) is not None and n >= 1 else None, "an integer >= 1"),
+    "population_size": ("nsga2", lambda v: n if (n := _integer(v)) is not None and n >= 2 else None, "an integer >= 2"),
+    "crossover_prob": ("nsga2", _fraction, "a number in [0, 1]"),
+    "mutation_prob": ("nsga2", _fraction, "a number in [0, 1]"),
+    "swapping_prob": ("nsga2", _fraction, "a number in [0, 1]"),
+}
+TPE_DEFAULTS = {"n_startup_trials": 10, "n_ei_candidates": 24}  # Optuna's (and Katib's multivariate-tpe)
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """The validated ``algorithmSettings``: which sampler, its seed and its options."""
+
+    name: str = "tpe"
+    seed: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)  # the sampler's keyword arguments (without the seed)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as Katib's suggestion controller sends it: assignments, last condition, objective values."""
+
+    assignments: Mapping[str, str]  # parameter -> value as text (what Katib substitutes into the trial)
+    condition: str = "Succeeded"  # Katib's last condition, one of CONDITIONS
+    values: Sequence[float] | None = None  # one per objective, in order; None: no (usable) observation
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a proposal needs from the Experiment: the feasible space, the objectives' directions, the sampler."""
+
+    distributions: Mapping[str, BaseDistribution]
+    directions: Sequence[str]
+    sampler: Sampler
+
+
+# ----------------------------------------------------------------------------------------------- validation
+def sampler_settings(algorithm: Mapping[str, Any]) -> Sampler:
+    """The ``algorithm`` section's settings validated (the first broken rule raises ConfigError)."""
+    problems = settings_problems(algorithm)
+    if problems:
+        raise ConfigError(problems[0])
+    values = experiment.settings(algorithm)
+    name = values.get("sampler", "tpe")
+    options: dict[str, Any] = {}
+    for setting, text in values.items():
+        owner, parse, _ = SETTINGS[setting]
+        if owner == name:
+            options[setting] = parse(text)
+    if name == "tpe":
+        options = {**TPE_DEFAULTS, **options}
+    seed = int(values["random_state"]) if "random_state" in values else None
+    return Sampler(name=name, seed=seed, options=options)
+
+
+def settings_problems(algorithm: Mapping[str, Any]) -> list[str]:
+    """Every setting the service refuses, each in one line naming the setting, its value and the rule."""
+    where = f"algorithm {ALGORITHM}"
+    problems = []
+    values = experiment.settings(algorithm)
+    chosen = values.get("sampler", "tpe")
+    for name, value in values.items():
+        if name not in SETTINGS:
+            problems.append(f"unknown setting {name} for {where}; it accepts {', '.join(SETTINGS)}")
+            continue
+        owner, parse, rule = SETTINGS[name]
+        if parse(value) is None:
+            problems.append(f"{where} setting {name} = {value!r} must be {rule}")
+        elif owner is not None and chosen in SAMPLERS and owner != chosen:
+            problems.append(f"{where} setting {name} is for sampler {owner}, not {chosen}: drop it or set sampler")
+    if not values.get(experiment.OBJECTIVES_SETTING, "").strip():
+        problems.append(
+            f"{where} needs the setting {experiment.OBJECTIVES_SETTING}, e.g. "
+            "'val_loss:minimize, train_time_s:minimize': the metrics it trades off"
+        )
+    return problems
+
+
+def spec_problems(spec: Mapping[str, Any]) -> list[str]:
+    """Everything in an Experiment ``spec`` that the service refuses (settings, objectives, parameters)."""
+    if spec.get("nasConfig"):
+        return [f"algorithm {ALGORITHM} searches hyperparameters (spec.parameters), not architectures (nasConfig)"]
+    problems = settings_problems(spec.get("algorithm") or {})
+    if not any(p.startswith(f"algorithm {ALGORITHM} needs") for p in problems):
+        try:
+            experiment.objectives({"spec": spec})
+        except ConfigError as exc:
+            problems.append(str(exc))
+    parameters = spec.get("parameters") or []
+    if not parameters:
+        problems.append(f"algorithm {ALGORITHM} needs at least one parameter in spec.parameters")
+    for parameter in parameters:
+        try:
+            distribution = space.from_katib_parameter(parameter)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        if isinstance(distribution, CategoricalDistribution) and not distribution.choices:
+            problems.append(f"parameter {parameter.get('name')}: a {parameter.get('parameterType')} needs a list")
+    return problems
+
+
+def setup_from_spec(spec: Mapping[str, Any]) -> tuple[Setup, list[experiment.Objective]]:
+    """The proposal setup of an Experiment ``spec`` and its objectives, or ConfigError naming every problem."""
+    problems = spec_problems(spec)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    goals = experiment.objectives({"spec": spec})
+    distributions = {p["name"]: space.from_katib_parameter(p) for p in spec["parameters"]}
+    sampler = sampler_settings(spec["algorithm"])
+    return Setup(distributions, [g.direction for g in goals], sampler), goals
+
+
+def observed_values(metrics: Mapping[str, str], goals: Sequence[experiment.Objective]) -> list[float] | None:
+    """The objectives' values from a trial's observation (metric -> text), or None unless each is a finite number."""
+    values = []
+    for goal in goals:
+        try:
+            value = float(metrics[goal.metric])
+        except (KeyError, ValueError):
+            return None
+        if not math.isfinite(value):
+            return None
+        values.append(value)
+    return values
+
+
+# ----------------------------------------------------------------------------------------------- proposals
+def propose(setup: Setup, trials: Sequence[TrialRecord], count: int) -> list[dict[str, str]]:
+    """``count`` new assignments (parameter -> value as text), each inside the feasible space (see the module)."""
+    if count < 0:
+        raise ConfigError(f"the number of suggestions must be at least 0, got {count}")
+    proposals: list[dict[str, str]] = []
+    for _ in range(count):
+        pending = [TrialRecord(p, condition="Running") for p in proposals]
+        proposals.append(_propose_one(setup, [*trials, *pending]))
+    return proposals
+
+
+def as_text(value: Any) -> str:
+    """A parameter value as Katib carries it (Katib's own services send ``str(value)``)."""
+    return str(value)
+
+
+def parse_assignments(setup: Setup, assignments: Mapping[str, str]) -> dict[str, Any] | None:
+    """Assignments as the distributions' typed values, or None if one is missing or outside the feasible space."""
+    params: dict[str, Any] = {}
+    for name, distribution in setup.distributions.items():
+        text = assignments.get(name)
+        if text is None:
+            return None
+        value = _typed(distribution, text)
+        if value is None:
+            return None
+        params[name] = value
+    return params
+
+
+def _typed(distribution: BaseDistribution, text: str) -> Any:
+    if isinstance(distribution, CategoricalDistribution):
+        return text if text in distribution.choices else None
+    try:
+        number: float = int(text) if isinstance(distribution, IntDistribution) else float(text)
+    except ValueError:
+        return None
+    assert isinstance(distribution, (IntDistribution, FloatDistribution))  # the three kinds from_katib_parameter makes
+    if not distribution.low <= number <= distribution.high:
+        return None
+    if isinstance(distribution, IntDistribution) and (number - distribution.low) % distribution.step:
+        return None
+    return number
+
+
+def _propose_one(setup: Setup, trials: Sequence[TrialRecord]) -> dict[str, str]:
+    told: list[tuple[str, dict[str, Any], list[float]]] = []
+    pending: list[tuple[str, dict[str, Any]]] = []
+    for record in trials:
+        params = parse_assignments(setup, record.assignments)
+        if params is None:
+            continue  # another space's trial (an edited manifest): nothing Katib's service could tell either
+        key = ",".join(f"{name}:{params[name]}" for name in sorted(params))
+        values = list(record.values) if record.values is not None else None
+        if record.condition in TOLD and values is not None and len(values) == len(setup.directions):
+            told.append((key, params, values))
+        else:
+            pending.append((key, params))
+    told.sort(key=lambda item: (item[0], item[2]))
+    pending.sort(key=lambda item: item[0])
+    seed = None if setup.sampler.seed is None else (setup.sampler.seed + len(trials)) % 2**32
+    # cast: Setup.directions holds only minimize/maximize (Objective and StudyDirection names, lower-cased)
+    directions = cast(list[Literal["minimize", "maximize"]], list(setup.directions))
+    study = optuna.create_study(directions=directions, sampler=_sampler(setup.sampler, seed))
+    distributions = dict(setup.distributions)
+    if setup.sampler.name == "nsga2":
+        # NSGA-II keeps each trial's generation in the study: replay the history through its own ask/tell
+        for _, params, values in told:
+            study.enqueue_trial(params)
+            study.tell(study.ask(distributions), values)
+        for _, params in pending:
+            study.enqueue_trial(params)
+            study.ask(distributions)
+    else:
+        for _, params, values in told:
+            study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, values=values))
+        for _, params in pending:
+            study.add_trial(
+                optuna.trial.create_trial(state=TrialState.RUNNING, params=params, distributions=distributions)
+            )
+    trial = study.ask(distributions)
+    return {name: as_text(trial.params[name]) for name in setup.distributions}
+
+
+def _sampler(sampler: Sampler, seed: int | None) -> optuna.samplers.BaseSampler:
+    with warnings.catch_warnings():  # multivariate and the constant liar are "experimental" in Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if sampler.name == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed, **sampler.options)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True, **sampler.options)

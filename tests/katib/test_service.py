@@ -1,0 +1,205 @@
+"""The Suggestion gRPC service on a local port, driven with the messages Katib's suggestion controller sends."""
+
+from __future__ import annotations
+
+import copy
+
+import grpc
+import optuna
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from hpo_lib.engine import sampling
+from hpo_lib.engine.study import TOLD_ATTR, KatibTells
+from hpo_lib.errors import ConfigError
+from hpo_lib.katib import service, space, suggestion
+from tests.katib.test_suggestion import PARAMETERS, assert_feasible, spec
+
+pb = service.api()
+CONDITION = {name: number for number, name in service.CONDITIONS.items()}
+TYPES = {name: number for number, name in service.PARAMETER_TYPES.items()}
+DISTRIBUTIONS = {name: number for number, name in service.DISTRIBUTIONS.items()}
+
+
+def experiment_message(doc_spec: dict, name: str = "cnn-lstm-spy-pareto") -> object:
+    """The Experiment as Katib's ConvertExperiment builds it from the CR."""
+    objective = doc_spec["objective"]
+    parameters = []
+    for p in doc_spec["parameters"]:
+        space_ = p["feasibleSpace"]
+        parameters.append(pb.ParameterSpec(
+            name=p["name"], parameter_type=TYPES[p["parameterType"]],
+            feasible_space=pb.FeasibleSpace(
+                min=space_.get("min", ""), max=space_.get("max", ""), step=space_.get("step", ""),
+                list=space_.get("list", []), distribution=DISTRIBUTIONS[space_.get("distribution", "uniform")])))
+    return pb.Experiment(name=name, spec=pb.ExperimentSpec(
+        parameter_specs=pb.ExperimentSpec.ParameterSpecs(parameters=parameters),
+        objective=pb.ObjectiveSpec(type=1 if objective["type"] == "minimize" else 2,
+                                   objective_metric_name=objective["objectiveMetricName"],
+                                   additional_metric_names=objective["additionalMetricNames"]),
+        algorithm=pb.AlgorithmSpec(algorithm_name=doc_spec["algorithm"]["algorithmName"],
+                                   algorithm_settings=[pb.AlgorithmSetting(**s)
+                                                       for s in doc_spec["algorithm"]["algorithmSettings"]]),
+        parallel_trial_count=2, max_trial_count=40))
+
+
+def trial_message(name: str, assignments: dict, condition: str, metrics: dict | None = None) -> object:
+    """A Trial as Katib's ConvertTrials sends it: last condition, strategy-extracted metric values as text."""
+    return pb.Trial(
+        name=name,
+        spec=pb.TrialSpec(
+            objective=pb.ObjectiveSpec(type=1, objective_metric_name="val_loss"),
+            parameter_assignments=pb.TrialSpec.ParameterAssignments(
+                assignments=[pb.ParameterAssignment(name=k, value=v) for k, v in assignments.items()])),
+        status=pb.TrialStatus(
+            start_time="2026-01-01T00:00:00Z", condition=CONDITION[condition],
+            observation=pb.Observation(metrics=[pb.Metric(name=k, value=v) for k, v in (metrics or {}).items()])))
+
+
+class Client:
+    """What Katib's suggestion controller dials: the Suggestion service and the gRPC health service."""
+
+    def __init__(self, port: int) -> None:
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        prefix = "/" + pb.DESCRIPTOR.services_by_name["Suggestion"].full_name
+        self.get = self.channel.unary_unary(f"{prefix}/GetSuggestions",
+                                            request_serializer=pb.GetSuggestionsRequest.SerializeToString,
+                                            response_deserializer=pb.GetSuggestionsReply.FromString)
+        self.validate = self.channel.unary_unary(f"{prefix}/ValidateAlgorithmSettings",
+                                                 request_serializer=pb.ValidateAlgorithmSettingsRequest.SerializeToString,
+                                                 response_deserializer=pb.ValidateAlgorithmSettingsReply.FromString)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    def suggest(self, experiment, trials, count: int) -> list[dict[str, str]]:
+        reply = self.get(pb.GetSuggestionsRequest(experiment=experiment, trials=trials, current_request_number=count,
+                                                  total_request_number=len(trials) + count), timeout=60)
+        return [{a.name: a.value for a in p.assignments} for p in reply.parameter_assignments]
+
+
+@pytest.fixture
+def server():
+    running = service.serve(0, host="127.0.0.1")
+    yield running
+    running.stop(0)
+
+
+def observed(i: int) -> dict[str, str]:
+    """Made-up but fixed metric values of trial i for the three objectives, as Katib's DB returns them (text)."""
+    return {"val_loss": repr(1.0 / (i + 2)), "train_time_s": repr(10.0 + (i * 7) % 5),
+            "val_dir_acc": repr(0.5 + (i % 4) / 10), "model_size_mb": "1.5"}
+
+
+def history(client: Client, experiment, n: int) -> list:
+    """``n`` trials proposed by the service one at a time and finished, in Katib's messages."""
+    trials = []
+    for i in range(n):
+        (assignment,) = client.suggest(experiment, trials, 1)
+        trials.append(trial_message(f"t{i}", assignment, "Succeeded", observed(i)))
+    return trials
+
+
+def test_katib_controller_session_first_call_history_batch_and_restart():
+    running = service.serve(0, host="127.0.0.1")
+    client = Client(running.port)
+    experiment = experiment_message(spec())
+    # the controller validates once, before the first trial: accepted (an empty reply, status OK)
+    assert client.validate(pb.ValidateAlgorithmSettingsRequest(experiment=experiment)) == \
+        pb.ValidateAlgorithmSettingsReply()
+    # the probes' service name answers SERVING
+    check = client.health.Check(health_pb2.HealthCheckRequest(service=service.HEALTH_SERVICE))
+    assert check.status == health_pb2.HealthCheckResponse.SERVING
+    # first call, no trials: two suggestions (parallelTrialCount 2), distinct and feasible
+    first = client.suggest(experiment, [], 2)
+    assert len(first) == 2 and first[0] != first[1]
+    for assignment in first:
+        assert_feasible(assignment)
+    trials = history(client, experiment, 12)
+    trials.append(trial_message("t-failed", first_assignment(trials[0]), "Failed"))
+    trials.append(trial_message("t-running", first[1], "Running"))
+    # finished trials of three objectives, a failed and a running one: a batch of three, inside the space
+    batch = client.suggest(experiment, trials, 3)
+    assert len(batch) == 3 and len({tuple(sorted(a.items())) for a in batch}) == 3
+    for assignment in batch:
+        assert_feasible(assignment)
+    running.stop(0)
+    # the pod restarts: a fresh process answers the same request with the same suggestions (nothing was in memory)
+    restarted = service.serve(0, host="127.0.0.1")
+    try:
+        assert Client(restarted.port).suggest(experiment, trials, 3) == batch
+    finally:
+        restarted.stop(0)
+
+
+@pytest.mark.parametrize("settings", [
+    {"sampler": "cmaes"}, {"random_state": "-1"}, {"n_startup_trials": "x"}, {"n_ei_candidates": "0"},
+    {"sampler": "nsga2", "population_size": "1"}, {"sampler": "nsga2", "crossover_prob": "2"},
+    {"sampler": "nsga2", "mutation_prob": "-1"}, {"sampler": "nsga2", "swapping_prob": "a"},
+    {"population_size": "8"}, {"seed": "1"}, {"objectives": ""}, {"objectives": "val_loss:maximize"},
+    {"objectives": "val_loss:minimize, n_params:minimize"},
+])
+def test_every_invalid_setting_fails_validation_with_its_message(server, settings):
+    client = Client(server.port)
+    experiment = experiment_message(spec(**settings))
+    with pytest.raises(grpc.RpcError) as caught:
+        client.validate(pb.ValidateAlgorithmSettingsRequest(experiment=experiment))
+    # INVALID_ARGUMENT: the controller marks the Experiment Failed and shows this message in its status
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == "; ".join(suggestion.spec_problems(spec(**settings)))
+    # GetSuggestions refuses the same settings the same way (it never proposes from a spec it would refuse)
+    with pytest.raises(grpc.RpcError) as again:
+        client.suggest(experiment, [], 1)
+    assert again.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_another_algorithm_name_is_refused(server):
+    doc_spec = spec()
+    doc_spec["algorithm"]["algorithmName"] = "tpe"
+    with pytest.raises(grpc.RpcError) as caught:
+        Client(server.port).validate(pb.ValidateAlgorithmSettingsRequest(experiment=experiment_message(doc_spec)))
+    # Katib's own wording: unknown algorithm name, and which one this service serves
+    assert "unknown algorithm name tpe" in caught.value.details()
+
+
+def test_a_port_that_is_taken_is_named(server):
+    # a second server on the same port: one line naming the address, no traceback
+    with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{server.port}"):
+        service.serve(server.port, host="127.0.0.1")
+
+
+@pytest.mark.parametrize("sampler", suggestion.SAMPLERS)
+def test_laptop_and_cluster_propose_the_same_configurations(server, sampler):
+    doc_spec = spec(sampler=sampler)
+    if sampler == "nsga2":
+        doc_spec["algorithm"]["algorithmSettings"].append({"name": "population_size", "value": "4"})
+    client = Client(server.port)
+    experiment = experiment_message(doc_spec)
+    trials = history(client, experiment, 11)
+    failed = trial_message("t-failed", first_assignment(trials[3]), "Failed")
+    stopped = trial_message("t-stopped", client.suggest(experiment, trials, 1)[0], "EarlyStopped", observed(40))
+    cluster = client.suggest(experiment, [*trials, failed, stopped], 2)
+
+    # the laptop: the engine's study holds the same trials in its own states, its sampler is the manifest's
+    distributions = {p["name"]: space.from_katib_parameter(p) for p in PARAMETERS}
+    goals = ["val_loss", "train_time_s", "val_dir_acc"]
+    study = optuna.create_study(directions=["minimize", "minimize", "maximize"],
+                                sampler=KatibTells(sampling.make_sampler(doc_spec["algorithm"], distributions, 40)))
+    for message in [*trials, failed, stopped]:
+        assignments = {a.name: a.value for a in message.spec.parameter_assignments.assignments}
+        params = suggestion.parse_assignments(suggestion.Setup(distributions, [], suggestion.Sampler()), assignments)
+        metrics = {m.name: float(m.value) for m in message.status.observation.metrics}
+        state = {CONDITION["Succeeded"]: "COMPLETE", CONDITION["Failed"]: "FAIL",
+                 CONDITION["EarlyStopped"]: "PRUNED"}[message.status.condition]
+        values = [metrics[g] for g in goals] if state == "COMPLETE" else None
+        attrs = {TOLD_ATTR: [metrics[g] for g in goals]} if state == "PRUNED" else {}
+        study.add_trial(optuna.trial.create_trial(state=getattr(optuna.trial.TrialState, state), params=params,
+                                                  distributions=distributions, values=values, user_attrs=attrs))
+    laptop = []
+    for _ in range(2):  # the engine asks one trial at a time; the first is running when it asks the second
+        trial = study.ask(copy.deepcopy(distributions))
+        laptop.append({name: suggestion.as_text(trial.params[name]) for name in distributions})
+    # the same finished, failed and early-stopped trials: the same next two configurations on both paths
+    assert laptop == cluster
+
+
+def first_assignment(message) -> dict[str, str]:
+    return {a.name: a.value for a in message.spec.parameter_assignments.assignments}
