@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Build the Katib trial image from trial_image/Dockerfile, and the local CPU stand-in for its base image.
+# Build the Katib trial image from trial_image/Dockerfile, and the Debian base images it is built on.
 #
-#   trial_image/build.sh image [--base IMAGE|stand-in] [--tag NAME:TAG] [--no-cache]   (make image)
-#   trial_image/build.sh base [--force]       the CPU stand-in base image, built when missing     (make image-base)
+#   trial_image/build.sh image [--base IMAGE|stand-in] [--tag NAME:TAG] [--no-cache]   (make image: the GPU image)
+#   trial_image/build.sh base [--force]       the Debian base (debootstrap, Python, no torch), built when missing
+#   trial_image/build.sh stand-in [--force]   the base plus the local CPU torch wheel: the tests' CPU stand-in
+#   trial_image/build.sh resolve REPORT.json  pip's resolution of the image's dependencies (--dry-run --report) in
+#                                             the base, with the build's pip settings: what `image` would install
 #   trial_image/build.sh push DEST [--tag NAME:TAG]   push a built image, e.g. DEST=<registry>/katib-hpo-trial:<tag>
 #   trial_image/build.sh sizes                image sizes in the store (uncompressed, and gzip-compressed as pushed)
 #   trial_image/build.sh buildah ARGS...      buildah on this script's store (what the tests use)
@@ -13,10 +16,11 @@
 # own, HPO_IMAGE_STORE (default ~/.cache/katib-hpo/containers), never inside the repo; `push` pushes from it.
 #
 # Default tag: the image that manifests/kustomization.yaml's `images:` names (ghcr.io/katib-hpo/trial:0.1.0).
-# Default base: the Dockerfile's BASE_IMAGE (the pinned CUDA PyTorch image). `--base stand-in` uses the CPU
-# stand-in: Debian bookworm (debootstrap --variant=minbase), Python 3.11 in a venv at /opt/venv that is first on
-# PATH, torch from the local CPU wheel in pip's find-links (constraints.txt's torch version). It differs from the
-# CUDA base only in being that base: the Dockerfile, its install steps, user and entrypoint are the same.
+# Default base: the Dockerfile's BASE_IMAGE, the Debian base this script makes: debootstrap --variant=minbase of the
+# Debian release whose python3 is the Dockerfile's PYTHON_MINOR (3.11: bookworm, 3.13: trixie), a venv at /opt/venv
+# first on PATH, no torch. The Dockerfile installs constraints.txt's torch pin, PyPI's CUDA build, into it.
+# `--base stand-in` is that base with torch preinstalled from the local CPU wheel (constraints.txt's version, in
+# pip's find-links): the same Dockerfile then installs nothing for torch and builds with TORCH_BUILD=cpu.
 #
 # pip inside the build gets the machine's CA bundle and its http(s) index settings through read-only bind mounts
 # (over /root: ~/.config/pip/), so it works behind a TLS-inspecting proxy; nothing of them is committed.
@@ -26,7 +30,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 DOCKERFILE=$ROOT/trial_image/Dockerfile
 STORE=${HPO_IMAGE_STORE:-${XDG_CACHE_HOME:-$HOME/.cache}/katib-hpo/containers}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-PY_MINOR=3.11   # pyproject: requires-python >=3.11,<3.12; bookworm's python3 is 3.11
+# the image's Python minor has one home, the Dockerfile's ARG PYTHON_MINOR; the Debian release whose python3 it is
+PY_MINOR=$(sed -n 's/^ARG PYTHON_MINOR=//p' "$DOCKERFILE" | head -n1)
 # pip's settings for RUN steps: a folder mounted read-only over /root (root's home, in every base image), so pip
 # finds ~/.config/pip/pip.conf. Mounting over a folder that already exists leaves nothing behind in the image.
 PIP_DIR=/root/.config/pip
@@ -38,6 +43,15 @@ bh() { buildah --root "$STORE/storage" --runroot "$STORE/run" --storage-driver v
 export BUILDAH_ISOLATION=chroot
 
 torch_version() { sed -n 's/^torch==\([^ ;#]*\).*/\1/p' "$ROOT/constraints.txt" | head -n1; }
+debian_suite() {
+    case "$PY_MINOR" in
+        3.11) echo bookworm ;;
+        3.13) echo trixie ;;
+        *) die "no Debian release ships python3 $PY_MINOR (the Dockerfile's ARG PYTHON_MINOR): build on a base of
+  your own, e.g. make image BASE_IMAGE=docker.io/library/python:$PY_MINOR-slim" ;;
+    esac
+}
+base_tag() { echo "localhost/katib-hpo/trial-base:py$PY_MINOR-$(debian_suite)"; }
 standin_tag() { echo "localhost/katib-hpo/trial-base:py$PY_MINOR-torch$(torch_version)-cpu"; }
 
 # name:tag from manifests/kustomization.yaml's first images: entry (newName wins over name)
@@ -56,7 +70,6 @@ kustomize_image() {
     ' "$ROOT/manifests/kustomization.yaml"
 }
 
-dockerfile_base() { sed -n 's/^ARG BASE_IMAGE=//p' "$DOCKERFILE" | head -n1; }
 
 # buildah resolves no short names here: pytorch/pytorch:x -> docker.io/pytorch/pytorch:x, as docker does
 qualify() {
@@ -135,9 +148,9 @@ make_build_config() {
     } >"$dir/pip.conf"
 }
 
-# -------------------------------------------------------------------------------------------- the CPU stand-in
+# -------------------------------------------------------------------------------------------- the base images
 find_torch_wheel() {
-    local version=$1 dir links
+    local version=$1 dir links tag=cp${PY_MINOR/./}
     links=${PIP_FIND_LINKS:-}
     if [[ -z $links ]] && command -v python3 >/dev/null; then
         links=$(python3 -m pip config list 2>/dev/null | sed -n "s/^[^=]*\.find-links='\(.*\)'$/\1/p" | tr '\n' ' ')
@@ -145,62 +158,112 @@ find_torch_wheel() {
     for dir in $links /opt/wheels; do
         dir=${dir#file://}
         [[ -d $dir ]] || continue
-        for wheel in "$dir"/torch-"$version"+cpu-cp311-cp311-*linux*_x86_64.whl; do
+        for wheel in "$dir"/torch-"$version"+cpu-"$tag"-"$tag"-*linux*_x86_64.whl; do
             [[ -f $wheel ]] && { echo "$wheel"; return; }
         done
     done
 }
 
-build_base() {
-    local force=${1:-0} tag version wheel ctr mnt cfg start
+need_root_tools() {
     need_buildah
     command -v debootstrap >/dev/null || die "debootstrap is not installed: apt-get install -y --no-install-recommends debootstrap"
-    [[ $(id -u) == 0 ]] || die "the stand-in is built as root (debootstrap and buildah's chroot isolation need it)"
-    tag=$(standin_tag); version=$(torch_version)
+    [[ $(id -u) == 0 ]] || die "the base images are built as root (debootstrap and buildah's chroot isolation need it)"
+}
+
+# Debian minbase + python3 + venv: the GPU image's default base. No torch and no CUDA: both come as wheels.
+build_base() {
+    local force=${1:-0} tag suite ctr mnt start
+    need_root_tools
+    tag=$(base_tag); suite=$(debian_suite)
     lock_store
-    if [[ $force == 0 ]] && have_image buildah "$tag"; then say "stand-in base $tag is cached in $STORE"; return; fi
+    if [[ $force == 0 ]] && have_image buildah "$tag"; then say "base $tag is cached in $STORE"; return; fi
     start=$SECONDS
-    wheel=$(find_torch_wheel "$version")
-    cfg=$(mktemp -d); make_build_config "$cfg"
     ctr=$(bh from --name "katib-hpo-base-$$" scratch)
     # shellcheck disable=SC2064
-    trap "bh rm '$ctr' >/dev/null 2>&1 || true; rm -rf '$cfg'" EXIT
+    trap "bh rm '$ctr' >/dev/null 2>&1 || true" EXIT
     mnt=$(bh mount "$ctr")
-    say "debootstrap bookworm (minbase + python3, python3-venv, ca-certificates) from $DEBIAN_MIRROR"
-    debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$mnt" "$DEBIAN_MIRROR" \
+    say "debootstrap $suite (minbase + python3, python3-venv, ca-certificates) from $DEBIAN_MIRROR"
+    debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates "$suite" "$mnt" "$DEBIAN_MIRROR" \
         >"$STORE/debootstrap.log" 2>&1 || { tail -n 20 "$STORE/debootstrap.log" >&2; die "debootstrap failed (log: $STORE/debootstrap.log)"; }
     rm -rf "$mnt"/var/cache/apt/archives/*.deb "$mnt"/var/lib/apt/lists/* "$mnt"/var/log/*.log
     say "debootstrap done ($((SECONDS - start)) s); venv at /opt/venv"
     bh run "$ctr" -- python3 -m venv /opt/venv
+    bh config --env PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --env LANG=C.UTF-8 \
+        --label org.opencontainers.image.title=katib-hpo-trial-base \
+        --label "org.opencontainers.image.description=Base of the katib-hpo trial image: Debian $suite minbase, Python $PY_MINOR venv at /opt/venv, no torch" \
+        --cmd python3 --workingdir / "$ctr"
+    # what the Dockerfile relies on: the first python3 on PATH is PYTHON_MINOR, with pip
+    bh run "$ctr" -- python3 -c "import sys; assert '%d.%d' % sys.version_info[:2] == '$PY_MINOR', sys.version; import pip; print('base: python', sys.version.split()[0], 'pip', pip.__version__)"
+    bh umount "$ctr" >/dev/null
+    bh commit --quiet --rm "$ctr" "$tag" >/dev/null
+    trap - EXIT
+    say "built base $tag in $((SECONDS - start)) s (store: $STORE)"
+}
+
+# the base plus constraints.txt's torch as the local CPU wheel: the tests build the same Dockerfile on it, offline
+build_standin() {
+    local force=${1:-0} tag version wheel ctr cfg start
+    need_root_tools
+    tag=$(standin_tag); version=$(torch_version)
+    if [[ $force == 0 ]] && have_image buildah "$tag"; then say "stand-in base $tag is cached in $STORE"; return; fi
+    have_image buildah "$(base_tag)" || build_base 0
+    lock_store
+    start=$SECONDS
+    wheel=$(find_torch_wheel "$version")
+    cfg=$(mktemp -d); make_build_config "$cfg"
+    ctr=$(bh from --pull=never --name "katib-hpo-standin-$$" "$(base_tag)")
+    # shellcheck disable=SC2064
+    trap "bh rm '$ctr' >/dev/null 2>&1 || true; rm -rf '$cfg'" EXIT
     local run=(bh run -v "$cfg:/root:ro" -e HOME=/root -e PIP_DISABLE_PIP_VERSION_CHECK=1)
     if [[ -n $wheel ]]; then
         say "torch from the local CPU wheel $wheel"
         "${run[@]}" -v "$(dirname "$wheel"):/run/katib-hpo-wheels:ro" "$ctr" -- /opt/venv/bin/python -m pip install \
             --no-cache-dir -c "$PIP_DIR/constraints.txt" "/run/katib-hpo-wheels/$(basename "$wheel")"
+        rmdir "$(bh mount "$ctr")"/run/katib-hpo-wheels 2>/dev/null || true
+        bh umount "$ctr" >/dev/null
     else
         say "no torch-$version+cpu wheel in pip's find-links: installing torch==$version from PyTorch's CPU index"
         "${run[@]}" "$ctr" -- /opt/venv/bin/python -m pip install --no-cache-dir -c "$PIP_DIR/constraints.txt" \
             --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple "torch==$version"
     fi
-    rmdir "${mnt:?}"/run/katib-hpo-wheels 2>/dev/null || true
-    bh config --env PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --env LANG=C.UTF-8 \
-        --label org.opencontainers.image.title=katib-hpo-trial-base-cpu \
-        --label "org.opencontainers.image.description=CPU stand-in for the trial image's CUDA PyTorch base: Debian bookworm, Python $PY_MINOR venv, torch $version CPU" \
-        --cmd python3 --workingdir / "$ctr"
-    # what the Dockerfile relies on: the first python3 on PATH is 3.11 and already has torch
-    bh run "$ctr" -- python3 -c "import sys, torch; assert sys.version_info[:2] == (3, 11), sys.version; print('stand-in: python', sys.version.split()[0], 'torch', torch.__version__)"
-    bh umount "$ctr" >/dev/null
-    say "torch installed ($((SECONDS - start)) s); committing $tag"
+    bh config --label org.opencontainers.image.title=katib-hpo-trial-base-cpu \
+        --label "org.opencontainers.image.description=CPU stand-in for the trial image's base: $(base_tag) plus torch $version CPU" \
+        "$ctr"
+    bh run "$ctr" -- python3 -c "import torch; assert torch.version.cuda is None; print('stand-in: torch', torch.__version__)"
     bh commit --quiet --rm "$ctr" "$tag" >/dev/null
     trap - EXIT; rm -rf "$cfg"
     say "built stand-in base $tag in $((SECONDS - start)) s (store: $STORE)"
 }
 
+# What `image` would install on the base: pip's resolution of the context with the build's pip settings, in a
+# working container of the base, written as pip's JSON installation report (nothing is installed).
+resolve() {
+    local report=${1:?resolve REPORT.json} ctr cfg src start
+    need_root_tools
+    have_image buildah "$(base_tag)" || build_base 0
+    start=$SECONDS  # no lock_store: its container has a name of its own, and buildah locks its store itself
+    cfg=$(mktemp -d); make_build_config "$cfg"
+    src=$(mktemp -d)  # a writable copy of what the Dockerfile copies: pip builds the project's metadata in it
+    (cd "$ROOT" && cp -r pyproject.toml constraints.txt README.md hpo_lib "$src/")
+    find "$src" -name __pycache__ -prune -exec rm -rf {} +
+    ctr=$(bh from --pull=never --name "katib-hpo-resolve-$$" "$(base_tag)")
+    # shellcheck disable=SC2064
+    trap "bh rm '$ctr' >/dev/null 2>&1 || true; rm -rf '$cfg' '$src'" EXIT
+    bh run -v "$cfg:/root:ro" -v "$src:/opt/hpo/src" -e HOME=/root -e PIP_DISABLE_PIP_VERSION_CHECK=1 \
+        --workingdir /opt/hpo/src "$ctr" -- python3 -m pip install --quiet --dry-run --ignore-installed \
+        --report /opt/hpo/src/report.json -c constraints.txt . >&2
+    cp "$src/report.json" "$report"
+    bh rm "$ctr" >/dev/null; trap - EXIT; rm -rf "$cfg" "$src"
+    say "resolved the image's dependencies on $(base_tag) in $((SECONDS - start)) s: $report"
+}
+
 # -------------------------------------------------------------------------------------------- the trial image
-context_digest() {  # everything the build reads; an equal digest means an equal image
+# everything the build reads (the arguments: base, its ID, tag, torch build, the pip.conf the RUN steps see);
+# an equal digest means an equal image. Not this script: editing it must not force a rebuild of several GB
+context_digest() {
     (cd "$ROOT" && {
         printf '%s\n' "$@"
-        sha256sum trial_image/Dockerfile trial_image/build.sh .dockerignore pyproject.toml constraints.txt README.md
+        sha256sum trial_image/Dockerfile .dockerignore pyproject.toml constraints.txt README.md
         find hpo_lib -type f ! -path '*/__pycache__/*' ! -name '*.py[co]' -print0 | sort -z | xargs -0 sha256sum
     } | sha256sum | cut -d' ' -f1)
 }
@@ -230,31 +293,36 @@ build_image() {
     engine=$(pick_engine)
     tag=${tag:-$(kustomize_image)}
     [[ -n $tag ]] || die "no image under images: in manifests/kustomization.yaml; pass --tag NAME:TAG"
-    if [[ $base == stand-in ]]; then
-        base=$(standin_tag)
+    # the two bases this script makes (the default and the CPU stand-in): built when missing, never pulled
+    local torch_build=cuda own=""
+    case "$base" in
+        stand-in | "$(standin_tag)") base=$(standin_tag); own=stand-in; torch_build=cpu ;;
+        "" | "$(base_tag)") base=$(base_tag); own=base ;;
+    esac
+    if [[ -n $own ]]; then
         if [[ $engine == buildah ]]; then
-            have_image buildah "$base" || build_base
+            have_image buildah "$base" || "build_${own/-/}" 0
         elif ! have_image docker "$base"; then  # build it with buildah, then hand it to the Docker daemon
-            build_base
+            "build_${own/-/}" 0
             bh push "$base" "docker-daemon:$base"
         fi
     fi
-    base=$(qualify "${base:-$(dockerfile_base)}")
+    base=$(qualify "$base")
     if [[ $engine == buildah ]]; then need_buildah; lock_store; fi
     if ! have_image "$engine" "$base"; then
         say "base image $base is not in the local store; pulling it"
         if [[ $engine == buildah ]]; then timeout 1800 buildah --root "$STORE/storage" --runroot "$STORE/run" \
             --storage-driver vfs pull "$base" >&2; else docker pull "$base" >&2; fi || die "base image $base is missing locally and could not be pulled.
-  Without registry access, build on the local CPU stand-in instead (Debian bookworm, Python $PY_MINOR, CPU torch):
-    make image-base                    # builds $(standin_tag) (debootstrap + buildah, cached)
-    make image BASE_IMAGE=stand-in     # the trial image on top of it"
+  Without registry access, build on the Debian base this script makes (debootstrap, Python $PY_MINOR):
+    make image                         # the GPU image on $(base_tag)
+    make image BASE_IMAGE=stand-in     # the CPU image the tests use (the base plus the local CPU torch wheel)"
     fi
     start=$SECONDS
     if [[ $engine == docker ]]; then
         log=$(mktemp "${TMPDIR:-/tmp}/katib-hpo-image-build.XXXXXX.log")
         say "docker build $tag on $base"
         set +e
-        docker build -f "$DOCKERFILE" --build-arg "BASE_IMAGE=$base" --label "io.katib-hpo.base-image=$base" \
+        docker build -f "$DOCKERFILE" --build-arg "BASE_IMAGE=$base" --build-arg "TORCH_BUILD=$torch_build" --label "io.katib-hpo.base-image=$base" \
             -t "$tag" "$ROOT" 2>&1 | tee "$log"
         status=${PIPESTATUS[0]}
         set -e
@@ -262,18 +330,19 @@ build_image() {
         rm -f "$log"
     else
         base_id=$(bh inspect --type image --format '{{.FromImageID}}' "$base")
-        digest=$(context_digest "$base" "$base_id" "$tag")
+        cfg=$(mktemp -d); make_build_config "$cfg"
+        digest=$(context_digest "$base" "$base_id" "$tag" "$torch_build" "$(cat "$cfg/.config/pip/pip.conf")")
         if [[ $no_cache == 0 ]] && [[ $(bh inspect --type image --format \
                 '{{index .OCIv1.Config.Labels "io.katib-hpo.context-sha256"}}' "$tag" 2>/dev/null) == "$digest" ]]; then
             say "$tag is up to date (same Dockerfile, context and base image); --no-cache rebuilds it"
-            return
+            rm -rf "$cfg"; return
         fi
         mkdir -p "$STORE/logs"; log=$STORE/logs/build-$(date +%Y%m%d-%H%M%S)-$$.log
         find "$STORE/logs" -name 'build-*.log' -mtime +7 -delete  # failed builds' logs, kept a week
-        cfg=$(mktemp -d); make_build_config "$cfg"
         say "buildah build $tag on $base (store: $STORE; log: $log)"
         set +e
         bh build --isolation chroot --layers=false --force-rm --pull=never -f "$DOCKERFILE" --build-arg "BASE_IMAGE=$base" \
+            --build-arg "TORCH_BUILD=$torch_build" \
             --label "io.katib-hpo.base-image=$base" --label "io.katib-hpo.context-sha256=$digest" \
             -v "$cfg:/root:ro" -t "$tag" "$ROOT" 2>&1 | tee "$log"
         status=${PIPESTATUS[0]}
@@ -283,18 +352,20 @@ build_image() {
         rm -f "$log"
         bh rmi --prune >/dev/null 2>&1 || true  # the image this build replaced: with vfs, a full copy on disk
     fi
-    say "built $tag on $base with $engine in $((SECONDS - start)) s"
+    say "built $tag on $base (torch: $torch_build build) with $engine in $((SECONDS - start)) s"
 }
 
 # A working container of IMAGE for `buildah run`, kept while the image is unchanged: with vfs storage, creating one
 # copies the whole image and removing it deletes that copy, a minute or more each. Containers of older images go.
 run_container() {
-    local image=${1:?run-container IMAGE} id name other
+    local image=${1:?run-container IMAGE} id name other prefix
     need_buildah; lock_store
     id=$(bh inspect --type image --format '{{.FromImageID}}' "$image")
-    name=katib-hpo-run-${id:0:12}
+    # one container per image name (the cpu and the GPU image keep theirs), replaced when that image is rebuilt
+    prefix=katib-hpo-run-$(printf '%s' "$image" | sha256sum | cut -c1-8)
+    name=$prefix-${id:0:12}
     for other in $(bh containers --format '{{.ContainerName}}'); do
-        if [[ $other == katib-hpo-run-* && $other != "$name" ]]; then bh rm "$other" >/dev/null; fi
+        if [[ $other == "$prefix"-* && $other != "$name" ]]; then bh rm "$other" >/dev/null; fi
     done
     bh rmi --prune >/dev/null 2>&1 || true  # images that only those containers still held
     bh inspect --type container "$name" >/dev/null 2>&1 || bh from --pull=never --name "$name" "$image" >/dev/null
@@ -332,7 +403,7 @@ sizes() {
     need_buildah
     local out image
     bh images --format '{{.Name}}:{{.Tag}}  {{.Size}}  (uncompressed)'
-    for image in "$(standin_tag)" "$(kustomize_image)" "$@"; do
+    for image in "$(base_tag)" "$(standin_tag)" "$(kustomize_image)" "$@"; do
         have_image buildah "$image" || continue
         out=$(mktemp -d)
         bh push --quiet --compression-format gzip "$image" "oci:$out" >/dev/null
@@ -346,11 +417,14 @@ shift || true
 case "$command" in
     image) build_image "$@" ;;
     base) if [[ ${1:-} == --force ]]; then build_base 1; else build_base 0; fi ;;
+    stand-in) if [[ ${1:-} == --force ]]; then build_standin 1; else build_standin 0; fi ;;
+    resolve) resolve "$@" ;;
     push) push_image "$@" ;;
     sizes) sizes "$@" ;;
     buildah) need_buildah; bh "$@" ;;
     run-container) run_container "$@" ;;
     standin-tag) standin_tag ;;
+    base-tag) base_tag ;;
     image-name) kustomize_image ;;
     *) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0" >&2; exit 2 ;;
 esac

@@ -1,18 +1,27 @@
-"""The trial image, built for real and run the way the Katib trial pods run it.
+"""The trial image, built for real and run the way the Katib trial pods run it, in two flavours of one Dockerfile.
 
-`trial_image/build.sh` builds trial_image/Dockerfile with buildah (chroot isolation, vfs storage: no daemon) on the
-local CPU stand-in base (Debian bookworm, Python 3.11, the CPU torch wheel), which it makes once and caches under
-~/.cache/katib-hpo/containers. Then, inside the image, as the manifests' non-root user, with the data folder mounted
-read-only like the PVC and no network at all:
+* ``cpu`` (always): `trial_image/build.sh image --base stand-in` builds trial_image/Dockerfile with buildah (chroot
+  isolation, vfs storage: no daemon) on the CPU stand-in, the Debian base (debootstrap bookworm, Python 3.11 venv)
+  plus the local CPU torch wheel, made once and cached under ~/.cache/katib-hpo/containers.
+* ``cuda`` (opt-in, HPO_TEST_CUDA_IMAGE=1; `make image-check` runs `make image` first): the GPU image `make image`
+  built, constraints.txt's torch pin as PyPI's CUDA build with its nvidia-* runtime wheels (several GB) on the same
+  Debian base; the test takes it as built, never rebuilds it. Without the opt-in, CI checks that image's dependency
+  resolution instead (tests/e2e/test_image_versions.py).
+
+Inside each image, as the manifests' non-root user, with the data folder mounted read-only like the PVC and no
+network at all:
 
 * each Experiment's exact trial `command` + `args`, sample values substituted for every ``${trialParameters.*}``,
-  runs 2 epochs on the bundled sample data, and Katib's StdOut filter reads the objective and every additional metric;
+  runs 2 epochs on the bundled sample data on the CPU, and Katib's StdOut filter reads the objective and every
+  additional metric;
+* the image holds what the local engine runs: torch's release, the Python minor, every pinned dependency;
+* cuda only: torch is a CUDA build whose runtime libraries load, and `torch.cuda.is_available()` is simply False;
 * the hardening holds: non-zero uid, the data mount and the installed application are not writable, the image's
   environment, labels and history hold no credentials;
 * `hpo --help` and the data-prep Job's `hpo data fetch` command (with `--help`) run.
 
-Those are slow (about 5 minutes on a cold machine: the stand-in, then a pip install of every pinned dependency), so
-marked e2e; the image is built once per session and reused while its inputs (Dockerfile, context, build.sh, base
+Those are slow (the cpu image: about 5 minutes on a cold machine, a pip install of every pinned dependency), so
+marked e2e; each image is built once per session and reused while its inputs (Dockerfile, context, build.sh, base
 image) are unchanged. The bad-input tests at the end take seconds: no engine installed, a base image that is
 missing, a failing Dockerfile step. Everything with buildah needs root, buildah and debootstrap (`.ci/run` installs
 them) and skips with the reason otherwise.
@@ -37,8 +46,11 @@ BUILD = ROOT / "trial_image" / "build.sh"
 MANIFESTS = ROOT / "manifests"
 EXPERIMENTS = sorted(MANIFESTS.glob("*-experiment.yaml"))
 DATA_PREP_JOB = MANIFESTS / "cluster" / "data-prep-job.yaml"
-# its own tag: never replaces an image that `make image` built for pushing
+# the cpu image's own tag: never replaces the image that `make image` built for pushing
 TEST_TAG = "localhost/katib-hpo/trial:test"
+# cpu: built here on the CPU stand-in; cuda: the image `make image` builds (its tag, its base), taken as it is
+FLAVOURS = ["cpu", "cuda"]
+CUDA_OPT_IN = "HPO_TEST_CUDA_IMAGE"
 # what the engine's `--set` overrides for a local run: offline sample data, 2 epochs; everything else is the manifest's
 OVERRIDES = {"data": "sample:sp500", "epochs": "2"}
 # sample parameter values: a list's first choice and a range's lower bound, except the largest batch (fewest steps)
@@ -61,11 +73,23 @@ def buildah(*args: str, timeout: float = 600, check: bool = True) -> subprocess.
     return proc
 
 
+@pytest.fixture(scope="module", params=FLAVOURS)
+def flavour(request) -> str:
+    if request.param == "cuda" and os.environ.get(CUDA_OPT_IN) != "1":
+        pytest.skip(f"the GPU image downloads several GB of CUDA wheels: {CUDA_OPT_IN}=1 (make image-check) builds "
+                    "and checks it; CI checks its resolution (tests/e2e/test_image_versions.py)")
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def image() -> str:
+def image(flavour) -> str:
+    if flavour == "cuda":  # what `make image` built (make image-check builds it first); never rebuilt here
+        name = subprocess.run([str(BUILD), "image-name"], capture_output=True, text=True, check=True).stdout.strip()
+        assert buildah("inspect", "--type", "image", name, check=False).returncode == 0, f"{name}: run make image"
+        return name
     env = {**os.environ, "HPO_IMAGE_ENGINE": "buildah"}  # buildah even where a Docker daemon answers
-    proc = subprocess.run([str(BUILD), "image", "--base", "stand-in", "--tag", TEST_TAG],
-                          capture_output=True, text=True, timeout=3000, env=env)
+    proc = subprocess.run([str(BUILD), "image", "--base", "stand-in", "--tag", TEST_TAG], capture_output=True,
+                          text=True, timeout=3000, env=env)
     assert proc.returncode == 0, f"image build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return TEST_TAG
 
@@ -143,8 +167,11 @@ def test_manifest_trial_command_runs_in_the_image(container, mounts, path):
         assert stamp != contract.ZERO_TIME
     # the trial wrote its outputs to the scratch volume (HPO_OUTPUT_DIR=/tmp/outputs) and nothing to the data mount
     data, scratch = mounts
-    assert any((scratch / "outputs").rglob("*")), "no trial outputs under /tmp/outputs"
+    records = [json.loads(p.read_text()) for p in (scratch / "outputs").rglob("metrics.json")]
+    assert records, "no trial outputs under /tmp/outputs"
     assert sorted(p.name for p in data.iterdir()) == ["prices.txt"]
+    # no GPU here: the CUDA image's `--device=auto` trial ran on the CPU, as the cpu image's did
+    assert {record["device"] for record in records} == {"cpu"}
 
 
 PROBE = r"""
@@ -174,8 +201,10 @@ def test_image_runs_unprivileged_and_cannot_write_the_data_or_the_app(container,
     proc = run_in(container, ["python3", "-c", PROBE], mounts, user=user)
     assert proc.returncode == 0, proc.stderr[-3000:]
     probe = json.loads(proc.stdout.strip().splitlines()[-1])
+    from tests.e2e.test_image_versions import image_python_minor
+
     assert probe["uid"] == 10001 and probe["uid"] != 0
-    assert probe["python"].startswith("3.11.")
+    assert probe["python"].startswith(image_python_minor() + ".")
     writes = probe.pop("writes")
     assert writes.pop("/tmp") == "WRITABLE"  # the scratch volume, the one place a trial writes
     assert writes.pop("/data").startswith("refused: Read-only file system"), probe
@@ -213,12 +242,83 @@ def test_cli_help_and_data_prep_command_run_in_the_image(container, mounts):
     assert proc.returncode == 0 and "--cache-dir" in proc.stdout, proc.stderr[-2000:]
 
 
+DISTRIBUTIONS = r"""
+import json, platform, sys
+from importlib import metadata
+print(json.dumps({
+    "installed": {dist.metadata["Name"]: dist.version for dist in metadata.distributions()},
+    "requires": {dist.metadata["Name"]: dist.requires or [] for dist in metadata.distributions()},
+    "environment": {"python_version": "%d.%d" % sys.version_info[:2], "python_full_version": platform.python_version(),
+                    "platform_system": platform.system(), "platform_machine": platform.machine(),
+                    "sys_platform": sys.platform, "os_name": "posix", "implementation_name": sys.implementation.name,
+                    "platform_python_implementation": platform.python_implementation()},
+}))
+"""
+
+
+@pytest.mark.e2e
+@needs_buildah
+def test_image_holds_what_the_local_engine_runs(container, mounts, flavour):
+    from packaging.utils import canonicalize_name
+
+    from tests.e2e.test_image_versions import drift
+
+    proc = run_in(container, ["python3", "-c", DISTRIBUTIONS], mounts)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    installed = {canonicalize_name(name): version for name, version in found["installed"].items()}
+    requires = {canonicalize_name(name): lines for name, lines in found["requires"].items()}
+    # torch's release, the Python minor and every pinned package are .venv's; a cuda torch brings nvidia-* wheels
+    assert drift(installed, requires, found["environment"], cuda=flavour == "cuda") == []
+
+
+CUDA_PROBE = r"""
+import ctypes, glob, json, os, warnings
+import torch
+site = os.path.dirname(os.path.dirname(torch.__file__))
+libraries = {}
+for pattern in ["libcudart.so.*", "libcublas.so.*", "libcublasLt.so.*", "libcudnn.so.*", "libnccl.so.*",
+                "libnvrtc.so.*", "libcufft.so.*", "libcusparse.so.*", "libcusolver.so.*"]:
+    for path in sorted(glob.glob(os.path.join(site, "nvidia", "**", pattern), recursive=True))[:1]:
+        ctypes.CDLL(path)  # raises OSError when the library or one it needs is missing
+        libraries[pattern] = os.path.relpath(path, site)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    available, count = torch.cuda.is_available(), torch.cuda.device_count()
+print(json.dumps({
+    "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+    "nccl": ".".join(map(str, torch.cuda.nccl.version())), "arch": torch._C._cuda_getArchFlags(),
+    "libraries": libraries, "available": available, "count": count, "warnings": [str(w.message) for w in caught],
+    "cpu_matmul": float((torch.ones(64, 64) @ torch.ones(64, 64))[0, 0]),
+}))
+"""
+
+
+@pytest.mark.e2e
+@needs_buildah
+@pytest.mark.parametrize("flavour", ["cuda"], indirect=True)
+def test_cuda_torch_loads_its_runtime_and_reports_no_gpu(container, mounts, flavour):
+    proc = run_in(container, ["python3", "-c", CUDA_PROBE], mounts)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    probe = json.loads(proc.stdout.strip().splitlines()[-1])
+    # PyPI's torch is a CUDA 13 build, and cuDNN and NCCL from its nvidia-* wheels are linked in
+    assert probe["cuda"] and probe["cuda"].startswith("13."), probe
+    assert probe["cudnn"] and probe["nccl"], probe
+    # the runtime libraries the wheels ship load with ctypes (each with what it links against)
+    assert {"libcudart.so.*", "libcublas.so.*", "libcudnn.so.*", "libnccl.so.*"} <= set(probe["libraries"]), probe
+    # kernels for the data-centre GPUs the README promises: A100 (8.0), L4/L40S (8.9), H100/H200 (9.0)
+    assert {"sm_80", "sm_89", "sm_90"} <= set(probe["arch"].split()), probe["arch"]
+    # no driver here: is_available() is simply False, with no error or warning, and the CPU still computes
+    assert probe["available"] is False and probe["count"] == 0 and probe["warnings"] == [], probe
+    assert probe["cpu_matmul"] == 64.0
+
+
 # --- bad input: fast, no image is built ------------------------------------------------------------------------
 
 def test_without_docker_or_buildah_make_image_says_what_to_install(tmp_path):
     bin_dir = tmp_path / "bin"  # a PATH with the script's tools but neither docker nor buildah
     bin_dir.mkdir()
-    for tool in ("bash", "dirname", "env", "sed", "awk", "timeout", "realpath", "mkdir"):
+    for tool in ("bash", "dirname", "env", "sed", "awk", "timeout", "realpath", "mkdir", "head"):
         if shutil.which(tool):
             (bin_dir / tool).symlink_to(shutil.which(tool))
     proc = subprocess.run([str(bin_dir / "bash"), str(BUILD), "image"], capture_output=True, text=True, timeout=60,
@@ -235,7 +335,7 @@ def test_a_missing_base_image_points_to_the_stand_in():
                           env={**os.environ, "HPO_IMAGE_ENGINE": "buildah"})
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "localhost/katib-hpo/no-such-base:0 is missing locally and could not be pulled" in proc.stderr
-    assert "make image-base" in proc.stderr and "make image BASE_IMAGE=stand-in" in proc.stderr
+    assert "make image " in proc.stderr and "make image BASE_IMAGE=stand-in" in proc.stderr
 
 
 @needs_buildah
@@ -248,6 +348,6 @@ def test_a_failed_build_names_the_failing_dockerfile_step():
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, "HPO_IMAGE_ENGINE": "buildah"})
     assert proc.returncode == 1
-    assert re.search(r"the image build FAILED at Dockerfile step: STEP \d+/\d+: RUN grep -v '\^torch==' constraints",
+    assert re.search(r"the image build FAILED at Dockerfile step: STEP \d+/\d+: RUN python3 -c \"import sys",
                      proc.stderr), proc.stderr[-3000:]
     assert "full build log:" in proc.stderr

@@ -1,7 +1,7 @@
 """The trial image: hadolint and checkov find nothing in trial_image/, and the rules Katib and OpenShift rely on hold.
 
 The linters come from `.tools-venv/` (`make tools`, which `make test` runs first); these tests skip without it.
-Building the image and running the manifests' trial commands inside it is tests/test_image_build.py.
+Building the image and running the manifests' trial commands inside it is tests/e2e/test_image_build.py.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,12 +153,41 @@ def test_dockerfile_declares_no_credential_names():
     assert names and [name for name in names if CREDENTIAL_NAME.search(name)] == []
 
 
-def test_base_image_is_a_build_argument_pinned_to_a_version():
+def build_sh(*args: str) -> str:
+    return subprocess.run([str(ROOT / "trial_image" / "build.sh"), *args], capture_output=True, text=True,
+                          timeout=60, check=True).stdout.strip()
+
+
+def test_base_image_is_a_build_argument_defaulting_to_the_base_build_sh_makes():
     steps = instructions()
     base = [args for keyword, args in steps if keyword == "ARG" and args.startswith("BASE_IMAGE=")]
-    # one Dockerfile for the CUDA image and the CPU stand-in; the default is an exact version tag, never latest
-    assert len(base) == 1 and re.fullmatch(r"BASE_IMAGE=[\w./-]+:\d+\.\d+\.\d+[\w.-]*(@sha256:[0-9a-f]{64})?", base[0])
+    # one Dockerfile for the GPU image, the CPU stand-in and a user's own base; the default is what
+    # `make image-base` builds here (debootstrap, no registry), tagged by Python minor and Debian release, never latest
+    assert len(base) == 1 and base[0] == f"BASE_IMAGE={build_sh('base-tag')}"
+    assert re.fullmatch(r"BASE_IMAGE=localhost/katib-hpo/trial-base:py\d+\.\d+-[a-z]+", base[0])
     assert [args for keyword, args in steps if keyword == "FROM"] == ["${BASE_IMAGE}"]
+
+
+def test_image_python_minor_is_set_once_and_is_the_local_engines():
+    from packaging.specifiers import SpecifierSet
+
+    steps = instructions()
+    minors = [args.split("=", 1)[1] for keyword, args in steps if keyword == "ARG" and args.startswith("PYTHON_MINOR=")]
+    # one ARG PYTHON_MINOR: build.sh picks the Debian release from it, the build refuses a base with another python3
+    assert len(minors) == 1 and minors[0] == f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert f"py{minors[0]}-" in build_sh("base-tag") and f"py{minors[0]}-" in build_sh("standin-tag")
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert SpecifierSet(requires).contains(f"{minors[0]}.0"), requires
+
+
+def test_dockerfile_installs_the_torch_pin_and_refuses_a_cpu_torch():
+    steps = instructions()
+    runs = " ".join(args for keyword, args in steps if keyword == "RUN")
+    # the image installs constraints.txt as it is (torch's pin included), never a base image's torch in its place
+    assert "pip install --no-cache-dir -c constraints.txt ." in runs and "^torch==" not in runs
+    # and fails unless torch is the pin, and a CUDA build unless TORCH_BUILD=cpu (build.sh's CPU stand-in)
+    assert "is not the pin" in runs and "is a CPU build" in runs
+    assert ("ARG", "TORCH_BUILD=cuda") in steps
 
 
 def test_dockerfile_runs_hpo_unbuffered_without_fetching_urls():
