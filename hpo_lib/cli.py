@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
-from hpo_lib.errors import ConfigError, HpoError, RedactingFilter, first_line, redact, run_main
+from hpo_lib.errors import ConfigError, HpoError, RedactingFilter, exit_now, first_line, redact, run_main
+from hpo_lib.version import __version__
 
 DESCRIPTION = """\
 Tune deep-learning forecasters for financial time series with Katib, or on one machine.
@@ -25,6 +27,7 @@ commands:
   report        plots of a local study (history, learning curves, importances, slices, Pareto front)
   dashboard     serve optuna-dashboard on the local studies (the laptop's Katib UI)
   manifests     render, drift-check and validate the Katib Experiment manifests and cluster resources
+  katib suggestion-service  serve Katib's Suggestion gRPC API for algorithm katib-hpo-multiobjective
   pipeline      the KFP pipeline (tune -> winners -> GPU retrains -> test evaluation -> MLflow): compile, run-local
 
 Run `hpo COMMAND --help` for the options of a command.
@@ -36,6 +39,7 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="hpo", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and retries")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     commands.add_parser("trial", help="train one model (run `hpo trial --help` for its flags)", add_help=False)
@@ -94,6 +98,21 @@ def _build_parser() -> argparse.ArgumentParser:
         "--new-study", action="store_true", help="keep the stored study as <name>.archived-<UTC time> and start afresh"
     )
     tune.add_argument(
+        "--cold-start",
+        action="store_const",
+        const="off",
+        dest="warm_start",
+        help="start each trial as a fresh interpreter (default: the project's trials fork from a warm worker that "
+        "imported torch once, about 2 s faster per trial)",
+    )
+    tune.add_argument(
+        "--warm-start",
+        choices=["own", "python", "off"],
+        default="own",
+        help="which trials fork from the warm worker: own (hpo trial / python -m hpo_lib.trial, the default), "
+        "python (any command of this Python: python -m MOD, python FILE.py), off (same as --cold-start)",
+    )
+    tune.add_argument(
         "--mo-sampler",
         default="manifest",
         choices=["manifest", "nsga2"],
@@ -144,10 +163,15 @@ def _build_parser() -> argparse.ArgumentParser:
     compile_ = pipeline_commands.add_parser(
         "compile",
         help="write the compiled pipeline YAML (upload it to Kubeflow Pipelines)",
-        description="Compile pipelines/katib_hpo.py to pipelines/katib_hpo_pipeline.yaml (committed; a test fails "
-        "when it is stale).",
+        description="Compile the pipeline (hpo_lib/pipeline/dag.py) to YAML: in a checkout of the repository to the "
+        "committed pipelines/katib_hpo_pipeline.yaml (a test fails when it is stale), elsewhere to "
+        "./katib_hpo_pipeline.yaml.",
     )
-    compile_.add_argument("--output", default=None, help="YAML path (default pipelines/katib_hpo_pipeline.yaml)")
+    compile_.add_argument(
+        "--output",
+        default=None,
+        help="YAML path (default pipelines/katib_hpo_pipeline.yaml in a checkout, else ./katib_hpo_pipeline.yaml)",
+    )
     local = pipeline_commands.add_parser(
         "run-local",
         help="run the pipeline with kfp's local runner on `hpo tune`'s trials",
@@ -207,7 +231,57 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("files", nargs="+", help="Experiment YAML files")
     validate.add_argument("--strict", action="store_true", help="treat warnings as errors")
+
+    katib = commands.add_parser("katib", help="services a Katib cluster runs from this project")
+    katib_commands = katib.add_subparsers(dest="katib_command", metavar="SUBCOMMAND")
+    service = katib_commands.add_parser(
+        "suggestion-service",
+        help="serve Katib's Suggestion gRPC API for algorithm katib-hpo-multiobjective",
+        description="Serve Katib's v1beta1 Suggestion API (GetSuggestions, ValidateAlgorithmSettings) and the gRPC "
+        "health service for algorithm katib-hpo-multiobjective: multi-objective TPE or NSGA-II proposals from the "
+        "same code `hpo tune` runs. What the suggestion pod registered by "
+        "manifests/overlays/katib-hpo-multiobjective runs. Stops on Ctrl-C or SIGTERM.",
+    )
+    service.add_argument("--port", type=int, default=6789, help="port to listen on (default 6789, Katib's; 0: any)")
+    service.add_argument("--host", default="[::]", help="address to listen on (default [::], every interface)")
+    _verbose_after_the_command(parser)
     return parser
+
+
+def _katib_suggestion_service(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from hpo_lib.katib import service
+
+    running = service.serve(args.port, host=args.host)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())  # the pod's stop: finish in-flight calls
+    print(f"hpo: katib-hpo-multiobjective suggestion service listening on {args.host}:{running.port}", file=sys.stderr)
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        running.stop(grace_s=5)
+    return 0
+
+
+def _verbose_after_the_command(parser: argparse.ArgumentParser) -> None:
+    """``-v`` after a (sub)command too (``hpo tune -v ...``); SUPPRESS keeps one given before it (``hpo -v tune``)."""
+    for action in parser._actions:  # argparse exposes the subcommands only there
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if name != "trial":  # the trial parses its own flags
+                    sub.add_argument(
+                        "-v",
+                        "--verbose",
+                        action="store_true",
+                        default=argparse.SUPPRESS,
+                        help="log progress and retries",
+                    )
+                    _verbose_after_the_command(sub)
 
 
 def _manifests(args: argparse.Namespace) -> int:
@@ -246,33 +320,18 @@ def _manifests(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _pipeline_definition():
-    """``pipelines/katib_hpo.py`` of this checkout (the pipeline lives beside the package, not inside it)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "pipelines" / "katib_hpo.py"
-    if not path.exists():
-        raise ConfigError(f"{path} not found: the pipeline commands run from a checkout of the repository")
-    spec = importlib.util.spec_from_file_location("katib_hpo_pipeline", path)
-    assert spec is not None and spec.loader is not None  # an existing .py file always gets a source loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _pipeline(args: argparse.Namespace) -> int:
     import json
     import os
     import re
     from pathlib import Path
 
+    from hpo_lib.pipeline import dag as definition
     from hpo_lib.pipeline import steps
     from hpo_lib.results import tracking
 
-    definition = _pipeline_definition()
     if args.pipeline_command == "compile":
-        print(f"compiled to {definition.compile_pipeline(args.output or definition.COMPILED)}")
+        print(f"compiled to {definition.compile_pipeline(args.output or definition.default_output())}")
         return 0
     for name in ("top_k", "seeds"):
         if getattr(args, name) < 1:
@@ -305,8 +364,19 @@ def _pipeline(args: argparse.Namespace) -> int:
             f"goes to {log_path} (-v shows it here)",
             flush=True,
         )
+    # the steps run in kfp's processes: they report to a file (and log retrains to MLflow as they train) through
+    # the environment those processes inherit; follow_progress hands each report to _pipeline_progress here
+    progress_path = Path(args.pipeline_root).resolve() / "progress.jsonl"
+    progress_path.unlink(missing_ok=True)
+    environment = {steps.PROGRESS_ENV: str(progress_path), "MLFLOW_TRACKING_URI": arguments["tracking_uri"]}
+    if args.mlflow_experiment:
+        environment["MLFLOW_EXPERIMENT_NAME"] = args.mlflow_experiment
+    saved = {name: os.environ.get(name) for name in environment}
+    terminal = sys.stdout
     try:
+        os.environ.update(environment)
         with contextlib.ExitStack() as stack:
+            stack.enter_context(steps.follow_progress(progress_path, _pipeline_progress(terminal)))
             if not args.verbose:
                 log_file = stack.enter_context(open(log_path, "w"))
                 stack.enter_context(contextlib.redirect_stdout(log_file))
@@ -317,12 +387,44 @@ def _pipeline(args: argparse.Namespace) -> int:
         raise HpoError(
             f"{message} The task's error is {where}; the finished steps' artifacts are under {args.pipeline_root}/"
         ) from None
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     summary = json.loads((Path(task.outputs["summary"].path) / "summary.json").read_text())
     print(summary["verdict"])
     for name in ("leaderboard", "report", "registry"):
         print(f"{name}: {task.outputs[name].path}")
     print(f"MLflow: {redact(arguments['tracking_uri'])}")
     return 0
+
+
+def _pipeline_progress(terminal):
+    """The callback that shows the local pipeline's progress on ``terminal``: each step as it starts, each retrain's
+    epochs (about five lines per retrain and phase, and its last epoch)."""
+    seen: set[str] = set()
+
+    def show(progress) -> None:
+        if progress.step != "retrain":
+            if progress.step not in seen:
+                seen.add(progress.step)
+                print(f"step: {progress.step}", file=terminal, flush=True)
+            return
+        if "retrain" not in seen:
+            seen.add("retrain")
+            print("step: retrain (two at a time)", file=terminal, flush=True)
+        if not progress.epoch:
+            print(f"  retrain {progress.item}: started", file=terminal, flush=True)
+            return
+        every = max(1, progress.epochs // 5)
+        if progress.epoch % every == 0 or progress.epoch == progress.epochs:
+            phase = "" if progress.phase == "fit" else f" ({progress.phase})"
+            line = f"  retrain {progress.item}: epoch {progress.epoch}/{progress.epochs}{phase}"
+            print(line, file=terminal, flush=True)
+
+    return show
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -359,6 +461,7 @@ def _tune(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
         mo_sampler=args.mo_sampler,
         new_study=args.new_study,
+        warm_start=args.warm_start,
     )
     with _ProgressBar(enabled=not args.no_progress) as bar, _storage_failures(options.storage_url, args.state_dir):
         options.on_progress = bar.update
@@ -490,7 +593,7 @@ def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from hpo_lib.katib import experiment
-    from hpo_lib.results import plots, render
+    from hpo_lib.results import plots
 
     options = _study_options(args)
     doc = experiment.load_experiment(args.manifest)
@@ -498,12 +601,7 @@ def _report(args: argparse.Namespace) -> int:
     study = _load_study(args.manifest, options)
     folder = output or options.state_dir / study.study_name / "report"
     try:
-        written = plots.write_report(
-            study,
-            folder,
-            summary=render.leaderboard(study),
-            objective_name=doc["spec"]["objective"]["objectiveMetricName"],
-        )
+        written = plots.write_report(study, folder, objective_name=doc["spec"]["objective"]["objectiveMetricName"])
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     except OSError as exc:
@@ -571,15 +669,18 @@ def _quiet_libraries(args_need_optuna: bool) -> None:
 
 
 class _ProgressBar:
-    """The live bar of ``hpo tune``: trials done of the budget, running/done/pruned/failed and the best value.
+    """The live bar of ``hpo tune``: trials done of the budget, running/done/pruned/failed, the best value, and each
+    running trial's epoch out of its planned epochs (``#3 2/6``). A timer redraws it every second, so the elapsed time
+    moves while trials train (tqdm itself redraws only when told). On a file or pipe (``disable=None``) it prints
+    nothing."""
 
-    tqdm redraws on its own clock (``miniters``/``mininterval``), so the elapsed time moves even while no trial
-    ends; on a file or pipe (``disable=None``) it prints nothing.
-    """
+    REFRESH_S = 1.0
 
     def __init__(self, *, enabled: bool) -> None:
         self.enabled = enabled
         self.bar: Any = None  # the tqdm bar, made on the first update (tqdm is imported lazily and has no stubs)
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
 
     def __enter__(self) -> _ProgressBar:
         return self
@@ -593,24 +694,55 @@ class _ProgressBar:
             self.bar = tqdm(
                 total=progress.total, desc="trials", unit="trial", file=sys.stderr, dynamic_ncols=True, disable=None
             )
+            if not self.bar.disable:
+                self._timer = threading.Thread(target=self._tick, name="hpo-progress", daemon=True)
+                self._timer.start()
         if self.bar.disable:
             return
         if progress.front is not None:
             best = f"{progress.front} on the front"
         else:
             best = f"{progress.best[0]:.5g}" if progress.best else "-"
-        self.bar.n = progress.finished
-        self.bar.set_postfix(
-            running=progress.running, done=progress.complete, pruned=progress.pruned, failed=progress.failed, best=best
-        )
+        fields = {
+            "running": progress.running,
+            "done": progress.complete,
+            "pruned": progress.pruned,
+            "failed": progress.failed,
+            "best": best,
+        }
+        epochs = " ".join(f"#{t.number} {t.reports}/{_planned_epochs(t.argv) or '?'}" for t in progress.trials)
+        if epochs:
+            fields["epochs"] = epochs
+        with self.bar.get_lock():
+            self.bar.n = progress.finished
+            self.bar.set_postfix(fields, refresh=True)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.REFRESH_S):
+            with self.bar.get_lock():
+                self.bar.refresh()
 
     def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.join(timeout=2)
         if self.bar is not None:
             self.bar.close()
 
 
+def _planned_epochs(argv: Sequence[str]) -> int | None:
+    """The trial's ``--epochs`` (the face knows the trial's flags; the engine only runs the command)."""
+    for arg, following in zip(argv, [*argv[1:], ""]):
+        if arg.startswith("--epochs=") or arg == "--epochs":
+            value = arg.split("=", 1)[1] if "=" in arg else following
+            return int(value) if value.isdigit() else None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] in (["-v", "trial"], ["--verbose", "trial"]):  # `hpo -v trial ...`: the trial has no -v of its own
+        argv = argv[1:]
     if argv and argv[0] == "trial":  # the trial parses its own Katib-style flags, behind its own error boundary
         from hpo_lib import trial
 
@@ -636,11 +768,22 @@ def _dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
         return {"results": _results, "report": _report, "dashboard": _dashboard}[args.command](args)
     if args.command == "pipeline" and args.pipeline_command:
         return _pipeline(args)
+    if args.command == "katib" and args.katib_command == "suggestion-service":
+        return _katib_suggestion_service(args)
     if args.command == "manifests" and args.manifests_command:
         return _manifests(args)
     parser.print_help() if args.command is None else parser.parse_args([args.command, "--help"])
     return 2
 
 
+def entry() -> NoReturn:
+    """The ``hpo`` console script. ``hpo trial`` ends without the interpreter's teardown once its streams are
+    flushed (the engine frees its slot at once); every other command exits normally, so MLflow flushes at exit."""
+    code = main()
+    if sys.argv[1:2] == ["trial"]:
+        exit_now(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -43,10 +43,13 @@ from hpo_lib import data, models, train, trial
 from hpo_lib.data import baselines, inference, scoring
 from hpo_lib.errors import ConfigError, DataError
 
-FILES = ("model.pt", "config.json", "history.json", "evaluation.json", "forecasts.csv")
+FILES = ("model.pt", "config.json", "history.json", "evaluation.json", "forecasts.csv", "input_example.npy")
+EXAMPLE_WINDOWS = 4  # the model's input example (for its MLflow signature): the last training windows
 QUARTER = 63  # trading days per quarter: test_origins=0 means one origin per quarter of the test split
 NESTED = {"return": ("zero", "train_mean"), "direction": ("train_prior",), "volatility": ("train_mean",)}
 R2_BENCHMARK = {"return": "train_mean", "direction": "train_prior", "volatility": "train_mean"}
+# (phase, epoch record, planned epochs): phase is "fit" for the retrain itself, "origin i/R" for a rolling refit
+EpochCallback = Callable[[str, Mapping[str, float], int], None]
 
 
 def retrain_args(flags: Sequence[str], **overrides: Any) -> trial.TrialArgs:
@@ -325,6 +328,7 @@ def rolling_origin(
     first: np.ndarray | None = None,
     cost_bps: float = 5.0,
     n_trials: int = 1,
+    on_epoch: EpochCallback | None = None,
 ) -> dict[str, Any]:
     """The rolling-origin test of ``args`` on the refit dataset ``ds``: a refit at each origin of
     :func:`origin_splits`, each forecasting only its own block; every baseline is refit at each origin too.
@@ -354,7 +358,7 @@ def rolling_origin(
         if i == 0 and first is not None:
             f, epochs = np.asarray(first, dtype=np.float64)[: len(split.test)], None
         else:
-            _, result, f = _fit(args, block)
+            _, result, f = _fit(args, block, on_epoch=on_epoch, phase=f"origin {i + 1}/{len(splits)}")
             epochs = result.best_epoch
         results = baselines.evaluate(block, ("val", "test"), final=True)
         forecast.append(f)
@@ -390,8 +394,11 @@ def rolling_origin(
     return report
 
 
-def _fit(args: trial.TrialArgs, ds: data.Dataset) -> tuple[torch.nn.Module, train.FitResult, np.ndarray]:
-    """Train ``args`` on ``ds``'s training samples (no early stopping) and forecast its test split."""
+def _fit(
+    args: trial.TrialArgs, ds: data.Dataset, *, on_epoch: EpochCallback | None = None, phase: str = "fit"
+) -> tuple[torch.nn.Module, train.FitResult, np.ndarray]:
+    """Train ``args`` on ``ds``'s training samples (no early stopping) and forecast its test split; each epoch's
+    record goes to ``on_epoch`` as it ends."""
     cfg = trial.setup(args)  # reseeds: every origin's model starts from the same initial weights
     cfg.patience = cfg.epochs
     model = trial.build_model(args, ds)
@@ -399,6 +406,8 @@ def _fit(args: trial.TrialArgs, ds: data.Dataset) -> tuple[torch.nn.Module, trai
 
     def record(epoch: dict[str, float]) -> None:
         history.append({(f"insample_{k}" if k.startswith("val_") else k): v for k, v in epoch.items()})
+        if on_epoch is not None:
+            on_epoch(phase, history[-1], cfg.epochs)
 
     result = train.fit(model, ds, cfg, reporter=record)
     result.history = history
@@ -414,6 +423,7 @@ def retrain(
     cost_bps: float = 5.0,
     n_trials: int = 1,
     test_origins: int = 1,
+    on_epoch: EpochCallback | None = None,
 ) -> dict[str, Any]:
     """Train ``args`` on train + validation, score the test split, write :data:`FILES`.
 
@@ -421,15 +431,17 @@ def retrain(
     stop on; the weights kept are those of the epoch with the lowest in-sample validation loss, recorded as
     ``run.kept_epoch`` (see the module docstring). ``n_trials`` is the number of configurations the search tried
     (for the deflated Sharpe ratio). ``test_origins`` R > 1 adds the rolling-origin test under ``rolling`` (R - 1
-    more fits; 0 = one origin per quarter of test days). Returns the evaluation report, also written to
-    ``evaluation.json`` with the run's metadata.
+    more fits; 0 = one origin per quarter of test days). ``on_epoch`` gets every epoch's record as it ends (of the
+    retrain, then of each rolling refit). Returns the evaluation report, also written to ``evaluation.json`` with
+    the run's metadata; ``input_example.npy`` holds the last :data:`EXAMPLE_WINDOWS` training windows (the model's
+    input example: never a test row).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     prices = data.load_prices(args.data, cache_dir=args.cache_dir or None)
     ds = trial.load_dataset(args, prices=prices, refit=True)
-    model, result, forecast = _fit(args, ds)
+    model, result, forecast = _fit(args, ds, on_epoch=on_epoch)
     history = result.history
     base = baselines.evaluate(ds, ("val", "test"), final=True)
     report = evaluate_test(ds, forecast, cost_bps=cost_bps, results=base, n_trials=n_trials)
@@ -453,12 +465,20 @@ def retrain(
     }
     if test_origins != 1:
         report["rolling"] = rolling_origin(
-            args, ds, test_origins, prices=prices, first=forecast, cost_bps=cost_bps, n_trials=n_trials
+            args,
+            ds,
+            test_origins,
+            prices=prices,
+            first=forecast,
+            cost_bps=cost_bps,
+            n_trials=n_trials,
+            on_epoch=on_epoch,
         )
     report["run"]["wall_time_s"] = time.perf_counter() - started
 
     trial.save_model(model, out, args)
     (out / "history.json").write_text(json.dumps(history, indent=2))
+    np.save(out / "input_example.npy", ds.x["train"][-EXAMPLE_WINDOWS:].astype(np.float32))
     (out / "evaluation.json").write_text(json.dumps(report, indent=2))
     bar_forecast = base.forecasts[report["bar"]]["test"]
     rows = ["date,actual,forecast,bar_forecast"] + [

@@ -5,20 +5,32 @@
 Every step reads and writes files in folders (KFP artifacts on a cluster, temporary folders in the tests), so
 each one runs the same under KFP, under ``kfp.local`` and in a unit test. The pipeline definition itself lives in
 ``pipelines/katib_hpo.py``; nothing here imports KFP.
+
+Progress: every step reports what it does through a :data:`ProgressCallback` (the step starting; each retrain's
+epochs as they end). Nothing here writes to a terminal: a caller passes a callback, or, across the processes of
+kfp's local runner, sets :data:`PROGRESS_ENV` to a file that the steps append JSON lines to and that
+:func:`follow_progress` reads back in the caller's process, for the face to show.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
+import os
 import re
 import shlex
 import statistics
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hpo_lib.errors import ConfigError, ExperimentError, HpoError, NoWinnersError, first_line
+import numpy as np
+
+from hpo_lib.errors import ConfigError, ExperimentError, HpoError, NoWinnersError, first_line, redact
 from hpo_lib.katib import client, manifests, space
 from hpo_lib.katib import experiment as katib_experiment
 from hpo_lib.pipeline import retrain
@@ -29,6 +41,91 @@ log = logging.getLogger(__name__)
 TUNE_MODES = ("launch", "existing", "export")
 SHELL_SAFE = re.compile(r"[A-Za-z0-9:,=._/+-]+")  # characters `sh -c` passes through unquoted and unchanged
 PRICES_FILE = "prices.parquet"
+PROGRESS_ENV = "HPO_PROGRESS_FILE"  # a file the steps append their progress to (JSON lines), when set
+RUN_FLAGS_SKIPPED = ("output_dir", "cache_dir")  # a retrain's folders: paths of this run, not settings
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    """What a step is doing: ``step`` started (``epoch`` 0), or a retrain's ``epoch`` of ``epochs`` ended.
+
+    ``item`` is the retrain's id; ``phase`` is ``fit`` for the retrain, ``origin i/R`` for a rolling-origin refit.
+    """
+
+    step: str
+    item: str = ""
+    phase: str = ""
+    epoch: int = 0
+    epochs: int = 0
+
+
+ProgressCallback = Callable[[StepProgress], None]
+
+
+def progress_to_file(path: str | Path) -> ProgressCallback:
+    """A callback that appends each report to ``path`` as one JSON line (one write: parallel steps never mix)."""
+
+    def report(progress: StepProgress) -> None:
+        line = (json.dumps(asdict(progress)) + "\n").encode()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    return report
+
+
+def _reporter(on_progress: ProgressCallback | None) -> ProgressCallback:
+    """``on_progress``; else a file reporter when :data:`PROGRESS_ENV` is set; else nothing. A report that cannot
+    be written costs the report, never the step."""
+    target = on_progress or (progress_to_file(os.environ[PROGRESS_ENV]) if os.environ.get(PROGRESS_ENV) else None)
+    if target is None:
+        return lambda progress: None
+
+    def report(progress: StepProgress) -> None:
+        try:
+            target(progress)
+        except OSError as exc:
+            log.debug("progress not reported: %s", exc)
+
+    return report
+
+
+@contextlib.contextmanager
+def follow_progress(path: str | Path, on_progress: ProgressCallback, *, interval_s: float = 0.5) -> Iterator[None]:
+    """Call ``on_progress`` in this process for every report the steps append to ``path`` while the block runs
+    (read every ``interval_s``, and once more at the end so that the last reports are not lost)."""
+    source = Path(path)
+    stop = threading.Event()
+    offset = 0
+
+    def drain() -> None:
+        nonlocal offset
+        try:
+            with source.open("rb") as handle:
+                handle.seek(offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            return
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits for the next read
+        offset += len(complete)
+        for line in complete.decode().splitlines():
+            with contextlib.suppress(ValueError, TypeError):
+                on_progress(StepProgress(**json.loads(line)))
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            drain()
+
+    reader = threading.Thread(target=loop, name="pipeline-progress", daemon=True)
+    reader.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        reader.join()
+        drain()
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -41,7 +138,9 @@ def _read_json(path: Path) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------- 1. data
-def prepare_data(spec: str, out_dir: str | Path, *, cache_dir: str | None = None) -> dict[str, Any]:
+def prepare_data(
+    spec: str, out_dir: str | Path, *, cache_dir: str | None = None, on_progress: ProgressCallback | None = None
+) -> dict[str, Any]:
     """Load the market data once (yahoo through its cache) and write it as one long Parquet file.
 
     Retrains then read ``file:<out_dir>/prices.parquet``: the same rows and ticker names as the trials, and no
@@ -49,6 +148,7 @@ def prepare_data(spec: str, out_dir: str | Path, *, cache_dir: str | None = None
     """
     from hpo_lib import data
 
+    _reporter(on_progress)(StepProgress("prepare data"))
     prices = data.load_prices(spec, cache_dir=cache_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,6 +219,7 @@ def tune(
     timeout_s: float = 86400,
     poll_s: float = 30,
     api=None,
+    on_progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Get every trial of a tuning run and write them out before anything else can lose them.
 
@@ -133,6 +234,7 @@ def tune(
     """
     if mode not in TUNE_MODES:
         raise ConfigError(f"tune_mode must be one of {', '.join(TUNE_MODES)}, got {mode!r}")
+    _reporter(on_progress)(StepProgress("tune"))
     experiment = experiment_doc(
         experiment_yaml=experiment_yaml, model_family=model_family, name=experiment_name, namespace=namespace
     )
@@ -207,6 +309,7 @@ def select_winners(
     n_seeds: int = 3,
     epochs: int = 0,
     retrain_flags: str = "",
+    on_progress: ProgressCallback | None = None,
 ) -> list[dict[str, Any]]:
     """Pick the winners and return one retrain item per (winner, seed); writes ``selection.json``.
 
@@ -214,6 +317,7 @@ def select_winners(
     other task outputs passed beside the loop item arrive replaced by it (kfp 2.16-2.17), so nothing else is
     passed. ``epochs`` 0 keeps the template's ``--epochs``; ``retrain_flags`` (e.g. ``--threads=1``) come last.
     """
+    _reporter(on_progress)(StepProgress("select winners"))
     if n_seeds < 1:
         raise ConfigError(f"n_seeds must be at least 1, got {n_seeds}")
     if epochs < 0:
@@ -282,14 +386,25 @@ def run_retrain(
     *,
     cost_bps: float = 5.0,
     test_origins: int = 1,
+    tracking_uri: str | None = None,
+    mlflow_experiment: str = "",
+    on_progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Retrain one (winner, seed) item on the prepared data; writes the retrain files plus ``item.json``.
 
     ``test_origins`` R > 1 adds the rolling-origin test (0: one origin per quarter of test days); the item's
     ``n_trials`` deflates the Sharpe ratio. Returns the scalar results for the step's metrics. Loop items pass
     through protobuf, so numbers may arrive as floats: they are cast back here.
+
+    With a tracking URI (``tracking_uri``, else ``$MLFLOW_TRACKING_URI``) the retrain's MLflow run is opened before
+    training, in ``mlflow_experiment`` (else ``$MLFLOW_EXPERIMENT_NAME``, else the item's experiment): each epoch's
+    metrics appear as the epoch ends, then the test metrics, ``evaluation.json``, ``forecasts.csv`` and the model;
+    ``item.json`` records the run, which :func:`register` nests under the pipeline's parent run. A tracking failure
+    costs the live run (one warning), never the retrain: :func:`register` then logs the retrain afresh.
     """
     out = Path(out_dir)
+    report_progress = _reporter(on_progress)
+    report_progress(StepProgress("retrain", item=str(item["id"])))
     args = retrain.retrain_args(
         list(item["flags"]),
         data=data_spec(data_dir),
@@ -298,12 +413,114 @@ def run_retrain(
         seed=int(item["seed"]),
         eval_test=True,
     )
-    report = retrain.retrain(
-        args, out, cost_bps=cost_bps, n_trials=int(item.get("n_trials") or 1), test_origins=int(test_origins)
-    )
     item = {**item, **{k: int(item[k]) for k in ("seed", "rank", "n_trials", "n_eligible")}}
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "") if tracking_uri is None else tracking_uri
+    experiment = mlflow_experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME", "") or str(item["experiment"])
+    live = _open_retrain_run(uri, experiment, item, run_params(asdict(args), data_dir), data_dir) if uri else None
+    live_epochs = live is not None
+
+    def on_epoch(phase: str, record: Mapping[str, float], epochs: int) -> None:
+        nonlocal live_epochs
+        epoch = int(record["epoch"])
+        if live is not None and live_epochs and phase == "fit":
+            try:
+                live.log_epoch({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
+            except Exception as exc:  # noqa: BLE001 - MLflow raises many types; the retrain goes on
+                live_epochs = False
+                log.warning("MLflow: the epochs of %s are no longer logged live (%s)", item["id"], first_line(exc))
+        report_progress(StepProgress("retrain", item=str(item["id"]), phase=phase, epoch=epoch, epochs=epochs))
+
+    try:
+        report = retrain.retrain(
+            args,
+            out,
+            cost_bps=cost_bps,
+            n_trials=int(item.get("n_trials") or 1),
+            test_origins=int(test_origins),
+            on_epoch=on_epoch,
+        )
+    except BaseException:
+        if live is not None:
+            live.fail()
+        raise
+    scalars = scalar_results(item, report)
+    if live is not None:
+        try:
+            model_uri = live.finish(
+                metrics={**scalars, "epochs_run": float(report["run"]["epochs"])},
+                dicts={"evaluation.json": report},
+                artifacts=[out / "forecasts.csv"],
+                model=retrain.load_model(out),
+                input_example=np.load(out / "input_example.npy"),
+                code_path=_package_copy(),
+                requirements=_model_requirements(),
+            )
+            item.update(mlflow_run_id=live.run_id, mlflow_model_uri=model_uri, mlflow_tracking_uri=redact(uri))
+            item["mlflow_experiment"] = experiment
+        except Exception as exc:  # noqa: BLE001
+            live.fail()
+            log.warning(
+                "MLflow: the run of %s could not be finished (%s); register logs it", item["id"], first_line(exc)
+            )
     _write_json(out / "item.json", item)
-    return scalar_results(item, report)
+    return scalars
+
+
+def run_params(config: Mapping[str, Any], data_dir: str | Path) -> dict[str, str]:
+    """A retrain's settings as MLflow params under the trial's flag names (Katib's: ``batch-size``), the same
+    names as the tuning runs'; ``data`` is the spec the data was prepared from, not the prepared file's path."""
+    flags = [f"--{k.replace('_', '-')}={_flag_value(v)}" for k, v in config.items() if k not in RUN_FLAGS_SKIPPED]
+    params = tracking.flag_params(flags)
+    meta = Path(data_dir) / "data.json"
+    if meta.exists():
+        params["data"] = str(_read_json(meta)["spec"])
+    return params
+
+
+def _flag_value(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def dataset(data_dir: str | Path):
+    """The prepared data as an MLflow run input: its spec, the digest of the prepared file, its size and dates."""
+    folder = Path(data_dir)
+    meta = _read_json(folder / "data.json")
+    digest = hashlib.sha256((folder / PRICES_FILE).read_bytes()).hexdigest()[:8]
+    return tracking.dataset_input(
+        str(meta["spec"]), digest=digest, profile={k: v for k, v in meta.items() if k != "spec"}
+    )
+
+
+def _open_retrain_run(
+    uri: str, experiment: str, item: Mapping[str, Any], params: Mapping[str, str], data_dir: str | Path
+) -> tracking.RetrainRun | None:
+    try:
+        tracking.check_server(uri)
+        return tracking.RetrainRun.open(
+            uri,
+            experiment_name=experiment,
+            name=str(item["id"]),
+            tags=_retrain_tags(item),
+            params=params,
+            dataset=dataset(data_dir),
+        )
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many types; the retrain goes on without a live run
+        log.warning("MLflow: no live run for %s (%s); register logs it after the retrains", item["id"], first_line(exc))
+        return None
+
+
+def _retrain_tags(item: Mapping[str, Any], champion_id: str | None = None) -> dict[str, str]:
+    tags = {
+        "hpo.kind": "retrain-run",
+        "hpo.trial": str(item["trial"]),
+        "hpo.rank": str(item["rank"]),
+        "hpo.seed": str(item["seed"]),
+        "hpo.top_k": str(item["top_k"]),
+        "hpo.pareto": str(item["pareto"]),
+    }
+    if champion_id is not None:
+        tags["hpo.champion"] = str(item["id"] == champion_id)
+    return tags
 
 
 def scalar_results(item: Mapping[str, Any], report: Mapping[str, Any]) -> dict[str, float]:
@@ -361,13 +578,14 @@ def load_retrains(dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
     return runs
 
 
-def summarize(dirs: Sequence[str | Path]) -> dict[str, Any]:
+def summarize(dirs: Sequence[str | Path], *, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Per winner: seed means and spreads on test; the champion; the verdict against the bar.
 
     The champion is the retrained winner with the best *tuning* objective: the test split is not used to choose
     it, so its test score is an honest estimate. Its first seed's run is the model that may be registered, and only
     if that run beats the bar (the best baseline on test).
     """
+    _reporter(on_progress)(StepProgress("evaluate"))
     runs = load_retrains(dirs)
     if not runs:
         raise HpoError("no retrain results to summarize")
@@ -477,52 +695,60 @@ def register(
     mlflow_experiment: str = "",
     model_name: str = "",
     run_name: str = "",
+    on_progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Log every retrain to MLflow under one parent run; register the champion as ``<model_name>@champion``.
 
-    Each retrain is a nested run with the trial's flags as params, its per-epoch curves, the test metrics, the
-    evaluation report and the model. The champion is registered, and the alias moved to it, only when
-    ``summary["beats_bar"]``; otherwise the parent run says why and the registry is left as it was.
+    Each retrain is a nested run with the retrain's settings as params (the trial's flag names), its data set, its
+    per-epoch curves, the test metrics, the evaluation report and the model (signature and input example). A
+    retrain whose step already logged it live (same store and experiment) is nested as it is; the others are logged
+    here. The champion is registered, and the alias moved to it, only when ``summary["beats_bar"]``; otherwise the
+    parent run says why and the registry is left as it was.
 
     Raises:
         TrackingError: the tracking server is unreachable or a write fails (the runs opened so far end FAILED).
     """
+    _reporter(on_progress)(StepProgress("register"))
     model_name = model_name or summary["experiment"]
+    experiment = mlflow_experiment or summary["experiment"]
     runs = load_retrains(dirs)
     champion_id = summary["champion"]["item"]["id"]
     if summary["beats_bar"] and not any(r["item"]["id"] == champion_id for r in runs):
         raise HpoError(f"the champion {champion_id} is not among the {len(runs)} retrains given to register")
-    records = []
+    records: list[dict[str, Any]] = []
     for run in runs:
         item, evaluation, folder = run["item"], run["evaluation"], Path(run["dir"])
+        champion = item["id"] == champion_id
+        logged = item.get("mlflow_tracking_uri") == redact(uri) and item.get("mlflow_experiment") == experiment
+        if logged and item.get("mlflow_run_id"):
+            records.append(
+                {
+                    "id": item["id"],
+                    "champion": champion,
+                    "run_id": item["mlflow_run_id"],
+                    "model_uri": item["mlflow_model_uri"],
+                    "tags": {"hpo.champion": str(champion)},
+                }
+            )
+            continue
         config = _read_json(folder / "config.json")
         history = _read_json(folder / "history.json")
+        data_dir = Path(config["data"].removeprefix("file:")).parent
         records.append(
             {
                 "id": item["id"],
-                "champion": item["id"] == champion_id,
-                "tags": {
-                    "hpo.kind": "retrain-run",
-                    "hpo.trial": item["trial"],
-                    "hpo.seed": str(item["seed"]),
-                    "hpo.top_k": str(item["top_k"]),
-                    "hpo.pareto": str(item["pareto"]),
-                    "hpo.champion": str(item["id"] == champion_id),
-                },
-                "params": {
-                    **{k: v for k, v in sorted(config.items()) if k != "output_dir"},
-                    "hpo_trial": item["trial"],
-                    "hpo_rank": str(item["rank"]),
-                    "kept_epoch": str(evaluation["run"].get("kept_epoch", "")),
-                    "epochs_run": str(evaluation["run"].get("epochs", "")),
-                },
+                "champion": champion,
+                "tags": _retrain_tags(item, champion_id),
+                "params": run_params(config, data_dir),
+                "dataset": dataset(data_dir) if (data_dir / "data.json").exists() else None,
                 "curves": [
                     (k, float(v), int(epoch["epoch"])) for epoch in history for k, v in epoch.items() if k != "epoch"
                 ],
-                "metrics": scalar_results(item, evaluation),
+                "metrics": {**scalar_results(item, evaluation), "epochs_run": float(evaluation["run"]["epochs"])},
                 "dicts": {"evaluation.json": evaluation},
                 "artifacts": [folder / "forecasts.csv"],
                 "model": retrain.load_model(folder),
+                "input_example": np.load(folder / "input_example.npy"),
             }
         )
     parent = {
@@ -542,7 +768,7 @@ def register(
     }
     return tracking.log_retrains(
         uri,
-        experiment_name=mlflow_experiment or summary["experiment"],
+        experiment_name=experiment,
         parent=parent,
         runs=records,
         register_as=model_name if summary["beats_bar"] else None,
@@ -557,10 +783,9 @@ def _package_copy() -> str:
     import shutil
     import tempfile
 
-    import hpo_lib
-
+    package = Path(__file__).resolve().parents[1]  # hpo_lib/, found without importing the package's API
     target = Path(tempfile.mkdtemp(prefix="hpo-model-code-")) / "hpo_lib"
-    shutil.copytree(Path(hpo_lib.__file__).parent, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(package, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return str(target)
 
 

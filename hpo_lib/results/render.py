@@ -160,30 +160,81 @@ def _metric_text(observation: dict[str, Any], names: list[str]) -> str:
     return " ".join(parts)
 
 
-def leaderboard(study: optuna.Study, k: int = 5) -> str:
-    """Top-k succeeded trials (or the Pareto front) with objective, metrics, epochs, the baseline and compute."""
-    multi = len(study.directions) > 1
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+def _counts_line(study: optuna.Study) -> str:
     counts = state_counts(study)
-    lines = [
+    return (
         f"{study.study_name}: {counts['complete']} succeeded, {counts['pruned']} early-stopped, {counts['fail']} failed"
         + (f", {counts['interrupted']} interrupted and re-run" if counts["interrupted"] else "")
-    ]
-    if multi:
-        ranked = sorted(
+    )
+
+
+def _ranked(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
+    """The leaderboard's trials: the Pareto front (by the first objective) or the top ``k`` by the objective."""
+    if len(study.directions) > 1:
+        return sorted(
             study.best_trials,
             key=lambda t: t.values[0],
             reverse=study.directions[0] == optuna.study.StudyDirection.MAXIMIZE,
         )
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(  # cast: a complete single-objective trial always has a value
+        complete,
+        key=lambda t: cast(float, t.value),
+        reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE,
+    )[:k]
+
+
+def _compute_line(study: optuna.Study) -> str:
+    compute = compute_summary(study)
+    return (
+        f"epochs run: {compute['epochs_run']:.0f}; early stopping saved {compute['epochs_saved']:.0f} "
+        f"epochs ({compute['compute_saved_pct']:.0f}% of the planned compute)"
+    )
+
+
+def leaderboard_html(study: optuna.Study, k: int = 10) -> str:
+    """The leaderboard as an HTML table (what :func:`leaderboard` prints): rank, trial, objective, the best naive
+    baseline, epochs, the :data:`hpo_lib.metrics.LEADERBOARD` metrics the trials printed and one column per
+    parameter; the state counts above, the compute early stopping saved below."""
+    multi = len(study.directions) > 1
+    ranked = _ranked(study, k)
+    extra = [m for m in metrics.LEADERBOARD if any(m in t.user_attrs.get("observation", {}) for t in ranked)]
+    params = sorted({name for t in ranked for name in t.params})
+    names = study.metric_names or study.user_attrs.get("objective_names") or []  # set by the engine
+    objectives = names if len(names) == len(study.directions) else ["objective"] * len(study.directions)
+    head = ["rank", "trial", *objectives, "best naive baseline", "epochs", *extra, *params]
+    rows = []
+    for rank, t in enumerate(ranked, start=1):
+        observation = t.user_attrs.get("observation", {})
+        cells = [str(rank), str(t.number), *(_fmt(v) for v in t.values)]
+        cells.append(_fmt(observation.get(metrics.BASELINE_OBJECTIVE, {}).get("latest")))
+        cells.append(str(t.user_attrs.get("epochs_run", "?")))
+        cells += [_fmt(observation.get(m, {}).get("latest"), 4) for m in extra]
+        cells += [_fmt(t.params[p], 4) if p in t.params else "" for p in params]  # the exports keep every digit
+        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    caption = f"Pareto front ({len(ranked)} trials)" if multi else f"top {len(ranked)} by the objective"
+    table = (
+        f"<div class='table-wrap'><table class='leaderboard'><caption>{html.escape(caption)}</caption><tr>"
+        + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+        + "</tr>"
+        + "".join(rows)
+        + "</table></div>"
+        if ranked
+        else "<p>no trial succeeded yet</p>"
+    )
+    return f"<p>{html.escape(_counts_line(study))}</p>{table}<p>{html.escape(_compute_line(study))}</p>"
+
+
+def leaderboard(study: optuna.Study, k: int = 5) -> str:
+    """Top-k succeeded trials (or the Pareto front) with objective, metrics, epochs, the baseline and compute."""
+    multi = len(study.directions) > 1
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    lines = [_counts_line(study)]
+    ranked = _ranked(study, k)
+    if multi:
         lines.append(f"  Pareto front ({len(ranked)} trials):")
-    else:
-        ranked = sorted(  # cast: a complete single-objective trial always has a value
-            complete,
-            key=lambda t: cast(float, t.value),
-            reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE,
-        )[:k]
-        if ranked:
-            lines.append(f"  top {len(ranked)} by the objective:")
+    elif ranked:
+        lines.append(f"  top {len(ranked)} by the objective:")
     extra = list(metrics.LEADERBOARD)
     for rank, t in enumerate(ranked, start=1):
         observation = t.user_attrs.get("observation", {})
@@ -198,11 +249,7 @@ def leaderboard(study: optuna.Study, k: int = 5) -> str:
         lines.append(f"      {params}")
     if not complete:
         lines.append("  no trial succeeded yet")
-    compute = compute_summary(study)
-    lines.append(
-        f"  epochs run: {compute['epochs_run']:.0f}; early stopping saved {compute['epochs_saved']:.0f} "
-        f"epochs ({compute['compute_saved_pct']:.0f}% of the planned compute)"
-    )
+    lines.append(f"  {_compute_line(study)}")
     return "\n".join(lines)
 
 

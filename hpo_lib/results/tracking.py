@@ -6,7 +6,15 @@ FINISHED otherwise, so no run is left RUNNING by a failed write.
 
 The engine calls a :class:`StudyTracker` on its main thread, once per *finished* trial, so logging never sits in a
 trial's path: every trial's per-epoch metrics, parameters, state and output tail go to MLflow in a few batched
-calls (``log_batch``) after the trial process has exited. Tracking is on a local SQLite store by default
+calls (``log_batch``) after the trial process has exited.
+
+Every experiment carries MLflow 3's type tag (``mlflow.experimentKind`` = ``custom_model_development``, so the
+UI opens on its runs); every run MLflow's own source and git tags (``mlflow.source.*``, from MLflow's run context
+providers) beside the redacted command line (``hpo.command``), the trial's flags under their Katib names as
+parameters (fixed flags included, in tuning and retrain runs alike) and its data set as a run input
+(``log_inputs``, context ``training``). Retrain runs are opened before training (:class:`RetrainRun`).
+
+Tracking is on a local SQLite store by default
 (``sqlite:///<state_dir>/mlflow.db``, artifacts beside it); a tracking URI or ``MLFLOW_TRACKING_URI`` points it
 anywhere else (an ``http://`` MLflow server, for example).
 
@@ -23,10 +31,11 @@ unreachable one costs seconds, not MLflow's minutes of retries; MLflow's own ret
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import shlex
-import subprocess
 import sys
 import time
 import warnings
@@ -46,6 +55,10 @@ _BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch call
 HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 PROBE_TIMEOUT_S = 2.0  # connect and read timeout of one probe of the server
 PROBE_ATTEMPTS = 2
+# MLflow 3's experiment type: without it the UI opens an experiment on a type picker, not on its runs
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+RUN_FLAGS_SKIPPED = ("output-dir",)  # a per-run path, not a setting: it is the hpo.output_dir tag instead
+DATASET_SOURCE_TYPE = "katib-hpo"  # the data spec (yahoo:..., sample:..., file:...) that hpo_lib.data loads
 
 
 def tracking_uri(uri: str | None = None, *, state_dir: str | Path = ".hpo") -> str:
@@ -73,12 +86,61 @@ def _client(uri: str):
 
 def experiment_id(client, uri: str, name: str, artifact_root: Path | None = None) -> str:
     """The id of MLflow experiment ``name``, created (artifacts under ``artifact_root`` for a local store) if new."""
+    key, kind = EXPERIMENT_KIND
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if key not in experiment.tags:  # created by an earlier version, or by hand: typed once, never retyped
+            client.set_experiment_tag(experiment.experiment_id, key, kind)
         return experiment.experiment_id
     local = not uri.startswith(("http://", "https://", "databricks"))
     location = Path(artifact_root).resolve().as_uri() if artifact_root is not None and local else None
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location, tags={key: kind})
+
+
+def source_tags(argv: Sequence[str] | None = None) -> dict[str, str]:
+    """MLflow's own run context tags (``mlflow.user``, ``mlflow.source.name``/``type``, ``mlflow.source.git.*``
+    where the program runs from a git checkout), plus ``hpo.command``: the whole command line, redacted."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    command = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv))
+    return _clean({**resolve_tags(), "hpo.command": command})
+
+
+def flag_params(flags: Sequence[str]) -> dict[str, str]:
+    """A trial's ``--name=value`` flags as MLflow params under their Katib names (``batch-size``); a bare
+    ``--name`` is ``true``; the last of a repeated flag wins, as in the trial's parser; the output folder is left
+    out (:data:`RUN_FLAGS_SKIPPED`)."""
+    params: dict[str, str] = {}
+    for flag in flags:
+        if not flag.startswith("--"):
+            continue
+        name, sep, value = flag[2:].partition("=")
+        if name and name not in RUN_FLAGS_SKIPPED:
+            params[name] = value if sep else "true"
+    return params
+
+
+def dataset_input(spec: str, *, digest: str | None = None, profile: Mapping[str, Any] | None = None):
+    """The data set of a run as an MLflow run input (context ``training``): named by its data spec, redacted.
+
+    ``digest`` identifies the rows when the caller has them (a hash of the prepared file); otherwise it is the
+    first 8 hex digits of the spec's SHA-256, which names the request, not the rows (a ``yahoo:`` spec without
+    an end date fetches more rows each day).
+    """
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    name = redact(spec)
+    return DatasetInput(
+        Dataset(
+            name=name[:500],
+            digest=digest or hashlib.sha256(name.encode()).hexdigest()[:8],
+            source_type=DATASET_SOURCE_TYPE,
+            source=json.dumps({"spec": name}),
+            profile=json.dumps(dict(profile)) if profile else None,
+        ),
+        tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")],
+    )
 
 
 @contextlib.contextmanager
@@ -112,20 +174,6 @@ def log_batch(
         client.log_batch(run_id, params=param_list[start : start + 100])
     for start in range(0, len(metric_list), _BATCH):
         client.log_batch(run_id, metrics=metric_list[start : start + _BATCH])
-
-
-def _code_version() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def _clean(tags: Mapping[str, Any]) -> dict[str, str]:
@@ -181,6 +229,7 @@ class StudyTracker:
                 settings=("tracking_uri", "no_tracking"),
             ) from None
         self.parent_run_id: str | None = None
+        self._source: dict[str, str] = {}
 
     # ------------------------------------------------------------------------------------------- study
     def open_study(
@@ -199,17 +248,11 @@ class StudyTracker:
                     return run_id
             except MlflowException:
                 pass  # a different tracking store than last time: start a new parent run
-        # MLflow's own source tag is the whole command line: recorded with its credentials redacted
-        command = redact(" ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv)))
+        self._source = source_tags(argv)
         run = self.client.create_run(
             self.experiment_id,
             run_name=study_name,
-            tags={
-                "hpo.study": study_name,
-                "hpo.kind": "study",
-                "mlflow.source.name": command,
-                "mlflow.source.git.commit": _code_version(),
-            },
+            tags={"hpo.study": study_name, "hpo.kind": "study", **self._source},
         )
         self.parent_run_id = run.info.run_id
         self._batch(run.info.run_id, params=params)
@@ -235,8 +278,13 @@ class StudyTracker:
         tags: dict[str, str],
         output_tail: str = "",
         started: float | None = None,
+        flags: Sequence[str] = (),
     ) -> str:
-        """One nested run for a finished trial, written in a handful of batched calls. Returns the run id."""
+        """One nested run for a finished trial, written in a handful of batched calls. Returns the run id.
+
+        ``flags`` are the trial's command-line flags: logged as params under their Katib names (the assigned
+        ``params`` win over them), and their ``--data`` as the run's data set.
+        """
         run = self.client.create_run(
             self.experiment_id,
             run_name=name,
@@ -247,6 +295,7 @@ class StudyTracker:
                     "hpo.kind": "trial",
                     "hpo.trial_number": str(number),
                     "hpo.condition": condition,
+                    **(self._source or source_tags()),
                     **tags,
                 }
             ),
@@ -254,7 +303,10 @@ class StudyTracker:
         run_id = run.info.run_id
         now = _ms(None)
         metrics = [(metric, value, step) for metric, values in curves.items() for step, value in enumerate(values)]
-        self._batch(run_id, params=params, metrics=metrics, timestamp=now)
+        fixed = flag_params(flags)
+        self._batch(run_id, params={**fixed, **params}, metrics=metrics, timestamp=now)
+        if fixed.get("data"):
+            self.client.log_inputs(run_id, datasets=[dataset_input(fixed["data"])])
         if output_tail:
             self.client.log_text(run_id, redact(output_tail), "output_tail.txt")
         self.client.set_terminated(run_id, status=STATUS.get(condition, "FAILED"))
@@ -300,6 +352,107 @@ def check_server(uri: str, *, timeout_s: float = 10.0) -> None:
         )
 
 
+class RetrainRun:
+    """One retrain's MLflow run, opened before its training starts (:meth:`open`) so that MLflow shows it RUNNING
+    with its per-epoch curves as they happen (:meth:`log_epoch`); :meth:`finish` adds the test metrics, files and
+    the model and ends it FINISHED, :meth:`fail` ends it FAILED. The run is nested under the pipeline's parent run
+    later, by :func:`log_retrains` (a nested run is a run with a ``mlflow.parentRunId`` tag).
+    """
+
+    def __init__(self, client, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+
+    @classmethod
+    def open(
+        cls,
+        uri: str,
+        *,
+        experiment_name: str,
+        name: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, Any],
+        dataset: Any = None,
+        artifact_root: Path | None = None,
+    ) -> RetrainRun:
+        """Create the run (its experiment too when new); ``dataset`` is a :func:`dataset_input`."""
+        client = _client(uri)
+        if artifact_root is None and uri.startswith("sqlite:///"):  # artifacts beside the database
+            artifact_root = Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts"
+        exp = experiment_id(client, uri, experiment_name, artifact_root)
+        run_id = client.create_run(exp, run_name=name, tags=_clean({**source_tags(), **tags})).info.run_id
+        opened = cls(client, run_id)
+        try:
+            log_batch(client, run_id, params=params)
+            if dataset is not None:
+                client.log_inputs(run_id, datasets=[dataset])
+        except BaseException:
+            opened.fail()
+            raise
+        return opened
+
+    def log_epoch(self, record: Mapping[str, float], step: int) -> None:
+        """One epoch's metrics at ``step``, in one call."""
+        log_batch(self.client, self.run_id, metrics=[(k, v, step) for k, v in record.items()])
+
+    def finish(
+        self,
+        *,
+        metrics: Mapping[str, float],
+        dicts: Mapping[str, Any],
+        artifacts: Sequence[Path],
+        model: Any,
+        input_example: Any,
+        code_path: str,
+        requirements: Sequence[str],
+    ) -> str:
+        """Metrics (at step 0), JSON files, artifacts and the model; FINISHED. Returns the model's URI."""
+        log_batch(self.client, self.run_id, metrics=[(k, v, 0) for k, v in metrics.items()])
+        for file, obj in dicts.items():
+            self.client.log_dict(self.run_id, obj, file)
+        for path in artifacts:
+            self.client.log_artifact(self.run_id, str(path))
+        model_uri = log_model(self.client, self.run_id, model, input_example, code_path, requirements)
+        self.client.set_terminated(self.run_id, status="FINISHED")
+        return model_uri
+
+    def fail(self) -> None:
+        with contextlib.suppress(Exception):  # the error that made the run fail matters more than this write
+            self.client.set_terminated(self.run_id, status="FAILED")
+
+
+def log_model(client, run_id: str, model: Any, input_example: Any, code_path: str, requirements: Sequence[str]) -> str:
+    """``model`` (a torch module) on run ``run_id`` with its signature and an input example; returns its URI.
+
+    The signature is inferred from the example and the model's output on it (a batch of windows, shape
+    (batch, window, features) -> (batch, outputs), the batch size free). The model is pickled (it loads back as its
+    own class, whatever the window length); explicit requirements skip MLflow's inference (a subprocess that
+    reloads the model: ~5 s each), and the package's code travels with the model, so it loads wherever torch is.
+    """
+    import mlflow
+    import mlflow.pytorch
+    import numpy as np
+    import torch
+    from mlflow.models import infer_signature
+
+    example = np.asarray(input_example, dtype=np.float32)
+    model.eval()
+    with torch.no_grad():
+        output = model(torch.from_numpy(example)).numpy()
+    mlflow.set_tracking_uri(client.tracking_uri)
+    with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            serialization_format="pickle",
+            signature=infer_signature(example, output),
+            input_example=example,
+            code_paths=[code_path],
+            pip_requirements=list(requirements),
+        )
+    return info.model_uri
+
+
 def log_retrains(
     uri: str,
     *,
@@ -314,10 +467,12 @@ def log_retrains(
     """One parent run with a nested run per retrain (and its model); optionally the champion in the registry.
 
     ``parent``: ``name``, ``tags``, ``metrics`` ({name: value}), ``texts`` ({file: text}), ``dicts`` ({file: obj}).
-    Each of ``runs``: ``id``, ``tags``, ``params``, ``curves`` ([(name, value, step)]), ``metrics``, ``dicts``,
-    ``artifacts`` (paths), ``model`` (a torch module, logged with ``serialization_format="pickle"``: it loads back
-    as the original class), ``champion`` (bool). With ``register_as``, the champion's model becomes a new version
-    of that registered model and :data:`ALIAS` moves to it; otherwise the registry is left as it was.
+    Each of ``runs`` is either a retrain its own step already logged (``run_id`` and ``model_uri`` of its
+    :class:`RetrainRun`, and ``tags`` to add: it is nested under the parent) or one to log now: ``id``, ``tags``,
+    ``params``, ``dataset`` (a :func:`dataset_input` or None), ``curves`` ([(name, value, step)]), ``metrics``,
+    ``dicts``, ``artifacts`` (paths), ``model`` (a torch module) and ``input_example``. Each has ``champion``
+    (bool). With ``register_as``, the champion's model becomes a new version of that registered model and
+    :data:`ALIAS` moves to it; otherwise the registry is left as it was.
 
     Raises:
         TrackingError: the tracking server is unreachable or a write fails; every run opened so far ends FAILED.
@@ -326,7 +481,6 @@ def log_retrains(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # SQLAlchemy deprecation noise from MLflow's SQL store
         import mlflow
-        import mlflow.pytorch
 
     result: dict[str, Any] = {
         "tracking_uri": redact(uri),
@@ -343,36 +497,32 @@ def log_retrains(
             artifacts = Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts"
         exp = experiment_id(client, uri, experiment_name, artifacts)
         now = _ms(None)
-        with run(client, exp, name=parent["name"], tags=parent["tags"]) as parent_id:
+        with run(client, exp, name=parent["name"], tags={**source_tags(), **parent["tags"]}) as parent_id:
             result["parent_run_id"] = parent_id
             champion_uri = None
             for retrain in runs:
-                tags = {"mlflow.parentRunId": parent_id, **retrain["tags"]}
-                with run(client, exp, name=retrain["id"], tags=tags) as run_id:
-                    log_batch(
-                        client,
-                        run_id,
-                        params=retrain["params"],
-                        metrics=[*retrain["curves"], *((k, v, 0) for k, v in retrain["metrics"].items())],
-                        timestamp=now,
-                    )
-                    for file, obj in retrain["dicts"].items():
-                        client.log_dict(run_id, obj, file)
-                    for path in retrain["artifacts"]:
-                        client.log_artifact(run_id, str(path))
-                    with mlflow.start_run(run_id=run_id):
-                        # explicit requirements skip MLflow's inference (a subprocess that reloads the model: ~5 s
-                        # each); the package's code travels with the model, so it loads wherever torch is installed
-                        info = mlflow.pytorch.log_model(
-                            retrain["model"],
-                            name="model",
-                            serialization_format="pickle",
-                            code_paths=[code_path],
-                            pip_requirements=list(requirements),
+                if retrain.get("run_id"):  # logged live by its retrain step: nest it under this parent
+                    run_id, model_uri = retrain["run_id"], retrain["model_uri"]
+                    for key, value in {"mlflow.parentRunId": parent_id, **retrain.get("tags", {})}.items():
+                        client.set_tag(run_id, key, redact(str(value)))
+                else:
+                    tags = {"mlflow.parentRunId": parent_id, **retrain["tags"]}
+                    with run(client, exp, name=retrain["id"], tags={**source_tags(), **tags}) as run_id:
+                        log_batch(client, run_id, params=retrain["params"], metrics=retrain["curves"], timestamp=now)
+                        if retrain.get("dataset") is not None:
+                            client.log_inputs(run_id, datasets=[retrain["dataset"]])
+                        model_uri = RetrainRun(client, run_id).finish(
+                            metrics=retrain["metrics"],
+                            dicts=retrain["dicts"],
+                            artifacts=retrain["artifacts"],
+                            model=retrain["model"],
+                            input_example=retrain["input_example"],
+                            code_path=code_path,
+                            requirements=requirements,
                         )
-                result["runs"][retrain["id"]] = {"run_id": run_id, "model_uri": info.model_uri}
+                result["runs"][retrain["id"]] = {"run_id": run_id, "model_uri": model_uri}
                 if retrain["champion"]:
-                    champion_uri = info.model_uri
+                    champion_uri = model_uri
             log_batch(client, parent_id, metrics=[(k, v, 0) for k, v in parent["metrics"].items()], timestamp=now)
             for file, text in parent["texts"].items():
                 client.log_text(parent_id, redact(text), file)

@@ -7,6 +7,7 @@ import copy
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -282,6 +283,81 @@ def test_register_logs_every_retrain_and_aliases_a_winning_champion(retrained, t
     torch.testing.assert_close(model(x), reference(x))
 
 
+def test_a_retrain_run_is_open_while_it_trains_and_nested_by_register(signal_data, tmp_path):
+    from mlflow import MlflowClient
+    from mlflow.models import get_model_info
+
+    from tests.pipeline.conftest import SIGNAL_FLAGS, item
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    seen: list[steps.StepProgress] = []
+    during: dict[str, object] = {}
+
+    def on_progress(progress: steps.StepProgress) -> None:
+        seen.append(progress)
+        if progress.epoch == 3:  # mid-training: what a user opening the MLflow UI now would see
+            (run,) = client.search_runs([client.get_experiment_by_name("syn-exp").experiment_id])
+            during["status"] = run.info.status
+            during["steps"] = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+
+    folder = tmp_path / "retrain"
+    steps.run_retrain(item("t-live", 1, 0, 0.6, SIGNAL_FLAGS + ["--epochs=5"]), signal_data, folder,
+                      tracking_uri=uri, on_progress=on_progress)
+    # the step says it started, then reports every epoch of the fit as it ends
+    assert seen[0] == steps.StepProgress("retrain", item="001-t-live-seed0")
+    assert [(p.phase, p.epoch, p.epochs) for p in seen[1:]] == [("fit", e, 5) for e in range(1, 6)]
+    # while it trained, its MLflow run was already RUNNING with the epochs so far
+    assert during == {"status": "RUNNING", "steps": [1, 2, 3]}
+    logged = json.loads((folder / "item.json").read_text())
+    run = client.get_run(logged["mlflow_run_id"])
+    # it ends FINISHED with the test metrics; params under the trial's flag (Katib) names, data as the spec
+    assert run.info.status == "FINISHED" and "test_loss" in run.data.metrics
+    assert run.data.params["batch-size"] == "128" and run.data.params["hidden-size"] == "16"
+    assert "batch_size" not in run.data.params and "output-dir" not in run.data.params
+    assert run.data.params["data"].startswith("file:") and run.data.params["data"].endswith("syn.csv")
+    # the data set is the run's training input; MLflow's own source tags are set
+    (data_input,) = run.inputs.dataset_inputs
+    assert data_input.dataset.name == run.data.params["data"] and len(data_input.dataset.digest) == 8
+    assert run.data.tags["mlflow.source.type"] == "LOCAL"
+    # the model has a signature (batch free, window x features fixed) and an input example
+    info = get_model_info(logged["mlflow_model_uri"])
+    assert tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 5, 8)
+    assert info.saved_input_example_info is not None
+
+    # register nests the live run under the pipeline's parent instead of logging it again
+    summary = steps.summarize([folder])
+    result = steps.register([folder], summary, uri=uri, model_name="syn-live")
+    assert result["runs"]["001-t-live-seed0"]["run_id"] == logged["mlflow_run_id"]
+    assert client.get_run(logged["mlflow_run_id"]).data.tags["mlflow.parentRunId"] == result["parent_run_id"]
+    assert len(client.search_runs([client.get_experiment_by_name("syn-exp").experiment_id])) == 2
+    # the experiment opens on its runs in MLflow's UI: it is typed
+    assert client.get_experiment_by_name("syn-exp").tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_the_steps_report_across_processes_through_the_progress_file(tmp_path, monkeypatch):
+    path = tmp_path / "progress.jsonl"
+    monkeypatch.setenv(steps.PROGRESS_ENV, str(path))
+    seen: list[steps.StepProgress] = []
+    script = ("from hpo_lib.pipeline import steps; r = steps._reporter(None); "
+              "[r(steps.StepProgress('retrain', item='a', phase='fit', epoch=e, epochs=3)) for e in (1, 2, 3)]")
+    with steps.follow_progress(path, seen.append, interval_s=0.1):
+        # another process (as kfp's local runner starts each step) reports through the file the environment names
+        subprocess.run([sys.executable, "-c", script], check=True, env=os.environ)
+        steps.prepare_data("sample:sp500", tmp_path / "data")
+    # every report reaches the callback in this process, in order, the last ones too
+    assert [(p.step, p.epoch) for p in seen] == [("retrain", 1), ("retrain", 2), ("retrain", 3), ("prepare data", 0)]
+
+
+def test_retrain_params_use_the_trials_flag_names(signal_data):
+    config = {"model": "mlp", "batch_size": 64, "bidirectional": False, "output_dir": "/x", "cache_dir": "",
+              "data": "file:/prepared/prices.parquet"}
+    # the trial's flag names (Katib's); booleans as the flags spell them; the data spec it was prepared from
+    assert steps.run_params(config, signal_data) == {
+        "model": "mlp", "batch-size": "64", "bidirectional": "false",
+        "data": json.loads((signal_data / "data.json").read_text())["spec"]}
+
+
 def test_a_losing_champion_registers_nothing(retrained, tmp_path):
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -445,6 +521,12 @@ def test_local_pipeline_against_a_real_mlflow_server(tmp_path, mlflow_server, re
     # 2 winners x 2 seeds, 2 epochs each (the trials' --epochs), selected from the 3 local trials
     assert (summary["n_winners"], summary["n_retrains"], summary["n_trials"]) == (2, 4, 3)
     assert summary["verdict"] in out
+    # the terminal showed each step as it started and every retrain's epochs, not one line and then silence
+    for step in ("prepare data", "tune", "select winners", "retrain", "evaluate", "register"):
+        assert f"step: {step}" in out
+    # (the rolling-origin refits report their own epochs, with "(origin i/R)" after them)
+    assert len(re.findall(r"retrain \S+-seed\d: epoch 2/2$", out, flags=re.M)) == 4
+    assert re.search(r"retrain \S+-seed\d: epoch 2/2 \(origin 2/\d+\)$", out, flags=re.M)
 
     client = MlflowClient(url)
     experiment = client.get_experiment_by_name("lstm-tiny")
@@ -455,6 +537,8 @@ def test_local_pipeline_against_a_real_mlflow_server(tmp_path, mlflow_server, re
     children = client.search_runs([experiment.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
+    # each was opened by its retrain, before training, so before the register step opened the parent
+    assert all(r.info.start_time < parent.info.start_time for r in children)
     for run in children:
         # params, per-epoch curves, test metrics beside the bar, and the evaluation report as an artifact
         assert run.data.params["model"] == "lstm" and run.data.params["epochs"] == "2"

@@ -181,13 +181,48 @@ def test_the_source_tag_and_params_carry_no_password(tmp_path):
             "data=yahoo:SPY,token=abc123"]
     run_id = tracker.open_study("local.x", {}, params={"storage": "postgresql://ana:s3cret@db/optuna"}, argv=argv)
     run = tracker.client.get_run(run_id)
-    # MLflow's own source tag is the command line, redacted; the parameter too
-    assert run.data.tags["mlflow.source.name"] == (
+    # the command line is recorded, redacted, beside MLflow's own source tags; the parameter is redacted too
+    assert run.data.tags["hpo.command"] == (
         "hpo tune m.yaml --storage postgresql://ana:***@db/optuna --set data=yahoo:SPY,token=***"
     )
+    assert run.data.tags["mlflow.source.type"] == "LOCAL" and "mlflow.user" in run.data.tags
     assert run.data.params["storage"] == "postgresql://ana:***@db/optuna"
     tracker.log_trial(number=0, name="t0", condition="Failed", params={}, curves={},
                       tags={"hpo.argv": "--tracking-uri=http://u:pw@h"}, output_tail="at http://u:pw@h")
     (child,) = [r for r in tracker.client.search_runs([tracker.experiment_id]) if r.info.run_id != run_id]
     # a trial's tags are redacted as well
     assert child.data.tags["hpo.argv"] == "--tracking-uri=http://u:***@h"
+
+
+def test_an_experiment_carries_mlflows_type_tag_new_or_old(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow_client(uri)
+    old = client.create_experiment("made-by-an-earlier-version")
+    # a new experiment is typed at creation, one made before this version when it is first used
+    for name in ("new", "made-by-an-earlier-version"):
+        exp = client.get_experiment(tracking.experiment_id(client, uri, name, artifact_root=tmp_path / "a"))
+        assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_a_trial_run_has_every_flag_under_its_katib_name_and_its_data_set(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = tracking.StudyTracker(uri, "x", artifact_root=tmp_path / "mlartifacts")
+    tracker.open_study("local.x", {}, params={})
+    flags = ["python", "-m", "hpo_lib.trial", "--model=lstm", "--data=sample:sp500", "--epochs=5",
+             "--batch-size=64", "--output-dir=/tmp/t0", "--lr=0.1"]
+    run_id = tracker.log_trial(number=0, name="t0", condition="Succeeded", params={"lr": "0.001"},
+                               curves={"val_loss": [1.0]}, tags={}, flags=flags)
+    run = tracker.client.get_run(run_id)
+    # fixed flags and assignments under the flag (Katib) names; the assignment wins; no per-run output folder
+    assert run.data.params == {"model": "lstm", "data": "sample:sp500", "epochs": "5", "batch-size": "64",
+                               "lr": "0.001"}
+    # the data set is the run's training input, named by its spec
+    (data_input,) = run.inputs.dataset_inputs
+    assert data_input.dataset.name == "sample:sp500" and data_input.dataset.source_type == "katib-hpo"
+    assert [(t.key, t.value) for t in data_input.tags] == [("mlflow.data.context", "training")]
+
+
+def test_flag_params_reads_katib_style_flags():
+    # --name=value pairs by name; a bare flag is true; the last repeat wins; positional words are not flags
+    assert tracking.flag_params(["python", "--a=1", "--b", "--a=2", "x", "--output-dir=o"]) == {"a": "2", "b": "true"}
