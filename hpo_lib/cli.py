@@ -327,12 +327,13 @@ def _pipeline(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from hpo_lib.pipeline import dag as definition
+
+    if args.pipeline_command == "compile":  # KFP only: compiling needs neither torch nor the steps
+        print(f"compiled to {definition.compile_pipeline(args.output or definition.default_output())}")
+        return 0
     from hpo_lib.pipeline import steps
     from hpo_lib.results import tracking
 
-    if args.pipeline_command == "compile":
-        print(f"compiled to {definition.compile_pipeline(args.output or definition.default_output())}")
-        return 0
     for name in ("top_k", "seeds"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
