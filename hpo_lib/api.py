@@ -514,9 +514,12 @@ def load_study(manifest: str | Path, options: Any) -> optuna.Study:
 
 
 @contextlib.contextmanager
-def storage_failures(storage: str, state_dir: str | os.PathLike[str]) -> Iterator[None]:
+def storage_failures(
+    storage: str, state_dir: str | os.PathLike[str], *, resume: str = "run the same tuning again to resume"
+) -> Iterator[None]:
     """A study storage that fails mid-study (a full disk, a lost database server) as one HpoError: what finished
-    is in the storage already, and running the same tuning again resumes."""
+    is in the storage already, and running the same tuning again resumes (``resume`` says how, in the caller's
+    words)."""
     import optuna
     import sqlalchemy.exc
 
@@ -532,8 +535,7 @@ def storage_failures(storage: str, state_dir: str | os.PathLike[str]) -> Iterato
         what = "the disk is full" if full else first_line(causes[-1])
         raise HpoError(
             f"the study storage {redact(storage)} failed mid-study: {what}; every trial that finished before is kept "
-            f"there and under {os.fspath(state_dir)}/: free space (or fix the storage) and run the same tuning again "
-            "to resume"
+            f"there and under {os.fspath(state_dir)}/: free space (or fix the storage) and {resume}"
         ) from None
 
 

@@ -529,38 +529,9 @@ def _load_study(manifest: str, options):
 def _storage_failures(storage: str, state_dir: str):
     """Turn a storage that fails mid-study (a full disk, a lost database server) into one line: what finished is in
     the storage already, and re-running the same command resumes."""
-    import contextlib
-    import errno
+    from hpo_lib import api
 
-    @contextlib.contextmanager
-    def guard():
-        import optuna
-        import sqlalchemy.exc
-
-        try:
-            yield
-        except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
-            if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
-                raise
-            causes = [exc, *_causes(exc)]
-            text = " ".join(first_line(c) for c in causes).lower()
-            full = any(isinstance(c, OSError) and c.errno in (errno.ENOSPC, errno.EDQUOT) for c in causes)
-            full = full or "disk is full" in text or "no space left" in text
-            what = "the disk is full" if full else first_line(causes[-1])
-            raise HpoError(
-                f"the study storage {storage} failed mid-study: {what}; every trial that finished before is kept "
-                f"there and under {state_dir}/: free space (or fix the storage) and re-run the same command to resume"
-            ) from None
-
-    return guard()
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """An exception's chain of causes and contexts, nearest first."""
-    out: list[BaseException] = []
-    while (exc := exc.__cause__ or exc.__context__) is not None and exc not in out:  # type: ignore[assignment]
-        out.append(exc)
-    return out
+    return api.storage_failures(storage, state_dir, resume="re-run the same command to resume")
 
 
 def _output_folder(path, flag: str):
