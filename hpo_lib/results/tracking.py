@@ -94,7 +94,35 @@ def experiment_id(client, uri: str, name: str, artifact_root: Path | None = None
         return experiment.experiment_id
     local = not uri.startswith(("http://", "https://", "databricks"))
     location = Path(artifact_root).resolve().as_uri() if artifact_root is not None and local else None
-    return client.create_experiment(name, artifact_location=location, tags={key: kind})
+    try:
+        return client.create_experiment(name, artifact_location=location, tags={key: kind})
+    except Exception as exc:  # a parallel retrain created it between the lookup and here: use that one
+        experiment = client.get_experiment_by_name(name) if _duplicate(exc) else None
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+#: How a store says a row another writer just inserted is already there (SQLite, PostgreSQL, MySQL, MLflow).
+DUPLICATE_MARKS = ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry", "RESOURCE_ALREADY_EXISTS")
+
+
+def _duplicate(exc: BaseException) -> bool:
+    return any(mark in str(exc) for mark in DUPLICATE_MARKS)
+
+
+def log_inputs(client, run_id: str, datasets: Sequence[Any], *, attempts: int = 3) -> None:
+    """``client.log_inputs`` that survives parallel writers: MLflow inserts a data set once per experiment, so
+    two runs logging the same new data set at the same moment make one of them fail on the unique key; the data
+    set is then stored, and the next attempt only links it to this run."""
+    for attempt in range(attempts):
+        try:
+            client.log_inputs(run_id, datasets=list(datasets))
+            return
+        except Exception as exc:
+            if not _duplicate(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def source_tags(argv: Sequence[str] | None = None) -> dict[str, str]:
@@ -306,7 +334,7 @@ class StudyTracker:
         fixed = flag_params(flags)
         self._batch(run_id, params={**fixed, **params}, metrics=metrics, timestamp=now)
         if fixed.get("data"):
-            self.client.log_inputs(run_id, datasets=[dataset_input(fixed["data"])])
+            log_inputs(self.client, run_id, [dataset_input(fixed["data"])])
         if output_tail:
             self.client.log_text(run_id, redact(output_tail), "output_tail.txt")
         self.client.set_terminated(run_id, status=STATUS.get(condition, "FAILED"))
@@ -385,7 +413,7 @@ class RetrainRun:
         try:
             log_batch(client, run_id, params=params)
             if dataset is not None:
-                client.log_inputs(run_id, datasets=[dataset])
+                log_inputs(client, run_id, [dataset])
         except BaseException:
             opened.fail()
             raise
@@ -510,7 +538,7 @@ def log_retrains(
                     with run(client, exp, name=retrain["id"], tags={**source_tags(), **tags}) as run_id:
                         log_batch(client, run_id, params=retrain["params"], metrics=retrain["curves"], timestamp=now)
                         if retrain.get("dataset") is not None:
-                            client.log_inputs(run_id, datasets=[retrain["dataset"]])
+                            log_inputs(client, run_id, [retrain["dataset"]])
                         model_uri = RetrainRun(client, run_id).finish(
                             metrics=retrain["metrics"],
                             dicts=retrain["dicts"],

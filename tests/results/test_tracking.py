@@ -226,3 +226,63 @@ def test_a_trial_run_has_every_flag_under_its_katib_name_and_its_data_set(tmp_pa
 def test_flag_params_reads_katib_style_flags():
     # --name=value pairs by name; a bare flag is true; the last repeat wins; positional words are not flags
     assert tracking.flag_params(["python", "--a=1", "--b", "--a=2", "x", "--output-dir=o"]) == {"a": "2", "b": "true"}
+
+
+class RacingClient:
+    """A real client whose first ``log_inputs``/``create_experiment`` loses a race: another writer stores the same
+    row first (for real, through the real client) and this call then fails on the store's unique key, as parallel
+    retrains logging one data set to one experiment do."""
+
+    def __init__(self, client, other_run_id: str | None = None) -> None:
+        self.client, self.other_run_id, self.calls = client, other_run_id, 0
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def log_inputs(self, run_id, datasets):
+        self.calls += 1
+        if self.calls == 1:
+            self.client.log_inputs(self.other_run_id, datasets=datasets)
+            raise RuntimeError("UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest")
+        self.client.log_inputs(run_id, datasets=datasets)
+
+    def get_experiment_by_name(self, name):
+        self.calls += 1
+        return None if self.calls == 1 else self.client.get_experiment_by_name(name)  # not there yet, then there
+
+    def create_experiment(self, name, **kwargs):
+        self.client.create_experiment(name, **kwargs)
+        raise RuntimeError(f"RESOURCE_ALREADY_EXISTS: Experiment '{name}' already exists.")
+
+
+def test_two_runs_logging_one_new_data_set_at_once_both_get_it(store):
+    client, exp = store
+    first, second = (client.create_run(exp, run_name=name).info.run_id for name in ("first", "second"))
+    racing = RacingClient(client, other_run_id=first)
+    tracking.log_inputs(racing, second, [tracking.dataset_input("sample:sp500")])
+    assert racing.calls == 2  # lost the race once, then linked the stored data set
+    for run_id in (first, second):
+        (data_input,) = client.get_run(run_id).inputs.dataset_inputs
+        assert data_input.dataset.name == "sample:sp500"
+
+
+def test_an_input_error_that_is_no_race_is_raised_at_once(store):
+    client, exp = store
+    run_id = client.create_run(exp, run_name="r").info.run_id
+
+    class Broken(RacingClient):
+        def log_inputs(self, run_id, datasets):
+            self.calls += 1
+            raise RuntimeError("INVALID_PARAMETER_VALUE: dataset too large")
+
+    broken = Broken(client)
+    with pytest.raises(RuntimeError, match="too large"):
+        tracking.log_inputs(broken, run_id, [tracking.dataset_input("sample:sp500")])
+    assert broken.calls == 1
+
+
+def test_an_experiment_another_writer_creates_at_the_same_moment_is_used_not_an_error(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow_client(uri)
+    exp = tracking.experiment_id(RacingClient(client), uri, "raced", artifact_root=tmp_path / "a")
+    assert client.get_experiment(exp).name == "raced"
