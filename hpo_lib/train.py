@@ -172,7 +172,8 @@ class ReplicaResult:
     fold: int
     seed: int
     history: list[dict[str, float]]  # this replica's own epoch records
-    state_dict: dict[str, torch.Tensor]  # its weights at the trial's best (mean) epoch
+    state_dict: dict[str, torch.Tensor]  # its weights at the kept epoch
+    best_epoch: int = 0  # the kept epoch: the trial's best (mean) one, or its own with keep="each"
 
 
 def _clip_per_replica(params: Sequence[torch.Tensor], max_norm: float) -> None:
@@ -395,6 +396,7 @@ def fit_replicas(
     *,
     pack: str = "auto",
     primary: int = -1,
+    keep: str = "mean",
 ) -> FitResult:
     """Train every replica (a model per fold and seed, each built by the caller under its own seed) epoch by epoch.
 
@@ -402,7 +404,9 @@ def fit_replicas(
     validation block; ``reporter`` gets one record: the means over replicas (:func:`aggregate`), ``lr`` and the
     cumulative ``train_time_s``. Early stopping (``patience``) and the best epoch follow the mean validation loss;
     every replica's weights at that epoch are kept (``FitResult.replicas``), and ``FitResult.state_dict`` is replica
-    ``primary``'s. Replicas pack where :func:`plan` says so; the numbers are those of each replica trained alone.
+    ``primary``'s; with ``keep="each"`` every replica keeps its own lowest-validation-loss epoch instead, the epoch
+    it would keep trained alone. Replicas pack where :func:`plan` says so; the numbers are those of each replica
+    trained alone.
     Raises TrainingError if a loss is not finite, ConfigError if the replicas would not fit in the device's memory.
     """
     device = select_device(cfg.device)
@@ -429,7 +433,11 @@ def fit_replicas(
     best = FitResult(
         best_epoch=0, best_val_loss=math.inf, epochs_run=0, stopped_early=False, train_time_s=0.0, state_dict={}
     )
+    if keep not in ("mean", "each"):
+        raise ConfigError(f"keep must be mean or each, got {keep!r}")
     states: list[dict[str, torch.Tensor]] = []
+    own_best, own_epoch = [math.inf] * len(replicas), [0] * len(replicas)
+    own_states: list[dict[str, torch.Tensor]] = [{} for _ in replicas]
     started = time.perf_counter()
     for epoch in range(cfg.epochs):
         lr = lr_at(epoch, cfg)
@@ -462,14 +470,20 @@ def fit_replicas(
             best.best_val_loss, best.best_epoch = record[VAL + "loss"], epoch + 1
             unpacked = [s for unit in units for s in unit.states()]
             states = [unpacked[order.index(i)] for i in range(len(replicas))]
+        improved = [i for i, (_, val) in enumerate(results) if keep == "each" and val["loss"] < own_best[i]]
+        if improved:
+            unpacked = [s for unit in units for s in unit.states()]
+            for i in improved:
+                own_best[i], own_epoch[i], own_states[i] = results[i][1]["loss"], epoch + 1, unpacked[order.index(i)]
         best.epochs_run, best.train_time_s = epoch + 1, elapsed
         reporter(record)
         if epoch + 1 - best.best_epoch >= cfg.patience:
             best.stopped_early = True
             break
-    best.state_dict = states[primary]
+    kept = (own_states, own_epoch) if keep == "each" else (states, [best.best_epoch] * len(replicas))
+    best.state_dict = kept[0][primary]
     best.replicas = [
-        ReplicaResult(fold=r.fold, seed=r.seed, history=h, state_dict=st)
-        for r, h, st in zip(replicas, per_replica, states)
+        ReplicaResult(fold=r.fold, seed=r.seed, history=h, state_dict=st, best_epoch=e)
+        for r, h, st, e in zip(replicas, per_replica, *kept)
     ]
     return best

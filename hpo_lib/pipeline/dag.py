@@ -82,7 +82,7 @@ def select_winners(
     selection: Output[Artifact],
     leaderboard: Output[Markdown],
 ) -> list[dict]:
-    """Top-k by the objective plus the Pareto front; one retrain item per winner and seed."""
+    """Top-k by the objective plus the Pareto front; one retrain item per winner, with its seeds."""
     import shutil
 
     from hpo_lib.pipeline import steps
@@ -111,14 +111,16 @@ def retrain(
     model: Output[Model],
     metrics: Output[Metrics],
 ):
-    """Retrain one winner with one seed on train + validation; score the held-out test split once, and refit it at
-    ``test_origins`` origins through the test period for the rolling-origin test (0: quarterly; 1: none)."""
+    """Retrain one winner with all its seeds in one process (packed where the family packs) on train + validation,
+    one folder per seed; score the held-out test split once, and refit it at ``test_origins`` origins through the
+    test period for the rolling-origin test (0: quarterly; 1: none)."""
     from hpo_lib.pipeline import steps
 
-    values = steps.run_retrain(item, dataset.path, model.path, cost_bps=cost_bps, test_origins=test_origins)
-    for name, value in values.items():
-        metrics.log_metric(name, value)
-    model.metadata.update({"trial": item["trial"], "seed": int(item["seed"]), "framework": "pytorch"})
+    by_seed = steps.run_retrain(item, dataset.path, model.path, cost_bps=cost_bps, test_origins=test_origins)
+    for seed, values in by_seed.items():
+        for name, value in values.items():
+            metrics.log_metric(f"seed{seed}_{name}", value)
+    model.metadata.update({"trial": item["trial"], "seeds": [int(s) for s in item["seeds"]], "framework": "pytorch"})
 
 
 @_component

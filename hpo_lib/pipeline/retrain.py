@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -434,48 +434,116 @@ def retrain(
     more fits; 0 = one origin per quarter of test days). ``on_epoch`` gets every epoch's record as it ends (of the
     retrain, then of each rolling refit). Returns the evaluation report, also written to ``evaluation.json`` with
     the run's metadata; ``input_example.npy`` holds the last :data:`EXAMPLE_WINDOWS` training windows (the model's
-    input example: never a test row).
+    input example: never a test row). One seed of :func:`retrain_seeds`.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    callback = None if on_epoch is None else (lambda seed, phase, record, epochs: on_epoch(phase, record, epochs))
+    return retrain_seeds(
+        args, {args.seed: out_dir}, cost_bps=cost_bps, n_trials=n_trials, test_origins=test_origins, on_epoch=callback
+    )[args.seed]
+
+
+# (seed, phase, epoch record, planned epochs): :data:`EpochCallback` with the seed whose epoch ended
+SeedEpochCallback = Callable[[int, str, Mapping[str, float], int], None]
+
+
+def retrain_seeds(
+    args: trial.TrialArgs,
+    out_dirs: Mapping[int, str | Path],
+    *,
+    cost_bps: float = 5.0,
+    n_trials: int = 1,
+    test_origins: int = 1,
+    on_epoch: SeedEpochCallback | None = None,
+) -> dict[int, dict[str, Any]]:
+    """:func:`retrain` of ``args`` once per seed of ``out_dirs`` (seed -> its folder), all in this process: one data
+    load, and the seeds trained together as replicas (:func:`hpo_lib.train.fit_replicas`, packed where
+    :func:`hpo_lib.train.plan` says so under ``args.pack``, else one after another).
+
+    Each seed gets exactly the updates, kept epoch, files and report a lone :func:`retrain` with that seed would
+    (``run.seed`` is its seed; ``run.train_time_s`` is the shared fit's). The rolling-origin refits run per seed,
+    one after another. Returns each seed's report.
+    """
+    seeds = list(out_dirs)
     started = time.perf_counter()
     prices = data.load_prices(args.data, cache_dir=args.cache_dir or None)
     ds = trial.load_dataset(args, prices=prices, refit=True)
-    model, result, forecast = _fit(args, ds, on_epoch=on_epoch)
-    history = result.history
-    base = baselines.evaluate(ds, ("val", "test"), final=True)
-    report = evaluate_test(ds, forecast, cost_bps=cost_bps, results=base, n_trials=n_trials)
-    report["run"] = {
-        "model": args.model,
-        "seed": args.seed,
-        "epochs": result.epochs_run,
-        "kept_epoch": result.best_epoch,
-        "kept_epoch_rule": "lowest in-sample validation loss (validation lies inside the training rows)",
-        "train_time_s": result.train_time_s,
-        "n_params": models.count_params(model),
-        "model_size_mb": models.model_size_mb(model),
-        "n_features": ds.n_features,
-        "n_outputs": trial.n_outputs(ds),
-        "window": args.seq_len,
-        "device": str(train.select_device(trial.train_config(args).device)),
-        "train_samples": int(len(ds.split.train)),
-        "train_period": [str(d.date()) for d in _period(ds, "train")],
-        "n_trials": int(n_trials),
-        "test_origins": int(test_origins),
-    }
-    if test_origins != 1:
-        report["rolling"] = rolling_origin(
-            args,
-            ds,
-            test_origins,
-            prices=prices,
-            first=forecast,
-            cost_bps=cost_bps,
-            n_trials=n_trials,
-            on_epoch=on_epoch,
-        )
-    report["run"]["wall_time_s"] = time.perf_counter() - started
+    cfg = trial.setup(args)
+    cfg.patience = cfg.epochs
+    replicas, built = trial.build_replicas(replace(args, seeds=1, seed=seeds[0]), [ds])
+    for seed in seeds[1:]:
+        more, more_built = trial.build_replicas(replace(args, seeds=1, seed=seed), [ds])
+        replicas, built = replicas + more, built + more_built
 
+    def live(mean: dict[str, float]) -> None:  # one seed: its record is the mean, reported as its epoch ends
+        if on_epoch is not None and len(seeds) == 1:
+            on_epoch(seeds[0], "fit", _insample(mean), cfg.epochs)
+
+    result = train.fit_replicas(built, replicas, cfg, live, pack=args.pack, keep="each")
+    base = baselines.evaluate(ds, ("val", "test"), final=True)
+    reports = {}
+    for seed, model, kept in zip(seeds, built, result.replicas):
+        model.load_state_dict(kept.state_dict)
+        extra = [{"lr": m["lr"], "train_time_s": m["train_time_s"]} for m in result.history]
+        history = [_insample({**own, **ex}) for own, ex in zip(kept.history, extra)]
+        if on_epoch is not None and len(seeds) > 1:  # several seeds: each one's epochs once the shared fit ends
+            for epoch in history:
+                on_epoch(seed, "fit", epoch, cfg.epochs)
+        seed_args = replace(args, seed=seed)
+        forecast = train.to_forecast(ds, train.predict(model, trial.split_x(ds, model, "test")))
+        report = evaluate_test(ds, forecast, cost_bps=cost_bps, results=base, n_trials=n_trials)
+        report["run"] = {
+            "model": args.model,
+            "seed": seed,
+            "epochs": result.epochs_run,
+            "kept_epoch": kept.best_epoch,
+            "kept_epoch_rule": "lowest in-sample validation loss (validation lies inside the training rows)",
+            "train_time_s": result.train_time_s,
+            "n_params": models.count_params(model),
+            "model_size_mb": models.model_size_mb(model),
+            "n_features": ds.n_features,
+            "n_outputs": trial.n_outputs(ds),
+            "window": args.seq_len,
+            "device": str(train.select_device(cfg.device)),
+            "train_samples": int(len(ds.split.train)),
+            "train_period": [str(d.date()) for d in _period(ds, "train")],
+            "n_trials": int(n_trials),
+            "test_origins": int(test_origins),
+            "packed_seeds": seeds,
+        }
+        if test_origins != 1:
+            refit = None if on_epoch is None else (lambda p, r, e, s=seed: on_epoch(s, p, r, e))
+            report["rolling"] = rolling_origin(
+                seed_args,
+                ds,
+                test_origins,
+                prices=prices,
+                first=forecast,
+                cost_bps=cost_bps,
+                n_trials=n_trials,
+                on_epoch=refit,
+            )
+        report["run"]["wall_time_s"] = time.perf_counter() - started
+        _write_retrain(Path(out_dirs[seed]), seed_args, ds, model, history, report, forecast, base)
+        reports[seed] = report
+    return reports
+
+
+def _insample(record: Mapping[str, float]) -> dict[str, float]:
+    """An epoch record with its validation metrics renamed ``insample_val_*`` (validation lies in the training rows)."""
+    return {(f"insample_{k}" if k.startswith("val_") else k): v for k, v in record.items()}
+
+
+def _write_retrain(
+    out: Path,
+    args: trial.TrialArgs,
+    ds: data.Dataset,
+    model: torch.nn.Module,
+    history: list[dict[str, float]],
+    report: dict[str, Any],
+    forecast: np.ndarray,
+    base: baselines.BaselineResults,
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
     trial.save_model(model, out, args)
     (out / "history.json").write_text(json.dumps(history, indent=2))
     np.save(out / "input_example.npy", ds.x["train"][-EXAMPLE_WINDOWS:].astype(np.float32))
@@ -486,7 +554,6 @@ def retrain(
         for d, y, f, b in zip(ds.dates["test"], ds.y["test"], forecast, bar_forecast)
     ]
     (out / "forecasts.csv").write_text("\n".join(rows) + "\n")
-    return report
 
 
 def _period(ds: data.Dataset, part: str):

@@ -1,6 +1,6 @@
 """What each step of the KFP pipeline does, as plain functions over folders (the components only call these).
 
-    prepare_data -> tune -> select_winners -> retrain (one per winner and seed) -> summarize -> register
+    prepare_data -> tune -> select_winners -> retrain (one per winner, its seeds together) -> summarize -> register
 
 Every step reads and writes files in folders (KFP artifacts on a cluster, temporary folders in the tests), so
 each one runs the same under KFP, under ``kfp.local`` and in a unit test. The pipeline definition itself lives in
@@ -24,7 +24,7 @@ import shlex
 import statistics
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -311,7 +311,8 @@ def select_winners(
     retrain_flags: str = "",
     on_progress: ProgressCallback | None = None,
 ) -> list[dict[str, Any]]:
-    """Pick the winners and return one retrain item per (winner, seed); writes ``selection.json``.
+    """Pick the winners and return one retrain item per winner, with its ``seeds`` (0 .. n_seeds - 1), all retrained
+    in one process by :func:`run_retrain`; writes ``selection.json``.
 
     Each item carries everything its retrain needs (the trial's flags included): in a local ``dsl.ParallelFor``,
     other task outputs passed beside the loop item arrive replaced by it (kfp 2.16-2.17), so nothing else is
@@ -354,24 +355,23 @@ def select_winners(
             + extra
         )
         retrain.retrain_args(flags)  # a bad flag fails here, before any GPU is requested
-        for seed in range(n_seeds):
-            items.append(
-                {
-                    "id": f"{w.rank:03d}-{w.trial.name}-seed{seed}",
-                    "experiment": tuned["experiment"],
-                    "trial": w.trial.name,
-                    "seed": seed,
-                    "rank": w.rank,
-                    "objective_metric": objective.metric,
-                    "objective": w.objective,
-                    "top_k": w.top_k,
-                    "pareto": w.pareto,
-                    "axes": w.axes,
-                    "flags": flags,
-                    "n_trials": selection.n_trials,
-                    "n_eligible": selection.n_eligible,
-                }
-            )
+        items.append(
+            {
+                "id": f"{w.rank:03d}-{w.trial.name}",
+                "experiment": tuned["experiment"],
+                "trial": w.trial.name,
+                "seeds": list(range(n_seeds)),
+                "rank": w.rank,
+                "objective_metric": objective.metric,
+                "objective": w.objective,
+                "top_k": w.top_k,
+                "pareto": w.pareto,
+                "axes": w.axes,
+                "flags": flags,
+                "n_trials": selection.n_trials,
+                "n_eligible": selection.n_eligible,
+            }
+        )
     out = Path(out_dir)
     _write_json(out / "selection.json", {**selection.to_dict(), "tune": tuned, "items": len(items)})
     (out / "leaderboard.md").write_text(render.selection_markdown(selection, tuned))
@@ -389,81 +389,93 @@ def run_retrain(
     tracking_uri: str | None = None,
     mlflow_experiment: str = "",
     on_progress: ProgressCallback | None = None,
-) -> dict[str, Any]:
-    """Retrain one (winner, seed) item on the prepared data; writes the retrain files plus ``item.json``.
+) -> dict[int, dict[str, float]]:
+    """Retrain one winner item with all its seeds in this process (:func:`hpo_lib.pipeline.retrain.retrain_seeds`:
+    one data load, the seeds packed where the family packs); writes one folder per seed, ``<out_dir>/seed<s>/``,
+    with the retrain files plus ``item.json`` (the item with that ``seed`` and the id ``<id>-seed<s>``).
 
     ``test_origins`` R > 1 adds the rolling-origin test (0: one origin per quarter of test days); the item's
-    ``n_trials`` deflates the Sharpe ratio. Returns the scalar results for the step's metrics. Loop items pass
-    through protobuf, so numbers may arrive as floats: they are cast back here.
+    ``n_trials`` deflates the Sharpe ratio. Returns each seed's scalar results for the step's metrics. Loop items
+    pass through protobuf, so numbers may arrive as floats: they are cast back here.
 
-    With a tracking URI (``tracking_uri``, else ``$MLFLOW_TRACKING_URI``) the retrain's MLflow run is opened before
+    With a tracking URI (``tracking_uri``, else ``$MLFLOW_TRACKING_URI``) each seed's MLflow run is opened before
     training, in ``mlflow_experiment`` (else ``$MLFLOW_EXPERIMENT_NAME``, else the item's experiment): each epoch's
-    metrics appear as the epoch ends, then the test metrics, ``evaluation.json``, ``forecasts.csv`` and the model;
-    ``item.json`` records the run, which :func:`register` nests under the pipeline's parent run. A tracking failure
-    costs the live run (one warning), never the retrain: :func:`register` then logs the retrain afresh.
+    metrics appear (as the epoch ends with one seed, when the shared fit ends with several), then the test metrics,
+    ``evaluation.json``, ``forecasts.csv`` and the model; ``item.json`` records the run, which :func:`register`
+    nests under the pipeline's parent run. A tracking failure costs the live run (one warning), never the retrain:
+    :func:`register` then logs the retrain afresh.
     """
     out = Path(out_dir)
     report_progress = _reporter(on_progress)
     report_progress(StepProgress("retrain", item=str(item["id"])))
+    seeds = [int(s) for s in item["seeds"]]
+    common = {k: v for k, v in item.items() if k != "seeds"}
+    common.update({k: int(item[k]) for k in ("rank", "n_trials", "n_eligible")})
+    per_seed = {s: {**common, "id": f"{item['id']}-seed{s}", "seed": s} for s in seeds}
     args = retrain.retrain_args(
-        list(item["flags"]),
-        data=data_spec(data_dir),
-        cache_dir="",
-        output_dir=str(out),
-        seed=int(item["seed"]),
-        eval_test=True,
+        list(item["flags"]), data=data_spec(data_dir), cache_dir="", output_dir=str(out), eval_test=True
     )
-    item = {**item, **{k: int(item[k]) for k in ("seed", "rank", "n_trials", "n_eligible")}}
     uri = os.environ.get("MLFLOW_TRACKING_URI", "") if tracking_uri is None else tracking_uri
     experiment = mlflow_experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME", "") or str(item["experiment"])
-    live = _open_retrain_run(uri, experiment, item, run_params(asdict(args), data_dir), data_dir) if uri else None
-    live_epochs = live is not None
+    params = {s: run_params(asdict(replace(args, seed=s)), data_dir) for s in seeds}
+    live = {s: _open_retrain_run(uri, experiment, per_seed[s], params[s], data_dir) if uri else None for s in seeds}
+    live_epochs = {s: live[s] is not None for s in seeds}
 
-    def on_epoch(phase: str, record: Mapping[str, float], epochs: int) -> None:
-        nonlocal live_epochs
-        epoch = int(record["epoch"])
-        if live is not None and live_epochs and phase == "fit":
+    def on_epoch(seed: int, phase: str, record: Mapping[str, float], epochs: int) -> None:
+        epoch, run = int(record["epoch"]), live[seed]
+        if run is not None and live_epochs[seed] and phase == "fit":
             try:
-                live.log_epoch({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
+                run.log_epoch({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
             except Exception as exc:  # noqa: BLE001 - MLflow raises many types; the retrain goes on
-                live_epochs = False
-                log.warning("MLflow: the epochs of %s are no longer logged live (%s)", item["id"], first_line(exc))
-        report_progress(StepProgress("retrain", item=str(item["id"]), phase=phase, epoch=epoch, epochs=epochs))
+                live_epochs[seed] = False
+                log.warning(
+                    "MLflow: the epochs of %s are no longer logged live (%s)", per_seed[seed]["id"], first_line(exc)
+                )
+        report_progress(
+            StepProgress("retrain", item=str(per_seed[seed]["id"]), phase=phase, epoch=epoch, epochs=epochs)
+        )
 
     try:
-        report = retrain.retrain(
+        reports = retrain.retrain_seeds(
             args,
-            out,
+            {s: out / f"seed{s}" for s in seeds},
             cost_bps=cost_bps,
             n_trials=int(item.get("n_trials") or 1),
             test_origins=int(test_origins),
             on_epoch=on_epoch,
         )
     except BaseException:
-        if live is not None:
-            live.fail()
+        for run in live.values():
+            if run is not None:
+                run.fail()
         raise
-    scalars = scalar_results(item, report)
-    if live is not None:
-        try:
-            model_uri = live.finish(
-                metrics={**scalars, "epochs_run": float(report["run"]["epochs"])},
-                dicts={"evaluation.json": report},
-                artifacts=[out / "forecasts.csv"],
-                model=retrain.load_model(out),
-                input_example=np.load(out / "input_example.npy"),
-                code_path=_package_copy(),
-                requirements=_model_requirements(),
-            )
-            item.update(mlflow_run_id=live.run_id, mlflow_model_uri=model_uri, mlflow_tracking_uri=redact(uri))
-            item["mlflow_experiment"] = experiment
-        except Exception as exc:  # noqa: BLE001
-            live.fail()
-            log.warning(
-                "MLflow: the run of %s could not be finished (%s); register logs it", item["id"], first_line(exc)
-            )
-    _write_json(out / "item.json", item)
-    return scalars
+    results = {}
+    for seed in seeds:
+        folder, seed_item, run, report = out / f"seed{seed}", per_seed[seed], live[seed], reports[seed]
+        scalars = scalar_results(seed_item, report)
+        if run is not None:
+            try:
+                model_uri = run.finish(
+                    metrics={**scalars, "epochs_run": float(report["run"]["epochs"])},
+                    dicts={"evaluation.json": report},
+                    artifacts=[folder / "forecasts.csv"],
+                    model=retrain.load_model(folder),
+                    input_example=np.load(folder / "input_example.npy"),
+                    code_path=_package_copy(),
+                    requirements=_model_requirements(),
+                )
+                seed_item.update(mlflow_run_id=run.run_id, mlflow_model_uri=model_uri, mlflow_tracking_uri=redact(uri))
+                seed_item["mlflow_experiment"] = experiment
+            except Exception as exc:  # noqa: BLE001
+                run.fail()
+                log.warning(
+                    "MLflow: the run of %s could not be finished (%s); register logs it",
+                    seed_item["id"],
+                    first_line(exc),
+                )
+        _write_json(folder / "item.json", seed_item)
+        results[seed] = scalars
+    return results
 
 
 def run_params(config: Mapping[str, Any], data_dir: str | Path) -> dict[str, str]:
@@ -564,10 +576,24 @@ def inference_scalars(inference: Mapping[str, Any]) -> dict[str, float | None]:
 
 
 # ----------------------------------------------------------------------------------------------- 5. summary
-def load_retrains(dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
-    runs = []
+def retrain_dirs(dirs: Sequence[str | Path]) -> list[Path]:
+    """The seed folders of :func:`run_retrain`'s outputs: a folder with an ``item.json`` is one, any other stands for
+    the seed folders in it (``seed<s>/``, in seed order)."""
+    found = []
     for d in dirs:
         folder = Path(d)
+        if (folder / "item.json").exists():
+            found.append(folder)
+        else:
+            seeds = sorted(folder.glob("seed*/item.json"), key=lambda p: int(p.parent.name.removeprefix("seed")))
+            found += [p.parent for p in seeds]
+    return found
+
+
+def load_retrains(dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """Each retrained seed's folder, ``item.json`` and ``evaluation.json``, from winner or seed folders."""
+    runs = []
+    for folder in retrain_dirs(dirs):
         runs.append(
             {
                 "dir": str(folder),

@@ -15,9 +15,10 @@ SIGNAL_FLAGS = ["--model=mlp", "--hidden-size=16", "--num-layers=1", "--seq-len=
              "--epochs=60", "--lr=0.003", "--batch-size=128", "--optimizer=adam", "--threads=1"]
 
 
-def item(trial: str, rank: int, seed: int, objective: float, flags=SIGNAL_FLAGS) -> dict:
+def item(trial: str, rank: int, seeds, objective: float, flags=SIGNAL_FLAGS) -> dict:
     """One loop item as the winners step emits it (numbers as floats, the way KFP's protobuf hands them over)."""
-    return {"id": f"{rank:03d}-{trial}-seed{seed}", "experiment": "syn-exp", "trial": trial, "seed": float(seed),
+    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+    return {"id": f"{rank:03d}-{trial}", "experiment": "syn-exp", "trial": trial, "seeds": [float(s) for s in seeds],
             "rank": float(rank), "objective_metric": "val_loss", "objective": objective, "top_k": True,
             "pareto": False, "axes": {}, "flags": list(flags), "n_trials": 7.0, "n_eligible": 5.0}
 
@@ -57,5 +58,5 @@ def retrained(signal_data, tmp_path_factory) -> list[Path]:
         folder = root / name
         steps.run_retrain(item(name, rank, 0, 0.5 + rank / 10, SIGNAL_FLAGS + extra + ["--epochs=20"]), signal_data,
                           folder, test_origins=3)
-        dirs.append(folder)
+        dirs.append(folder / "seed0")
     return dirs
