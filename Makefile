@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 TOOLS_VENV  ?= .tools-venv
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
 
-.PHONY: install tools lint lint-py test test-fast demo bench results lock clean help image image-base ray-venv
+.PHONY: install tools lint lint-py test test-fast demo bench results lock clean help image suggestion-image image-base ray-venv
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -37,8 +37,8 @@ lint-py: $(STAMP) $(TOOLS_STAMP)  ## ruff (lint + format check) and mypy over hp
 	$(TOOLS_VENV)/bin/ruff format --check hpo_lib
 	$(TOOLS_VENV)/bin/mypy --python-executable $(PY)
 
-lint: lint-py  ## lint-py, then hadolint the trial Dockerfile and checkov the manifests and the trial image
-	$(TOOLS_VENV)/bin/hadolint trial_image/Dockerfile
+lint: lint-py  ## lint-py, then hadolint both Dockerfiles and checkov the manifests and the images
+	$(TOOLS_VENV)/bin/hadolint trial_image/Dockerfile trial_image/suggestion.Dockerfile
 	$(TOOLS_VENV)/bin/checkov --quiet --compact --skip-download -d trial_image --framework dockerfile
 	$(TOOLS_VENV)/bin/checkov --quiet --compact --skip-download -d manifests --framework kubernetes kustomize
 
@@ -79,6 +79,9 @@ results: $(STAMP)  ## regenerate docs/RESULTS.md: tune, retrain and test on the 
 
 image:  ## build the GPU trial image: constraints.txt's torch (CUDA build) on the Debian base; BASE_IMAGE=stand-in: CPU
 	trial_image/build.sh image $(if $(BASE_IMAGE),--base $(BASE_IMAGE))
+
+suggestion-image:  ## build the suggestion service's image (katib-hpo-multiobjective; no torch) on the Debian base
+	trial_image/build.sh suggestion-image $(if $(BASE_IMAGE),--base $(BASE_IMAGE))
 
 image-base:  ## build the Debian base (debootstrap, no torch) and its CPU stand-in, cached in ~/.cache/katib-hpo
 	trial_image/build.sh base && trial_image/build.sh stand-in

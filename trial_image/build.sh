@@ -2,6 +2,8 @@
 # Build the Katib trial image from trial_image/Dockerfile, and the Debian base images it is built on.
 #
 #   trial_image/build.sh image [--base IMAGE|stand-in] [--tag NAME:TAG] [--no-cache]   (make image: the GPU image)
+#   trial_image/build.sh suggestion-image [--base IMAGE] [--tag NAME:TAG] [--no-cache]   (make suggestion-image)
+#                                             the suggestion service's image (suggestion.Dockerfile): no torch
 #   trial_image/build.sh base [--force]       the Debian base (debootstrap, Python, no torch), built when missing
 #   trial_image/build.sh stand-in [--force]   the base plus the local CPU torch wheel: the tests' CPU stand-in
 #   trial_image/build.sh resolve REPORT.json  pip's resolution of the image's dependencies (--dry-run --report) in
@@ -15,7 +17,9 @@
 # daemon, no overlay mounts). HPO_IMAGE_ENGINE=docker|buildah picks one. buildah keeps its images in a store of its
 # own, HPO_IMAGE_STORE (default ~/.cache/katib-hpo/containers), never inside the repo; `push` pushes from it.
 #
-# Default tag: the image that manifests/kustomization.yaml's `images:` names (ghcr.io/katib-hpo/trial:0.1.0).
+# Default tag: the image that manifests/kustomization.yaml's `images:` names (ghcr.io/katib-hpo/trial:0.1.0); the
+# suggestion image: the same registry and tag, name suggestion (ghcr.io/katib-hpo/suggestion:0.1.0, the name that
+# manifests/overlays/katib-hpo-multiobjective registers).
 # Default base: the Dockerfile's BASE_IMAGE, the Debian base this script makes: debootstrap --variant=minbase of the
 # Debian release whose python3 is the Dockerfile's PYTHON_MINOR (3.11: bookworm, 3.13: trixie), a venv at /opt/venv
 # first on PATH, no torch. The Dockerfile installs constraints.txt's torch pin, PyPI's CUDA build, into it.
@@ -28,6 +32,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 DOCKERFILE=$ROOT/trial_image/Dockerfile
+SUGGESTION_DOCKERFILE=$ROOT/trial_image/suggestion.Dockerfile
 STORE=${HPO_IMAGE_STORE:-${XDG_CACHE_HOME:-$HOME/.cache}/katib-hpo/containers}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # the image's Python minor has one home, the Dockerfile's ARG PYTHON_MINOR; the Debian release whose python3 it is
@@ -53,6 +58,11 @@ debian_suite() {
 }
 base_tag() { echo "localhost/katib-hpo/trial-base:py$PY_MINOR-$(debian_suite)"; }
 standin_tag() { echo "localhost/katib-hpo/trial-base:py$PY_MINOR-torch$(torch_version)-cpu"; }
+
+KIND=trial  # or suggestion: `suggestion-image` builds suggestion.Dockerfile with the same machinery
+
+# the suggestion image's name:tag: the trial image's registry and tag, name suggestion
+suggestion_image() { local trial; trial=$(kustomize_image); [[ -n $trial ]] && echo "${trial%/*}/suggestion:${trial##*:}"; }
 
 # name:tag from manifests/kustomization.yaml's first images: entry (newName wins over name)
 kustomize_image() {
@@ -263,7 +273,8 @@ resolve() {
 context_digest() {
     (cd "$ROOT" && {
         printf '%s\n' "$@"
-        sha256sum trial_image/Dockerfile .dockerignore pyproject.toml constraints.txt README.md
+        sha256sum "$DOCKERFILE" .dockerignore pyproject.toml constraints.txt README.md LICENSE \
+            trial_image/suggestion-requirements.txt
         find hpo_lib -type f ! -path '*/__pycache__/*' ! -name '*.py[co]' -print0 | sort -z | xargs -0 sha256sum
     } | sha256sum | cut -d' ' -f1)
 }
@@ -291,10 +302,15 @@ build_image() {
         shift
     done
     engine=$(pick_engine)
-    tag=${tag:-$(kustomize_image)}
+    if [[ $KIND == suggestion ]]; then tag=${tag:-$(suggestion_image)}; else tag=${tag:-$(kustomize_image)}; fi
     [[ -n $tag ]] || die "no image under images: in manifests/kustomization.yaml; pass --tag NAME:TAG"
     # the two bases this script makes (the default and the CPU stand-in): built when missing, never pulled
-    local torch_build=cuda own=""
+    local torch_build=cuda own="" build_args
+    if [[ $KIND == suggestion ]]; then
+        torch_build=""
+        case "$base" in stand-in | "$(standin_tag)") die "suggestion-image: the service needs no torch, so no stand-in:
+  build it on the default base (trial_image/build.sh suggestion-image) or one of your own (--base IMAGE)" ;; esac
+    fi
     case "$base" in
         stand-in | "$(standin_tag)") base=$(standin_tag); own=stand-in; torch_build=cpu ;;
         "" | "$(base_tag)") base=$(base_tag); own=base ;;
@@ -308,6 +324,8 @@ build_image() {
         fi
     fi
     base=$(qualify "$base")
+    build_args=(--build-arg "BASE_IMAGE=$base")
+    if [[ -n $torch_build ]]; then build_args+=(--build-arg "TORCH_BUILD=$torch_build"); fi
     if [[ $engine == buildah ]]; then need_buildah; lock_store; fi
     if ! have_image "$engine" "$base"; then
         say "base image $base is not in the local store; pulling it"
@@ -322,7 +340,7 @@ build_image() {
         log=$(mktemp "${TMPDIR:-/tmp}/katib-hpo-image-build.XXXXXX.log")
         say "docker build $tag on $base"
         set +e
-        docker build -f "$DOCKERFILE" --build-arg "BASE_IMAGE=$base" --build-arg "TORCH_BUILD=$torch_build" --label "io.katib-hpo.base-image=$base" \
+        docker build -f "$DOCKERFILE" "${build_args[@]}" --label "io.katib-hpo.base-image=$base" \
             -t "$tag" "$ROOT" 2>&1 | tee "$log"
         status=${PIPESTATUS[0]}
         set -e
@@ -341,8 +359,7 @@ build_image() {
         find "$STORE/logs" -name 'build-*.log' -mtime +7 -delete  # failed builds' logs, kept a week
         say "buildah build $tag on $base (store: $STORE; log: $log)"
         set +e
-        bh build --isolation chroot --layers=false --force-rm --pull=never -f "$DOCKERFILE" --build-arg "BASE_IMAGE=$base" \
-            --build-arg "TORCH_BUILD=$torch_build" \
+        bh build --isolation chroot --layers=false --force-rm --pull=never -f "$DOCKERFILE" "${build_args[@]}" \
             --label "io.katib-hpo.base-image=$base" --label "io.katib-hpo.context-sha256=$digest" \
             -v "$cfg:/root:ro" -t "$tag" "$ROOT" 2>&1 | tee "$log"
         status=${PIPESTATUS[0]}
@@ -352,7 +369,7 @@ build_image() {
         rm -f "$log"
         bh rmi --prune >/dev/null 2>&1 || true  # the image this build replaced: with vfs, a full copy on disk
     fi
-    say "built $tag on $base (torch: $torch_build build) with $engine in $((SECONDS - start)) s"
+    say "built $tag on $base (${torch_build:+torch: $torch_build build, }$(basename "$DOCKERFILE")) with $engine in $((SECONDS - start)) s"
 }
 
 # A working container of IMAGE for `buildah run`, kept while the image is unchanged: with vfs storage, creating one
@@ -416,6 +433,8 @@ command=${1:-}
 shift || true
 case "$command" in
     image) build_image "$@" ;;
+    suggestion-image) KIND=suggestion; DOCKERFILE=$SUGGESTION_DOCKERFILE; build_image "$@" ;;
+    suggestion-image-name) suggestion_image ;;
     base) if [[ ${1:-} == --force ]]; then build_base 1; else build_base 0; fi ;;
     stand-in) if [[ ${1:-} == --force ]]; then build_standin 1; else build_standin 0; fi ;;
     resolve) resolve "$@" ;;

@@ -33,6 +33,8 @@ from hpo_lib.katib import contract, space
 NAMESPACE = "katib-hpo"
 IMAGE = "ghcr.io/katib-hpo/trial"
 IMAGE_TAG = "0.1.0"
+# the suggestion service's image (trial_image/suggestion.Dockerfile, `make suggestion-image`): no torch; same tag
+SUGGESTION_IMAGE = "ghcr.io/katib-hpo/suggestion"
 KATIB_VERSION = "v0.19.0"
 DATA_SPEC = "yahoo:SPY,start=2010-01-01,end=2024-12-31"  # shell-safe form: Katib runs args through `sh -c`
 DATA_PVC = "market-data"
@@ -375,7 +377,7 @@ def data_prep_network_policy() -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------- overlay
 def suggestion_service_entry() -> dict[str, Any]:
-    """The katib-config entry that registers ``katib-hpo-multiobjective``: the trial image, the service command.
+    """The katib-config entry that registers ``katib-hpo-multiobjective``: the suggestion image, its command.
 
     Katib's composer adds the port (6789) and gRPC readiness/liveness probes on ``manager.v1beta1.Suggestion``,
     which the service's health endpoint answers; the container runs as the image's non-root user with a
@@ -383,7 +385,7 @@ def suggestion_service_entry() -> dict[str, Any]:
     """
     return {
         "algorithmName": ALGORITHM,
-        "image": f"{IMAGE}:{IMAGE_TAG}",
+        "image": f"{SUGGESTION_IMAGE}:{IMAGE_TAG}",
         "imagePullPolicy": "IfNotPresent",
         "command": SUGGESTION_COMMAND,
         "env": [{"name": "HOME", "value": "/tmp"}, {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
@@ -562,9 +564,9 @@ def render() -> dict[str, str]:
     files["overlays/optuna-tpe/kustomization.yaml"] = _kustomization(["katib-config.yaml"])
     files["overlays/katib-hpo-multiobjective/katib-config.yaml"] = (
         "# Optional, cluster-wide: registers algorithm katib-hpo-multiobjective (`hpo katib suggestion-service` in\n"
-        f"# the trial image {IMAGE}:{IMAGE_TAG}; edit the image here to point at your registry), with more memory\n"
-        "# for Katib's Optuna suggestion pods and metrics collectors. Replaces the whole katib-config ConfigMap,\n"
-        "# like overlays/optuna-tpe: apply one of the two.\n"
+        f"# the suggestion image {SUGGESTION_IMAGE}:{IMAGE_TAG}, `make suggestion-image`; edit the image here to\n"
+        "# point at your registry), with more memory for Katib's Optuna suggestion pods and metrics collectors.\n"
+        "# Replaces the whole katib-config ConfigMap, like overlays/optuna-tpe: apply one of the two.\n"
         "#   kubectl apply -k manifests/overlays/katib-hpo-multiobjective\n"
         + _dump(katib_config(tpe_on_optuna=False, multi_objective=True))
     )

@@ -21,6 +21,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "trial_image" / "Dockerfile"
+SUGGESTION_DOCKERFILE = ROOT / "trial_image" / "suggestion.Dockerfile"  # the suggestion service's image
+both_dockerfiles = pytest.mark.parametrize("dockerfile", [DOCKERFILE, SUGGESTION_DOCKERFILE],
+                                         ids=["trial", "suggestion"])
 DOCKERIGNORE = ROOT / ".dockerignore"  # what docker reads: the build context is the repo root
 TOOLS_BIN = ROOT / ".tools-venv" / "bin"
 MANIFESTS = ROOT / "manifests"
@@ -108,16 +111,18 @@ def test_credential_names_are_recognised(name, is_credential):
     assert bool(CREDENTIAL_NAME.search(name)) == is_credential
 
 
-def test_hadolint_finds_nothing():
-    proc = subprocess.run([str(tool("hadolint")), "--no-color", "--format", "json", str(DOCKERFILE)],
+@both_dockerfiles
+def test_hadolint_finds_nothing(dockerfile):
+    proc = subprocess.run([str(tool("hadolint")), "--no-color", "--format", "json", str(dockerfile)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     findings = [f"{f['code']} line {f['line']}: {f['message']}" for f in json.loads(proc.stdout or "[]")]
     # zero findings at every level, info and style included
     assert findings == [], "\n".join(findings)
 
 
-def test_checkov_dockerfile_passes():
-    scan = run_checkov(DOCKERFILE, "dockerfile")
+@both_dockerfiles
+def test_checkov_dockerfile_passes(dockerfile):
+    scan = run_checkov(dockerfile, "dockerfile")
     # checkov really ran its Dockerfile checks, and none failed (skips are inline, each with a reason)
     assert scan.passed > 0
     assert scan.failed == [], "\n".join(scan.failed)
@@ -131,23 +136,26 @@ def test_checkov_manifests():
     assert scan.failed == [], "\n".join(scan.failed)
 
 
-def test_dockerfile_runs_as_a_non_root_numeric_user():
-    users = [args for keyword, args in instructions() if keyword == "USER"]
+@both_dockerfiles
+def test_dockerfile_runs_as_a_non_root_numeric_user(dockerfile):
+    users = [args for keyword, args in instructions(dockerfile) if keyword == "USER"]
     # the last USER is what the container runs as: numeric (Kubernetes' runAsNonRoot can only verify a number)
     assert users and re.fullmatch(r"\d+(:\d+)?", users[-1]), users
     assert int(users[-1].split(":")[0]) != 0
 
 
-def test_dockerfile_user_is_the_uid_the_manifests_run_as():
+@both_dockerfiles
+def test_dockerfile_user_is_the_uid_the_manifests_run_as(dockerfile):
     # the image's user and the pods' runAsUser are one number (a rename of UID fails here, it never skips)
     from hpo_lib.katib import manifests
 
-    user = [args for keyword, args in instructions() if keyword == "USER"][-1]
+    user = [args for keyword, args in instructions(dockerfile) if keyword == "USER"][-1]
     assert int(user.split(":")[0]) == manifests.UID
 
 
-def test_dockerfile_declares_no_credential_names():
-    names = [name for keyword, args in instructions() if keyword in ("ENV", "ARG", "LABEL")
+@both_dockerfiles
+def test_dockerfile_declares_no_credential_names(dockerfile):
+    names = [name for keyword, args in instructions(dockerfile) if keyword in ("ENV", "ARG", "LABEL")
              for name in declared_names(keyword, args)]
     # ENV, ARG and LABEL values are readable by anyone who can pull the image (docker history / inspect)
     assert names and [name for name in names if CREDENTIAL_NAME.search(name)] == []
@@ -158,8 +166,9 @@ def build_sh(*args: str) -> str:
                           timeout=60, check=True).stdout.strip()
 
 
-def test_base_image_is_a_build_argument_defaulting_to_the_base_build_sh_makes():
-    steps = instructions()
+@both_dockerfiles
+def test_base_image_is_a_build_argument_defaulting_to_the_base_build_sh_makes(dockerfile):
+    steps = instructions(dockerfile)
     base = [args for keyword, args in steps if keyword == "ARG" and args.startswith("BASE_IMAGE=")]
     # one Dockerfile for the GPU image, the CPU stand-in and a user's own base; the default is what
     # `make image-base` builds here (debootstrap, no registry), tagged by Python minor and Debian release, never latest
@@ -168,10 +177,11 @@ def test_base_image_is_a_build_argument_defaulting_to_the_base_build_sh_makes():
     assert [args for keyword, args in steps if keyword == "FROM"] == ["${BASE_IMAGE}"]
 
 
-def test_image_python_minor_is_set_once_and_is_the_local_engines():
+@both_dockerfiles
+def test_image_python_minor_is_set_once_and_is_the_local_engines(dockerfile):
     from packaging.specifiers import SpecifierSet
 
-    steps = instructions()
+    steps = instructions(dockerfile)
     minors = [args.split("=", 1)[1] for keyword, args in steps if keyword == "ARG" and args.startswith("PYTHON_MINOR=")]
     # one ARG PYTHON_MINOR: build.sh picks the Debian release from it, the build refuses a base with another python3
     assert len(minors) == 1 and minors[0] == f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -246,9 +256,29 @@ def test_dockerignore_sends_what_the_dockerfile_copies(path):
     assert not dockerignored(path)
 
 
-def test_dockerfile_copies_only_the_package_and_its_pins():
-    sources = {src for keyword, args in instructions() if keyword == "COPY" for src in shlex.split(args)[:-1]}
-    assert sources == {"pyproject.toml", "constraints.txt", "README.md", "hpo_lib/"}
+@pytest.mark.parametrize("dockerfile, extra", [(DOCKERFILE, set()),
+                                               (SUGGESTION_DOCKERFILE, {"trial_image/suggestion-requirements.txt"})],
+                         ids=["trial", "suggestion"])
+def test_dockerfile_copies_only_the_package_and_its_pins(dockerfile, extra):
+    sources = {src for keyword, args in instructions(dockerfile) if keyword == "COPY"
+               for src in shlex.split(args)[:-1]}
+    assert sources == {"pyproject.toml", "constraints.txt", "README.md", "LICENSE", "hpo_lib/"} | extra
+    # and the build context sends each of them
+    assert not [src for src in sources if dockerignored(src.rstrip("/") + ("/trial.py" if src.endswith("/") else ""))]
+
+
+def test_suggestion_image_installs_the_service_without_torch():
+    runs = " ".join(args for keyword, args in instructions(SUGGESTION_DOCKERFILE) if keyword == "RUN")
+    # the project without its dependencies (torch is one), then only the service's, pinned; Katib's messages too
+    assert "pip install --no-cache-dir --no-deps ." in runs
+    assert "-c constraints.txt -r suggestion-requirements.txt" in runs
+    assert "--no-deps -c constraints.txt kubeflow-katib" in runs and "torch is installed" in runs
+    steps = instructions(SUGGESTION_DOCKERFILE)
+    assert ("ENTRYPOINT", '["hpo", "katib", "suggestion-service"]') in steps
+    # the default tag is the one the katib-config overlay registers
+    from hpo_lib.katib import manifests
+
+    assert build_sh("suggestion-image-name") == f"{manifests.SUGGESTION_IMAGE}:{manifests.IMAGE_TAG}"
 
 
 def test_dockerignore_beside_the_dockerfile_matches_the_root_one():
