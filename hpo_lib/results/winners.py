@@ -81,12 +81,18 @@ def criteria(
     experiment: Mapping[str, Any],
     pareto_metrics: Iterable[str] = metrics.PARETO,
 ) -> tuple[Objective, list[Objective]]:
-    """The objective and the extra Pareto axes (all minimised) of an Experiment, with its metric strategies.
+    """The objective and the extra Pareto axes of an Experiment, with its metric strategies.
 
-    An extra axis without a declared strategy uses ``latest`` (the value at the end of the trial, as for
+    A multi-objective Experiment (algorithm ``katib-hpo-multiobjective``) declares its own: the front is taken over
+    exactly the objectives it was tuned for, each in its declared direction, so the pipeline retrains the front the
+    suggestion service searched. Any other Experiment trades the objective off against ``pareto_metrics``, all
+    minimised; an axis without a declared strategy uses ``latest`` (the value at the end of the trial, as for
     ``train_time_s``).
     """
     objective = katib_experiment.primary_objective(experiment)
+    declared = katib_experiment.objectives(experiment)
+    if len(declared) > 1:
+        return objective, [o for o in declared if o.metric != objective.metric]
     axes = [
         Objective(m, "minimize", katib_experiment.metric_strategy(experiment, m, "latest"))
         for m in pareto_metrics

@@ -127,6 +127,37 @@ def test_top_k_plus_pareto_front_skipping_unusable_trials(trials, experiment):
     assert any("lack train_time_s or model_size_mb" in n for n in selection.notes)
 
 
+def multi_objective(experiment: dict, objectives: str) -> dict:
+    """The fixture's Experiment as katib-hpo-multiobjective runs it, declaring ``objectives``."""
+    doc = json.loads(json.dumps(experiment))
+    doc["spec"]["algorithm"] = {"algorithmName": "katib-hpo-multiobjective", "algorithmSettings": [
+        {"name": "objectives", "value": objectives}, {"name": "random_state", "value": "42"}]}
+    return doc
+
+
+def test_a_multi_objective_experiments_front_is_over_its_declared_objectives(experiment):
+    doc = multi_objective(experiment, "val_loss:minimize, val_dir_acc:maximize")
+    objective, axes = winners.criteria(doc)
+    # the axes the suggestion service searched, in their directions: not the default time and size
+    assert objective.metric == "val_loss" and [(a.metric, a.direction, a.strategy) for a in axes] == \
+        [("val_dir_acc", "maximize", "max")]
+    made = [winners.Trial(name, "Succeeded", {}, {"val_loss": {"min": loss}, "val_dir_acc": {"max": acc}})
+            for name, loss, acc in [("a", 0.30, 0.50), ("b", 0.32, 0.58), ("c", 0.33, 0.55), ("d", 0.35, 0.60)]]
+    selection = winners.select(made, objective, k=1, axes=axes)
+    # c is dominated (b has lower loss and higher accuracy); minimising accuracy instead would keep only a
+    assert [(w.trial.name, w.pareto) for w in selection.winners] == [("a", True), ("b", True), ("d", True)]
+    assert all(set(w.axes) == {"val_dir_acc"} for w in selection.winners)
+
+
+def test_the_pareto_manifests_front_is_loss_time_and_size():
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).parents[2] / "manifests" / "cnn-lstm-pareto-experiment.yaml").read_text())
+    objective, axes = winners.criteria(doc)
+    assert objective.metric == "val_loss"
+    assert [(a.metric, a.direction) for a in axes] == [("train_time_s", "minimize"), ("model_size_mb", "minimize")]
+
+
 def test_early_stopped_trials_compete_when_asked(trials, experiment):
     objective, axes = winners.criteria(experiment)
     selection = winners.select(trials, objective, k=1, axes=axes, include_early_stopped=True)
