@@ -58,7 +58,7 @@ demo: $(STAMP)  ## the main job: tune the LSTM manifest locally on bundled S&P 5
 	  --max-winners 2 --seeds 3 --test-origins 2 --pipeline-root $(DEMO_STATE)/pipeline
 
 BENCH_OUT ?= local_outputs/bench
-BENCHES   := trial_loop engine_overhead early_stopping samplers gpu_throughput packing
+BENCHES   := trial_loop engine_overhead early_stopping samplers multiobjective gpu_throughput packing
 bench: $(STAMP)  ## run every benchmark under bench/ (under 45 min on 2 cores); outputs kept in local_outputs/bench/
 	@mkdir -p $(BENCH_OUT)
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; \

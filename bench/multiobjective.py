@@ -17,8 +17,9 @@ Trial cost is kept small so three seeds run in minutes on 2 cores: one epoch, on
 short window and series, and the costliest knobs fixed (one unidirectional LSTM layer, no attention); training time
 is the trial's own wall-clock ``train_time_s``, so it carries the machine's noise, as it does on a cluster.
 
-    python bench/multiobjective.py             # 3 seeds x 12 trials, 4 random start trials (about 5 min on 2 cores)
-    python bench/multiobjective.py --trials 8  # a smaller run
+    python bench/multiobjective.py             # 3 seeds x 12 trials, 4 random start trials (20 s on 2 cores)
+    python bench/multiobjective.py --trials 40 --startup 10   # the manifest's budget and random start (49 s)
+    python bench/multiobjective.py --quick     # 2 seeds x 4 trials, for the tests
 """
 
 from __future__ import annotations
@@ -113,7 +114,10 @@ def main() -> None:
     parser.add_argument("--startup", type=int, default=4, help="random start trials of both samplers (default 4)")
     parser.add_argument("--epochs", type=int, default=1, help="epochs per trial (default 1)")
     parser.add_argument("--manifest", default=str(MANIFEST))
+    parser.add_argument("--quick", action="store_true", help="2 seeds x 4 trials, 2 random start: for the tests")
     args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.trials, args.startup = 2, 4, 2
     quiet()
     bench = Bench(Path(args.manifest), fixed={**CHEAP, "epochs": str(args.epochs), "patience": str(args.epochs)})
     if bench.algorithm.get("algorithmName") != suggestion.ALGORITHM:

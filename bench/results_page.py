@@ -41,7 +41,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ("sp500", "nasdaq")
 TARGETS = ("return", "direction", "volatility")
-BENCHES = ("early_stopping", "samplers", "trial_loop", "engine_overhead", "gpu_throughput", "packing")
+BENCHES = (
+    "early_stopping", "samplers", "multiobjective", "trial_loop", "engine_overhead", "gpu_throughput", "packing",
+)
 LN2 = math.log(2.0)
 SIGNIFICANCE = 0.05
 

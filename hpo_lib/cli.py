@@ -116,8 +116,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "--mo-sampler",
         default="manifest",
         choices=["manifest", "nsga2"],
-        help="sampler of a multi-objective study (katib-hpo.io/objectives annotation): the "
-        "manifest's algorithm (default) or NSGA-II",
+        help="sampler of a multi-objective study (algorithm katib-hpo-multiobjective's objectives setting): "
+        "the manifest's algorithm (default: its sampler setting) or NSGA-II",
     )
 
     def study_args(sub: argparse.ArgumentParser) -> None:
@@ -307,11 +307,11 @@ def _manifests(args: argparse.Namespace) -> int:
             return 1
         print(f"{len(manifests.render())} manifests under {root}/ match the code")
         return 0
-    from hpo_lib.katib import lint
+    from hpo_lib.katib import lint, suggestion
 
     failed = False
     for file in args.files:
-        findings = lint.validate_file(file)
+        findings = lint.validate_file(file, extra=suggestion.lint_findings)
         errors = [f for f in findings if f.severity == "error" or args.strict]
         failed |= bool(errors)
         for finding in findings:

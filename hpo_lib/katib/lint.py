@@ -226,13 +226,15 @@ def validate_experiment(
     return list(out)
 
 
-def validate_file(path) -> list[Finding]:
+def validate_file(path, extra: Callable[[dict], list[Finding]] | None = None) -> list[Finding]:
     """All findings for every ``kind: Experiment`` document of a YAML file; other kinds are skipped.
 
     When the file holds more than one Experiment, each message starts with that Experiment's name.
 
     Args:
         path: A YAML file with one or more documents.
+        extra: more checks of each Experiment, after these rules: the suggestion service's own refusals
+            (:func:`hpo_lib.katib.suggestion.lint_findings`), which sits above this module.
 
     Raises:
         ConfigError: The file cannot be read or parsed, or a document is not a mapping.
@@ -248,7 +250,7 @@ def validate_file(path) -> list[Finding]:
     findings = []
     for doc in experiments:
         name = _get(doc, "metadata", "name")
-        for finding in validate_experiment(doc):
+        for finding in validate_experiment(doc) + (extra(doc) if extra else []):
             findings.append(replace(finding, message=f"{name}: {finding.message}") if len(experiments) > 1 else finding)
     return findings
 

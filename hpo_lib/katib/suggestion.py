@@ -171,6 +171,22 @@ def spec_problems(spec: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def lint_findings(doc: Mapping[str, Any]) -> list[Any]:
+    """``hpo manifests validate``'s findings for an Experiment of this algorithm: each refusal of the service's
+    ``ValidateAlgorithmSettings`` as an R2 error (Katib would mark the Experiment Failed); none for other algorithms."""
+    from hpo_lib.katib import lint
+
+    spec = doc.get("spec")
+    algorithm = spec.get("algorithm") if isinstance(spec, Mapping) else None
+    if not isinstance(algorithm, Mapping) or algorithm.get("algorithmName") != ALGORITHM:
+        return []
+    assert isinstance(spec, Mapping)  # algorithm came from it
+    return [
+        lint.Finding("R2", "error", f"{problem} (hpo katib suggestion-service refuses it: the Experiment fails)")
+        for problem in spec_problems(spec)
+    ]
+
+
 def setup_from_spec(spec: Mapping[str, Any]) -> tuple[Setup, list[experiment.Objective]]:
     """The proposal setup of an Experiment ``spec`` and its objectives, or ConfigError naming every problem."""
     problems = spec_problems(spec)

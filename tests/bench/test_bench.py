@@ -175,3 +175,33 @@ def test_hyperband_study_is_reproducible_run_to_run():
     first, second = epochs_run(), epochs_run()
     # the same brackets prune the same trials twice, and Hyperband did prune
     assert first == second and sum(first) < 8 * 4  # same brackets, same pruning; and Hyperband did prune
+
+
+def test_hypervolume_is_the_dominated_volume():
+    mo = bench_module("multiobjective")
+    reference = (1.1, 1.1, 1.1)
+    # one point: a box; a dominated point and a point outside the reference add nothing
+    assert mo.hypervolume([(0.5, 0.5, 0.5)], reference) == pytest.approx(0.6 ** 3)
+    assert mo.hypervolume([(0.5, 0.5, 0.5), (0.6, 0.7, 0.8), (1.2, 0.0, 0.0)], reference) == pytest.approx(0.216)
+    # two boxes that overlap in a 0.6 x 0.6 x 0.6 cube: their union, by inclusion-exclusion
+    a, b = (0.5, 0.0, 0.5), (0.0, 0.5, 0.5)
+    union = 0.6 * 1.1 * 0.6 + 1.1 * 0.6 * 0.6 - 0.6 * 0.6 * 0.6
+    assert mo.hypervolume([a, b], reference) == pytest.approx(union)
+
+
+@pytest.mark.e2e
+def test_multiobjective_benchmark_quick_prints_measured_hypervolumes():
+    lines = _run_quick("multiobjective.py", timeout=600)
+    rows = {}
+    for line in lines:
+        match = re.fullmatch(r"\| (\S.*?)\s+\| (.*) \| ([0-9.]+) \|", line)
+        if match and not match.group(1).startswith("sampler"):
+            rows[match.group(1)] = ([float(v) for v in match.group(2).split(" | ")], match.group(3))
+    assert set(rows) == {"katib-hpo-multiobjective", "multivariate-tpe (val_loss)"}
+    for volumes, mean in rows.values():
+        # two seeds, each a hypervolume inside the normalized box, and the printed mean is theirs
+        assert len(volumes) == 2 and all(0 < v <= 1.1 ** 3 for v in volumes)
+        assert abs(sum(volumes) / 2 - float(mean)) <= 1e-4
+    ratio = re.fullmatch(r"hypervolume after 4 trials, multi-objective / single-objective TPE: ([0-9.]+)x", lines[-1])
+    assert ratio and printed_quotient(ratio.group(1), rows["katib-hpo-multiobjective"][1],
+                                      rows["multivariate-tpe (val_loss)"][1])

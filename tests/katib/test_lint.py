@@ -490,3 +490,42 @@ def test_the_multi_objective_algorithm_is_known():
     # registered by the project's overlay: no W-ALG finding, and the name is the engine's
     assert lint.MULTI_OBJECTIVE == experiment.MULTI_OBJECTIVE_ALGORITHM
     assert validate_experiment(doc) == []
+
+
+@pytest.mark.parametrize("settings", [
+    [{"name": "sampler", "value": "cmaes"}], [{"name": "random_state", "value": "-1"}],
+    [{"name": "sampler", "value": "nsga2"}, {"name": "n_ei_candidates", "value": "8"}],
+    [{"name": "population_size", "value": "1"}], [{"name": "seed", "value": "1"}],
+])
+def test_settings_the_suggestion_service_refuses_are_errors_before_the_cluster(settings):
+    from hpo_lib.katib import experiment, suggestion
+
+    doc = copy.deepcopy(VALID)
+    doc["spec"]["algorithm"] = {"algorithmName": experiment.MULTI_OBJECTIVE_ALGORITHM, "algorithmSettings": [
+        {"name": "objectives", "value": "val_loss:minimize, val_rmse:minimize"}, *settings]}
+    found = errors(suggestion.lint_findings(doc))
+    # each refusal of the service's ValidateAlgorithmSettings, in its words, as one R2 error
+    problems = suggestion.spec_problems(doc["spec"])
+    assert problems and len(found) == len(problems)
+    assert all("R2" in line and problem in line for line, problem in zip(found, problems))
+
+
+def test_hpo_manifests_validate_reports_what_the_suggestion_service_refuses(tmp_path, capsys):
+    from hpo_lib import cli
+
+    path = tmp_path / "experiment.yaml"
+    text = (lint_root() / "cnn-lstm-pareto-experiment.yaml").read_text()
+    path.write_text(re.sub(r"(name: sampler\n\s+value: )\S+", r"\1cmaes", text))
+    assert cli.main(["manifests", "validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    # the line a user reads before applying it, and the verdict
+    assert "error R2: algorithm katib-hpo-multiobjective setting sampler = 'cmaes' must be tpe or nsga2" in out
+    assert out.rstrip().endswith("INVALID (1 finding(s))")
+    # the committed manifest itself is clean
+    assert cli.main(["manifests", "validate", str(lint_root() / "cnn-lstm-pareto-experiment.yaml")]) == 0
+
+
+def lint_root():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[2] / "manifests"
