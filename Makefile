@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 TOOLS_VENV  ?= .tools-venv
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
 
-.PHONY: install tools lint lint-py test test-fast demo bench results lock clean help image suggestion-image image-base ray-venv
+.PHONY: install tools lint lint-py test test-fast test-images demo bench results lock clean help image suggestion-image image-base ray-venv
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -42,11 +42,18 @@ lint: lint-py  ## lint-py, then hadolint both Dockerfiles and checkov the manife
 	$(TOOLS_VENV)/bin/checkov --quiet --compact --skip-download -d trial_image --framework dockerfile
 	$(TOOLS_VENV)/bin/checkov --quiet --compact --skip-download -d manifests --framework kubernetes kustomize
 
-test: lint-py  ## ruff and mypy, then the whole suite, end-to-end tests included (what CI runs)
-	$(PY) -m pytest -q
+# pytest-xdist: one worker per core; loadgroup keeps each group of tests/conftest.py's XDIST_GROUPS (the buildah
+# builds) on one worker while the others share the rest, test by test. XDIST= runs in one process.
+XDIST ?= -n auto --dist loadgroup
 
-test-fast: $(STAMP)  ## skip the slow end-to-end tests
-	$(PY) -m pytest -q -m 'not e2e'
+test: lint-py  ## ruff and mypy, then the suite on every core, e2e included, image builds and wheel installs not
+	$(PY) -m pytest -q -m 'not image' $(XDIST)
+
+test-fast: $(STAMP)  ## the inner loop: the suite without the e2e tests (processes, image builds, installs)
+	$(PY) -m pytest -q -m 'not e2e' $(XDIST)
+
+test-images: $(STAMP)  ## the tests that build the images, resolve the GPU image or install the wheel (CI runs them after test)
+	$(PY) -m pytest -q -m image $(XDIST)
 
 DEMO_STATE ?= local_outputs/demo
 demo: $(STAMP)  ## the main job: tune the LSTM manifest locally on bundled S&P 500 data (minutes on 2 cores)

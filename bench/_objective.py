@@ -3,8 +3,9 @@
 Each trial is built the way the engine builds it and trained the way ``hpo_lib.trial.run`` trains it:
 
 * the trial's flags are the manifest's trial command with Katib's substitution and the overrides applied
-  (:func:`hpo_lib.katib.experiment.trial_command`), parsed by :func:`hpo_lib.trial.parse_args`;
-* training is :func:`hpo_lib.trial.setup` -> :func:`hpo_lib.trial.build_model` -> :func:`hpo_lib.train.fit`,
+  (:func:`hpo_lib.katib.experiment.trial_command`), parsed by :func:`hpo_lib.trial.flags.parse_args`;
+* training is :func:`hpo_lib.trial.assemble.seeded_config` -> :func:`hpo_lib.trial.assemble.build_model` ->
+  :func:`hpo_lib.train.fit`,
   the reporter calling ``trial.report(val_loss, step)`` and raising ``optuna.TrialPruned`` on ``should_prune()``;
 * samplers and pruners are the engine's (:func:`hpo_lib.engine.sampling.make_sampler`,
   :mod:`hpo_lib.engine.pruners`), and a
@@ -30,12 +31,13 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from hpo_lib import data, train, trial
+from hpo_lib import data, train
 from hpo_lib.data import baselines
 from hpo_lib.engine import pruners
 from hpo_lib.errors import TrainingError
 from hpo_lib.katib import experiment, space
 from hpo_lib.results.render import katib_value
+from hpo_lib.trial import assemble, flags
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,19 +89,20 @@ class Datasets:
         self._folds: dict[tuple, list[data.Dataset]] = {}
 
     @staticmethod
-    def key(args: trial.TrialArgs) -> tuple:
+    def key(args: flags.TrialArgs) -> tuple:
         return (args.data, args.target, args.horizon, args.seq_len, args.split_window, args.val_frac, args.test_frac)
 
-    def get(self, args: trial.TrialArgs) -> data.Dataset:
+    def get(self, args: flags.TrialArgs) -> data.Dataset:
         key = self.key(args)
         if key not in self._prepared:
             if args.data not in self._prices:
                 self._prices[args.data] = data.load_prices(args.data, cache_dir=args.cache_dir or None)
-            self._prepared[key] = trial.load_dataset(args, prices=self._prices[args.data])
+            self._prepared[key] = assemble.load_dataset(args, prices=self._prices[args.data])
         return self._prepared[key]
 
-    def folds(self, args: trial.TrialArgs) -> list[data.Dataset]:
-        """:func:`hpo_lib.trial.load_datasets`'s walk-forward folds of ``args``, once per distinct configuration."""
+    def folds(self, args: flags.TrialArgs) -> list[data.Dataset]:
+        """:func:`hpo_lib.trial.assemble.load_datasets`'s walk-forward folds of ``args``, once per distinct
+        configuration."""
         key = (*self.key(args), args.folds, args.embargo, args.fold_train)
         if key not in self._folds:
             if args.folds == 1:
@@ -107,10 +110,10 @@ class Datasets:
             else:
                 if args.data not in self._prices:
                     self._prices[args.data] = data.load_prices(args.data, cache_dir=args.cache_dir or None)
-                self._folds[key] = trial.load_datasets(args, prices=self._prices[args.data])
+                self._folds[key] = assemble.load_datasets(args, prices=self._prices[args.data])
         return self._folds[key]
 
-    def best_baseline(self, args: trial.TrialArgs) -> tuple[str, float]:
+    def best_baseline(self, args: flags.TrialArgs) -> tuple[str, float]:
         """The best naive baseline's name and validation ``loss`` (the same days for every ``seq_len``)."""
         key = self.key(args)[:3] + self.key(args)[4:]
         if key not in self._baseline:
@@ -119,20 +122,20 @@ class Datasets:
         return self._baseline[key]
 
 
-def fit_trial(args: trial.TrialArgs, datasets: Datasets,
+def fit_trial(args: flags.TrialArgs, datasets: Datasets,
               reporter: Callable[[dict[str, float]], Any] = lambda record: None) -> train.FitResult:
     """``hpo_lib.trial.run``'s training steps for ``args`` (seed, config, data, model, fit), without its outputs."""
-    cfg = trial.setup(args)
+    cfg = assemble.seeded_config(args)
     ds = datasets.get(args)
-    return train.fit(trial.build_model(args, ds), ds, cfg, reporter=reporter)
+    return train.fit(assemble.build_model(args, ds), ds, cfg, reporter=reporter)
 
 
-def fit_replicas_trial(args: trial.TrialArgs, datasets: Datasets,
+def fit_replicas_trial(args: flags.TrialArgs, datasets: Datasets,
                        reporter: Callable[[dict[str, float]], Any] = lambda record: None) -> train.FitResult:
     """``hpo_lib.trial.run``'s training steps with ``--folds``/``--seeds``: every fold x seed replica, packed where
     ``--pack`` and the family allow (:func:`hpo_lib.train.fit_replicas`); the objective is the mean curve's best."""
-    cfg = trial.setup(args)
-    replicas, built = trial.build_replicas(args, datasets.folds(args))
+    cfg = assemble.configure(args)
+    replicas, built = assemble.build_replicas(args, datasets.folds(args))
     return train.fit_replicas(built, replicas, cfg, reporter=reporter, pack=args.pack,
                               primary=(args.folds - 1) * args.seeds)
 
@@ -176,13 +179,13 @@ class Bench:
     def early_stopping(self) -> dict[str, Any] | None:
         return self.doc["spec"].get("earlyStopping")
 
-    def args(self, params: dict[str, Any]) -> trial.TrialArgs:
+    def args(self, params: dict[str, Any]) -> flags.TrialArgs:
         """The trial's flags, exactly as the engine would build its command line, parsed by the trial's parser."""
         searched = {p["name"] for p in self.doc["spec"]["parameters"]}
         assignments = {**{k: v for k, v in self.fixed.items() if k in searched},
                        **{name: katib_value(value) for name, value in params.items()}}
         command = experiment.trial_command(self.doc, assignments, {**self.fixed, "output-dir": "unused-in-process"})
-        return trial.parse_args(command.flags)
+        return flags.parse_args(command.flags)
 
     def pruner(self, name: str) -> optuna.pruners.BasePruner:
         """``medianstop`` from the manifest's earlyStopping; the others via ``make_pruner`` on the same settings."""

@@ -92,7 +92,7 @@ def run_study(bench: Bench, method: str, seed: int, n_trials: int, startup: int)
     for _ in range(n_trials):
         current = study.ask(bench.distributions)
         args = bench.args(current.params)
-        cfg = trial.setup(args)
+        cfg = trial.seeded_config(args)
         ds = bench.datasets.get(args)
         model = trial.build_model(args, ds)
         size = models.model_size_mb(model)

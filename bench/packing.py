@@ -9,8 +9,8 @@ several (and expanding folds differ in length, so they would not pack together a
 
 * ``sep``: R processes ``--seed=0 .. R-1`` run one after another (the processes for R = 1, 4, 8 are the first 1, 4,
   8 of the 16 measured for R = 16: the separate variant *is* those processes, so they are measured once);
-* ``auto``: one process ``--seeds=R --pack=auto`` (the trial's default: ``trial.load_datasets`` once,
-  ``trial.build_replicas``, ``train.fit_replicas``; the MLP packs into ``models.PackedMLP``, the other families
+* ``auto``: one process ``--seeds=R --pack=auto`` (the trial's default: ``assemble.load_datasets`` once,
+  ``assemble.build_replicas``, ``train.fit_replicas``; the MLP packs into ``models.PackedMLP``, the other families
   train one after another in that process);
 * ``off``: one process ``--seeds=R --pack=off`` (MLP only: for the other families ``auto`` already is ``off``), so
   the packing gain is told apart from the gain of one process start and one data load.
@@ -55,10 +55,12 @@ from _objective import ROOT, Bench, Datasets, fit_replicas_trial, machine, quiet
 from optuna.trial import TrialState
 from scipy.stats import spearmanr
 
-from hpo_lib import train, trial
+from hpo_lib import train
 from hpo_lib.data import scoring
 from hpo_lib.engine import sampling
 from hpo_lib.errors import TrainingError
+from hpo_lib.trial import assemble
+from hpo_lib.trial.flags import TrialArgs, parse_args
 
 # model flags per family (the trial's defaults otherwise): small recurrent models, so that 16 separate processes of
 # each family fit the bench's time on 2 cores
@@ -149,11 +151,11 @@ def gpu_table(args: argparse.Namespace) -> str | None:
     flags = ["--model=mlp", *FAMILY_FLAGS["mlp"], "--data=sample:sp500", "--target=return", "--device=cuda",
              f"--epochs={args.epochs}", f"--patience={args.epochs}", f"--threads={args.threads}"]
     datasets = Datasets()
-    warm = trial.parse_args([*flags, "--epochs=1", "--patience=1", "--seeds=2"])
+    warm = parse_args([*flags, "--epochs=1", "--patience=1", "--seeds=2"])
     fit_replicas_trial(warm, datasets)  # CUDA context, kernels and data outside the measurement
     rows = []
     for r in levels:
-        targs = trial.parse_args([*flags, f"--seeds={r}"])
+        targs = parse_args([*flags, f"--seeds={r}"])
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         with UtilisationSampler(interval_s=0.2) as sampler:
@@ -177,15 +179,15 @@ def gpu_table(args: argparse.Namespace) -> str | None:
 
 
 # ----------------------------------------------------------------------------------------------- selection
-def test_loss(targs: trial.TrialArgs, datasets: Datasets, cache: dict) -> tuple[float, float]:
+def test_loss(targs: TrialArgs, datasets: Datasets, cache: dict) -> tuple[float, float]:
     """A configuration trained with --folds=1 --seeds=1 and scored on test: (its best val_loss, its test loss)."""
     key = tuple(sorted(vars(targs).items()))
     if key not in cache:
-        cfg = trial.setup(targs)
+        cfg = assemble.seeded_config(targs)
         ds = datasets.get(targs)
-        model = trial.build_model(targs, ds)
+        model = assemble.build_model(targs, ds)
         result = train.fit(model, ds, cfg)
-        forecast = train.to_forecast(ds, train.predict(model, trial.split_x(ds, model, "test")))
+        forecast = train.to_forecast(ds, train.predict(model, assemble.inputs_on_device(ds, "test", result.device)))
         cache[key] = (result.best_val_loss, scoring.score(ds, "test", forecast)["loss"])
     return cache[key]
 

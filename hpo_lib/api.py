@@ -1,9 +1,11 @@
-"""The Python API: what ``hpo tune``, ``hpo results``/``report``, ``hpo trial`` and ``hpo pipeline run-local`` do,
-as calls that return objects. Nothing here prints; bad input raises the :class:`~hpo_lib.errors.HpoError` subclass
-the command would report in one line (its message names the argument, e.g. ``max_trials must be at least 1``).
+"""The Python API, and the one implementation of what ``hpo tune``, ``hpo results``/``report``, ``hpo trial`` and
+``hpo pipeline run-local`` do: calls that return objects. Nothing here prints (a caller hears of progress through
+a callback); bad input raises the :class:`~hpo_lib.errors.HpoError` subclass the command reports in one line (its
+message opens with the argument's name, e.g. ``max_trials must be at least 1``, which ``hpo`` words as its flag).
 
 * :func:`tune`: run (or resume) a Katib Experiment's trials on this machine -> :class:`TuneResult`;
 * :func:`load_results`: the :class:`TuneResult` of an earlier :func:`tune` (or ``hpo tune``) of a manifest;
+  :func:`export_results` and :func:`write_report` write its export and its plots (``hpo results``, ``hpo report``);
 * :func:`run_trial`: one trial in this process (the flags of ``hpo trial``) -> :class:`TrialResult`;
 * :func:`run_pipeline`: the KFP pipeline on kfp's local runner over a tuned study -> :class:`PipelineResult`.
 
@@ -16,29 +18,41 @@ Only the standard library loads with this module (``import hpo_lib`` stays fast)
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import errno
-import hashlib
 import io
+import json
 import math
 import os
-import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from hpo_lib.errors import ConfigError, HpoError, first_line, redact
+from hpo_lib.api_inputs import (
+    Manifest,
+    at_least,
+    folder_arg,
+    load_study,
+    manifest_file,
+    one_of,
+    path_arg,
+    storage_failures,
+    trial_overrides,
+    writable_dir,
+)
+from hpo_lib.engine.options import MO_SAMPLERS, PRUNERS, WARM_STARTS, Progress, TuneOptions, WarmStart
+from hpo_lib.errors import ConfigError, first_line
+from hpo_lib.pipeline.settings import LAPTOP, PipelineSettings
 
 if TYPE_CHECKING:  # optuna and pandas load only when a call needs them
     import optuna
     import pandas as pd
 
-Manifest = str | os.PathLike[str] | Mapping[str, Any]
-PRUNERS = ("manifest", "medianstop", "optuna-median", "hyperband", "none")
-MO_SAMPLERS = ("manifest", "nsga2")
-WARM_STARTS = ("own", "python", "off")
-_DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+    from hpo_lib.pipeline.progress import ProgressCallback
+
+TUNE_DEFAULTS = TuneOptions()  # the engine's defaults, which tune()'s arguments (and hpo tune's flags) keep
+STATE_DIR = TUNE_DEFAULTS.state_dir  # studies, trial outputs and exports
+PIPELINE_ROOT = "local_outputs/pipeline"  # where a local pipeline run's steps write their artifacts
+TOP = 5  # trials on a leaderboard
 
 
 # ----------------------------------------------------------------------------------------------- results
@@ -53,6 +67,7 @@ class TuneResult:
         export_dir: ``<state_dir>/<namespace>.<name>/``: ``trials.json`` (Katib Trial shape), ``trials.csv`` and one
             ``trial-NNNN/`` folder per trial.
         report_paths: the plots and ``report.html`` written by ``tune(..., report=True)`` or :meth:`write_report`.
+        tracking_uri: the MLflow store :func:`tune` logged the study to (None when it did not).
     """
 
     study: optuna.Study
@@ -60,6 +75,7 @@ class TuneResult:
     state_dir: Path
     export_dir: Path
     report_paths: tuple[Path, ...] = ()
+    tracking_uri: str | None = None
 
     @property
     def trials_json(self) -> Path:
@@ -91,18 +107,18 @@ class TuneResult:
         """:func:`trials_frame` of the study."""
         return trials_frame(self.study)
 
-    def leaderboard(self, top: int = 5) -> str:
+    def leaderboard(self, top: int = TOP) -> str:
         """The leaderboard ``hpo results`` prints: top trials (or the Pareto front) beside the best baseline."""
         from hpo_lib.results import render
 
-        _at_least("top", top, 1)
+        at_least("top", top, 1)
         return render.leaderboard(self.study, k=top)
 
     def export(self, folder: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:
         """Write ``trials.json`` and ``trials.csv`` (``hpo results``) to ``folder`` (default :attr:`export_dir`)."""
         from hpo_lib.results import render
 
-        target = _folder(folder, "folder") if folder is not None else self.export_dir
+        target = folder_arg(folder, "folder") if folder is not None else self.export_dir
         try:
             return render.export(self.study, target)
         except OSError as exc:
@@ -114,7 +130,7 @@ class TuneResult:
         from hpo_lib.katib import experiment
         from hpo_lib.results import plots
 
-        target = _folder(folder, "folder") if folder is not None else self.export_dir / "report"
+        target = folder_arg(folder, "folder") if folder is not None else self.export_dir / "report"
         doc = experiment.load_experiment(self.manifest)
         try:
             written = plots.write_report(
@@ -173,17 +189,17 @@ def tune(
     overrides: Mapping[str, Any] | None = None,
     max_trials: int | None = None,
     parallel: int | None = None,
-    pruner: str = "manifest",
+    pruner: str = TUNE_DEFAULTS.pruner,
     storage: str | None = None,
-    state_dir: str | os.PathLike[str] = ".hpo",
+    state_dir: str | os.PathLike[str] = STATE_DIR,
     trial_timeout_s: float | None = None,
     tracking: bool = True,
     tracking_uri: str | None = None,
-    mo_sampler: str = "manifest",
+    mo_sampler: str = TUNE_DEFAULTS.mo_sampler,
     new_study: bool = False,
-    warm_start: Literal["own", "python", "off"] = "own",
+    warm_start: WarmStart = TUNE_DEFAULTS.warm_start,
     report: bool = False,
-    on_progress: Callable[[Any], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
 ) -> TuneResult:
     """Run (or resume) a Katib Experiment's trials on this machine, as ``hpo tune`` does.
 
@@ -217,20 +233,22 @@ def tune(
     """
     from hpo_lib import engine
 
-    names = _overrides(overrides)
-    _at_least("max_trials", max_trials, 1)
-    _at_least("parallel", parallel, 1)
-    _one_of("pruner", pruner, PRUNERS)
-    _one_of("mo_sampler", mo_sampler, MO_SAMPLERS)
-    _one_of("warm_start", warm_start, WARM_STARTS)
+    names = trial_overrides(overrides)
+    at_least("max_trials", max_trials, 1)
+    at_least("parallel", parallel, 1)
+    one_of("pruner", pruner, PRUNERS)
+    one_of("mo_sampler", mo_sampler, MO_SAMPLERS)
+    one_of("warm_start", warm_start, WARM_STARTS)
     if trial_timeout_s is not None and not (
         isinstance(trial_timeout_s, (int, float)) and math.isfinite(trial_timeout_s) and trial_timeout_s > 0
     ):
+        number = isinstance(trial_timeout_s, (int, float)) and not isinstance(trial_timeout_s, bool)
         raise ConfigError(
-            f"trial_timeout_s must be a positive number of seconds, got {trial_timeout_s!r}: every trial would be "
-            "killed at once; leave it None to use the Job's activeDeadlineSeconds"
+            f"trial_timeout_s must be a positive number of seconds, got "
+            f"{format(trial_timeout_s, 'g') if number else repr(trial_timeout_s)}: every trial would be killed at "
+            "once; leave it unset to use the Job's activeDeadlineSeconds"
         )
-    state = writable_dir(_path(state_dir, "state_dir"), "state_dir")
+    state = writable_dir(path_arg(state_dir, "state_dir"), "state_dir")
     path = manifest_file(manifest, state)
     options = engine.TuneOptions(
         overrides=names,
@@ -249,12 +267,19 @@ def tune(
     )
     with storage_failures(options.storage_url, state):
         study = engine.run(path, options)
-    result = TuneResult(study=study, manifest=path, state_dir=state, export_dir=state / study.study_name)
+    uri = None
+    if tracking:
+        from hpo_lib.results import tracking as mlflow_tracking
+
+        uri = mlflow_tracking.tracking_uri(tracking_uri, state_dir=state)
+    result = TuneResult(
+        study=study, manifest=path, state_dir=state, export_dir=state / study.study_name, tracking_uri=uri
+    )
     return result.write_report() if report else result
 
 
 def load_results(
-    manifest: Manifest, *, state_dir: str | os.PathLike[str] = ".hpo", storage: str | None = None
+    manifest: Manifest, *, state_dir: str | os.PathLike[str] = STATE_DIR, storage: str | None = None
 ) -> TuneResult:
     """The study an earlier :func:`tune` or ``hpo tune`` of ``manifest`` stored (``hpo results``, without writing).
 
@@ -262,11 +287,53 @@ def load_results(
     """
     from hpo_lib import engine
 
-    state = _path(state_dir, "state_dir")
+    state = path_arg(state_dir, "state_dir")
     path = manifest_file(manifest, state)
     options = engine.TuneOptions(storage=storage, state_dir=state, tracking=False)
     study = load_study(path, options)
     return TuneResult(study=study, manifest=path, state_dir=state, export_dir=state / study.study_name)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResultsExport:
+    """What :func:`export_results` wrote: the study, its leaderboard and the two export files."""
+
+    result: TuneResult
+    leaderboard: str
+    trials_json: Path
+    trials_csv: Path
+
+
+def export_results(
+    manifest: Manifest,
+    *,
+    top: int = TOP,
+    output: str | os.PathLike[str] | None = None,
+    state_dir: str | os.PathLike[str] = STATE_DIR,
+    storage: str | None = None,
+) -> ResultsExport:
+    """``hpo results``: the stored study's leaderboard (``top`` trials, or the Pareto front) and its export
+    (``trials.json``, ``trials.csv``) written to ``output`` (default the study's folder). Every argument is checked
+    before the study is read."""
+    at_least("top", top, 1)
+    folder = folder_arg(output, "output") if output is not None else None
+    result = load_results(manifest, state_dir=state_dir, storage=storage)
+    leaderboard = result.leaderboard(top)
+    json_path, csv_path = result.export(folder)
+    return ResultsExport(result=result, leaderboard=leaderboard, trials_json=json_path, trials_csv=csv_path)
+
+
+def write_report(
+    manifest: Manifest,
+    *,
+    output: str | os.PathLike[str] | None = None,
+    state_dir: str | os.PathLike[str] = STATE_DIR,
+    storage: str | None = None,
+) -> TuneResult:
+    """``hpo report``: the stored study's plots (PNGs and an offline ``report.html``) under ``output`` (default
+    ``<study folder>/report/``); the result's :attr:`TuneResult.report_paths` lists them."""
+    folder = folder_arg(output, "output") if output is not None else None
+    return load_results(manifest, state_dir=state_dir, storage=storage).write_report(folder)
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -277,22 +344,25 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """
     import pandas as pd
 
+    from hpo_lib.katib import contract
     from hpo_lib.results import render
+    from hpo_lib.study_record import TrialRecord
 
     trials = study.get_trials(deepcopy=False)
     rows = []
-    for trial, record in zip(trials, render.trial_records(study)):
+    for trial, katib in zip(trials, render.trial_records(study)):
+        record = TrialRecord.from_frozen(trial)
         row: dict[str, Any] = {
-            "number": trial.number,
-            "name": record["name"],
-            "condition": record["condition"],
-            "epochs_run": record["epochsRun"],
-            **{f"param_{name}": value for name, value in trial.params.items()},
+            "number": record.number,
+            "name": katib["name"],
+            "condition": record.condition,
+            "epochs_run": record.epochs_run or 0,
+            **{f"param_{name}": value for name, value in record.params.items()},
         }
-        for metric in record["observation"]["metrics"]:
-            for key in ("min", "max", "latest"):
-                row[f"{metric['name']}_{key}"] = float(metric[key])
-        row["fail_reason"] = record["failReason"]
+        for metric, observed in record.observation.items():
+            for key in contract.METRIC_STRATEGIES:
+                row[f"{metric}_{key}"] = float(observed[key])
+        row["fail_reason"] = katib["failReason"]  # with the reason of a trial an older engine left RUNNING
         rows.append(row)
     frame = pd.DataFrame(rows)
     return frame.set_index("number") if rows else frame
@@ -313,7 +383,7 @@ def run_trial(
 
     argv = _trial_argv(flags)
     if output_dir is not None:
-        argv.append(f"--output-dir={os.fspath(_path(output_dir, 'output_dir'))}")
+        argv.append(f"--output-dir={os.fspath(path_arg(output_dir, 'output_dir'))}")
     args = trial.parse_args(argv)
     out, err = io.StringIO(), io.StringIO()
     final = trial.run(args, out=out, err=err)
@@ -346,26 +416,29 @@ def _trial_argv(flags: Mapping[str, Any] | Sequence[str]) -> list[str]:
 def run_pipeline(
     manifest: Manifest,
     *,
-    state_dir: str | os.PathLike[str] = ".hpo",
+    state_dir: str | os.PathLike[str] = STATE_DIR,
     trials: str | os.PathLike[str] | None = None,
     data: str | None = None,
-    top_k: int = 3,
-    pareto: bool = True,
-    max_winners: int = 4,
-    include_early_stopped: bool = False,
-    seeds: int = 2,
-    epochs: int = 0,
+    top_k: int = LAPTOP.top_k,
+    pareto: bool = LAPTOP.pareto,
+    max_winners: int = LAPTOP.max_winners,
+    include_early_stopped: bool = LAPTOP.include_early_stopped,
+    seeds: int = LAPTOP.seeds,
+    epochs: int = LAPTOP.epochs,
     retrain_flags: str | None = None,
-    cost_bps: float = 5.0,
-    test_origins: int = 0,
+    cost_bps: float = LAPTOP.cost_bps,
+    test_origins: int = LAPTOP.test_origins,
     tracking_uri: str | None = None,
     mlflow_experiment: str = "",
     model_name: str = "",
-    pipeline_root: str | os.PathLike[str] = "local_outputs/pipeline",
+    pipeline_root: str | os.PathLike[str] = PIPELINE_ROOT,
+    on_progress: ProgressCallback | None = None,
+    echo_steps: bool = False,
 ) -> PipelineResult:
     """Run the KFP pipeline with kfp's local runner on a tuned study's trials, as ``hpo pipeline run-local`` does:
     winners -> retrains on train + validation -> test evaluation against the baselines -> MLflow (the champion is
-    registered as ``<model_name>@champion`` only if it beats the best baseline).
+    registered as ``<model_name>@champion`` only if it beats the best baseline). The settings default to
+    :data:`hpo_lib.pipeline.settings.LAPTOP`, the preset for one machine.
 
     Args:
         manifest: the Experiment :func:`tune` ran (path, YAML text or dict).
@@ -376,217 +449,51 @@ def run_pipeline(
         seeds: retrains per winner, seeds 0..N-1 (at least 1). epochs: retrain epochs (0: the trials' own).
         retrain_flags: extra trial flags for every retrain (default ``--threads=<half the CPUs>``).
         cost_bps: backtest cost per unit traded. test_origins: the rolling-origin test's refits (0: quarterly).
-        tracking_uri: MLflow (default ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<state_dir>/mlflow.db``).
+        tracking_uri: MLflow (default ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<state_dir>/mlflow.db``); the
+            retrains log to it live, as they train.
         mlflow_experiment, model_name: default the Experiment's name.
         pipeline_root: where kfp writes every step's artifacts, and ``run-local.log``, the steps' output.
+        on_progress: called in this process with each step's :class:`~hpo_lib.pipeline.progress.StepProgress`
+            (a step starting, a retrain's epoch ending).
+        echo_steps: leave kfp's echo of every step on this process's stdout instead of ``run-local.log``.
     """
-    import json
-
-    from hpo_lib.pipeline import dag, steps
+    from hpo_lib.pipeline import local
     from hpo_lib.results import tracking
 
-    _at_least("top_k", top_k, 1)
-    _at_least("seeds", seeds, 1)
-    _at_least("max_winners", max_winners, 0)
-    _at_least("epochs", epochs, 0)
-    _at_least("test_origins", test_origins, 0)
-    state = _path(state_dir, "state_dir")
-    path = manifest_file(manifest, state)
-    arguments = steps.local_arguments(
-        path, state_dir=state, trials=None if trials is None else os.fspath(trials), data=data, epochs=epochs
-    )
-    threads = max(1, (os.cpu_count() or 2) // 2)  # kfp's local runner runs two retrains at a time
-    uri = tracking.tracking_uri(tracking_uri, state_dir=state)
-    arguments.update(
+    settings = PipelineSettings(
         top_k=top_k,
         pareto=pareto,
         max_winners=max_winners,
         include_early_stopped=include_early_stopped,
-        n_seeds=seeds,
-        retrain_flags=retrain_flags if retrain_flags is not None else f"--threads={threads}",
+        seeds=seeds,
+        epochs=epochs,
+        retrain_flags=LAPTOP.retrain_flags if retrain_flags is None else retrain_flags,
         cost_bps=cost_bps,
         test_origins=test_origins,
+    ).check()
+    state = path_arg(state_dir, "state_dir")
+    path = manifest_file(manifest, state)
+    uri = tracking.tracking_uri(tracking_uri, state_dir=state)
+    arguments = local.pipeline_arguments(
+        path,
+        settings,
+        state_dir=state,
+        trials=None if trials is None else Path(trials),
+        data=data,
+        tracking_uri=uri,
         mlflow_experiment=mlflow_experiment,
         model_name=model_name,
-        tracking_uri=uri,
     )
-    root = writable_dir(_path(pipeline_root, "pipeline_root"), "pipeline_root")
-    log_path = root / "run-local.log"
-    try:
-        with open(log_path, "w") as log_file, contextlib.redirect_stdout(log_file):  # kfp echoes every step's I/O
-            task = dag.run_local(pipeline_root=root, **arguments)
-    except RuntimeError as exc:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
-        message = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-        raise HpoError(
-            f"{message} The task's error is the last traceback in {log_path}; the finished steps' artifacts are "
-            f"under {root}/"
-        ) from None
-    summary = json.loads((Path(task.outputs["summary"].path) / "summary.json").read_text())
+    root = writable_dir(path_arg(pipeline_root, "pipeline_root"), "pipeline_root")
+    outputs = local.run(arguments, pipeline_root=root, on_progress=on_progress, echo_steps=echo_steps)
+    summary = json.loads((outputs["summary"] / "summary.json").read_text())
     return PipelineResult(
         verdict=summary["verdict"],
         summary=summary,
-        leaderboard=Path(task.outputs["leaderboard"].path),
-        report=Path(task.outputs["report"].path),
-        registry=Path(task.outputs["registry"].path),
+        leaderboard=outputs["leaderboard"],
+        report=outputs["report"],
+        registry=outputs["registry"],
         pipeline_root=root,
-        log=log_path,
+        log=root / local.LOG_FILE,
         tracking_uri=uri,
     )
-
-
-# ----------------------------------------------------------------------------------------------- shared checks
-def manifest_file(manifest: Manifest, state_dir: Path) -> Path:
-    """The file of a manifest given as a path, as YAML text or as a dict (text and dicts are written to
-    ``<state_dir>/manifests/<name>-<digest>.yaml``, one file per distinct content). Invalid YAML, a document that
-    is no Experiment or a dict YAML cannot hold is refused in one line; the Experiment's rules are checked by
-    whoever loads the file."""
-    import yaml
-
-    from hpo_lib.katib import experiment
-
-    if isinstance(manifest, os.PathLike) or (isinstance(manifest, str) and "\n" not in manifest):
-        if not os.fspath(manifest):
-            raise ConfigError("manifest must be a path, YAML text or a dict, got an empty string")
-        path = Path(manifest)
-        if path.is_dir():
-            raise ConfigError(f"manifest {path} is a folder: give the Experiment's YAML file")
-        return path
-    if isinstance(manifest, str):
-        text = manifest
-        doc = experiment.parse_experiment(text, "manifest text")
-    elif isinstance(manifest, Mapping):
-        doc = dict(manifest)
-        if doc.get("kind") != "Experiment":
-            raise ConfigError(
-                f"manifest dict must be a Katib Experiment (kind: Experiment), got kind {doc.get('kind')!r}"
-            )
-        try:
-            text = yaml.safe_dump(doc, sort_keys=False)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"manifest dict cannot be written as YAML: {first_line(exc)}") from None
-    else:
-        raise ConfigError(f"manifest must be a path, YAML text or a dict, got {type(manifest).__name__}")
-    name = (doc.get("metadata") or {}).get("name") if isinstance(doc.get("metadata"), Mapping) else None
-    stem = name if isinstance(name, str) and _DNS_NAME.fullmatch(name) and len(name) <= 63 else "experiment"
-    folder = writable_dir(state_dir, "state_dir") / "manifests"
-    path = folder / f"{stem}-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
-    try:
-        folder.mkdir(exist_ok=True)
-        if not path.exists() or path.read_text() != text:
-            path.write_text(text)
-    except OSError as exc:
-        raise ConfigError(f"cannot write the manifest to {path}: {exc.strerror or first_line(exc)}") from None
-    return path
-
-
-def writable_dir(path: Path, setting: str) -> Path:
-    """``path`` as a folder this user can write (created if missing), or one ConfigError naming the setting."""
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{setting} {path} is a file, not a folder: give a folder (it is created if missing)")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(
-            f"{setting} {path} cannot be written ({exc.strerror or type(exc).__name__}): give a folder this user may "
-            "write"
-        ) from None
-    return path
-
-
-def load_study(manifest: str | Path, options: Any) -> optuna.Study:
-    """``engine.load_study``, with a storage that cannot be read (a corrupt or foreign SQLite file, a server that
-    refuses) as one ConfigError."""
-    from hpo_lib import engine
-
-    try:
-        return engine.load_study(manifest, options)
-    except HpoError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy and Optuna raise many types for an unusable storage
-        raise ConfigError(
-            f"cannot read study storage {redact(options.storage_url)}: {first_line(exc)}; is it the file or URL the "
-            "tuning wrote? A damaged SQLite file cannot be repaired here: restore it or tune again in another state "
-            "folder"
-        ) from None
-
-
-@contextlib.contextmanager
-def storage_failures(
-    storage: str, state_dir: str | os.PathLike[str], *, resume: str = "run the same tuning again to resume"
-) -> Iterator[None]:
-    """A study storage that fails mid-study (a full disk, a lost database server) as one HpoError: what finished
-    is in the storage already, and running the same tuning again resumes (``resume`` says how, in the caller's
-    words)."""
-    import optuna
-    import sqlalchemy.exc
-
-    try:
-        yield
-    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
-        if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
-            raise
-        causes = [exc, *_causes(exc)]
-        text = " ".join(first_line(c) for c in causes).lower()
-        full = any(isinstance(c, OSError) and c.errno in (errno.ENOSPC, errno.EDQUOT) for c in causes)
-        full = full or "disk is full" in text or "no space left" in text
-        what = "the disk is full" if full else first_line(causes[-1])
-        raise HpoError(
-            f"the study storage {redact(storage)} failed mid-study: {what}; every trial that finished before is kept "
-            f"there and under {os.fspath(state_dir)}/: free space (or fix the storage) and {resume}"
-        ) from None
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """An exception's chain of causes and contexts, nearest first."""
-    out: list[BaseException] = []
-    nearer = exc.__cause__ or exc.__context__
-    while nearer is not None and nearer not in out:
-        out.append(nearer)
-        nearer = nearer.__cause__ or nearer.__context__
-    return out
-
-
-def _overrides(overrides: Mapping[str, Any] | None) -> dict[str, str]:
-    if overrides is None:
-        return {}
-    if not isinstance(overrides, Mapping):
-        raise ConfigError(
-            f"overrides must be a dict of trial flag -> value, e.g. {{'data': 'sample:sp500'}}, got "
-            f"{type(overrides).__name__}"
-        )
-    out = {}
-    for name, value in overrides.items():
-        if not isinstance(name, str) or not name.removeprefix("--"):
-            raise ConfigError(f"overrides expects trial flag names as keys, got {name!r}")
-        out[name.removeprefix("--")] = ("true" if value else "false") if isinstance(value, bool) else str(value)
-    return out
-
-
-def _at_least(name: str, value: Any, low: int) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if value < low:
-        raise ConfigError(f"{name} must be at least {low}, got {value}")
-
-
-def _one_of(name: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-
-
-def _path(value: Any, name: str) -> Path:
-    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
-        raise ConfigError(f"{name} must be a folder path, got {value!r}")
-    return Path(value)
-
-
-def _folder(value: Any, name: str) -> Path:
-    path = _path(value, name)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{name} {path} is a file, not a folder: give a folder (it is created if missing)")
-    return path

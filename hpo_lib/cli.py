@@ -1,19 +1,25 @@
-"""The ``hpo`` command, the project's only face: parse flags, call hpo_lib, print (progress bars included).
+"""The ``hpo`` command, the project's only face: parse flags, call :mod:`hpo_lib.api` (or, for the commands the
+API has no call for, the part that does the work), print; progress bars and logging setup included.
 
-Bad input ends as one line on stderr and exit code 2 (:func:`hpo_lib.errors.run_main`); an error that names the
-settings that fix it gets them as this command's flags.
+Every check, default and error of a command lives in the API; this module only words them for the terminal. Bad
+input ends as one line on stderr and exit code 2 (:func:`hpo_lib.errors.run_main`); an error that opens with an API
+argument's name (``max_trials must be ...``) is worded with this command's flag for it (``--max-trials must be
+...``), and one that names the settings that fix it gets them as this command's flags.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
-import threading
-from collections.abc import Sequence
-from typing import Any, NoReturn
+from collections.abc import Iterator, Sequence
+from typing import NoReturn
 
-from hpo_lib.errors import ConfigError, HpoError, RedactingFilter, exit_now, first_line, redact, run_main
+from hpo_lib import api, cli_progress
+from hpo_lib.engine.options import MO_SAMPLERS, PRUNERS, WARM_STARTS
+from hpo_lib.errors import ConfigError, RedactingFilter, exit_now, first_line, redact, run_main
+from hpo_lib.pipeline.settings import LAPTOP
 from hpo_lib.version import __version__
 
 DESCRIPTION = """\
@@ -78,12 +84,14 @@ def _build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--parallel", type=int, default=None, help="override parallelTrialCount")
     tune.add_argument(
         "--pruner",
-        default="manifest",
-        choices=["manifest", "medianstop", "optuna-median", "hyperband", "none"],
+        default=api.TUNE_DEFAULTS.pruner,
+        choices=PRUNERS,
         help="early stopping: the manifest's (Katib's medianstop, the default) or a local alternative",
     )
     tune.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///<state-dir>/studies.db)")
-    tune.add_argument("--state-dir", default=".hpo", help="studies, trial outputs and exports (default .hpo)")
+    tune.add_argument(
+        "--state-dir", default=api.STATE_DIR, help=f"studies, trial outputs and exports (default {api.STATE_DIR})"
+    )
     tune.add_argument(
         "--trial-timeout", type=float, default=None, help="seconds per trial (default: the Job's activeDeadlineSeconds)"
     )
@@ -102,20 +110,21 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_const",
         const="off",
         dest="warm_start",
+        default=api.TUNE_DEFAULTS.warm_start,
         help="start each trial as a fresh interpreter (default: the project's trials fork from a warm worker that "
         "imported torch once, about 2 s faster per trial)",
     )
     tune.add_argument(
         "--warm-start",
-        choices=["own", "python", "off"],
-        default="own",
+        choices=WARM_STARTS,
+        default=api.TUNE_DEFAULTS.warm_start,
         help="which trials fork from the warm worker: own (hpo trial / python -m hpo_lib.trial, the default), "
         "python (any command of this Python: python -m MOD, python FILE.py), off (same as --cold-start)",
     )
     tune.add_argument(
         "--mo-sampler",
-        default="manifest",
-        choices=["manifest", "nsga2"],
+        default=api.TUNE_DEFAULTS.mo_sampler,
+        choices=MO_SAMPLERS,
         help="sampler of a multi-objective study (algorithm katib-hpo-multiobjective's objectives setting): "
         "the manifest's algorithm (default: its sampler setting) or NSGA-II",
     )
@@ -125,7 +134,9 @@ def _build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--storage", default=None, help="Optuna storage URL (default sqlite:///<state-dir>/studies.db)"
         )
-        sub.add_argument("--state-dir", default=".hpo", help="where `hpo tune` kept its state (default .hpo)")
+        sub.add_argument(
+            "--state-dir", default=api.STATE_DIR, help=f"where `hpo tune` kept its state (default {api.STATE_DIR})"
+        )
 
     results = commands.add_parser(
         "results",
@@ -136,7 +147,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     study_args(results)
     results.add_argument("--output", default=None, help="export folder (default <state-dir>/<study>/)")
-    results.add_argument("--top", type=int, default=5, help="trials on the leaderboard (default 5)")
+    results.add_argument("--top", type=int, default=api.TOP, help=f"trials on the leaderboard (default {api.TOP})")
     report = commands.add_parser(
         "report",
         help="plots of a local study (HTML and PNG)",
@@ -154,7 +165,9 @@ def _build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument(
         "--storage", default=None, help="Optuna storage URL (default sqlite:///<state-dir>/studies.db)"
     )
-    dashboard.add_argument("--state-dir", default=".hpo", help="where `hpo tune` kept its state (default .hpo)")
+    dashboard.add_argument(
+        "--state-dir", default=api.STATE_DIR, help=f"where `hpo tune` kept its state (default {api.STATE_DIR})"
+    )
     dashboard.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     dashboard.add_argument("--port", type=int, default=8080, help="port (default 8080)")
 
@@ -182,24 +195,58 @@ def _build_parser() -> argparse.ArgumentParser:
         "--max-trials 8 && hpo pipeline run-local manifests/lstm-experiment.yaml",
     )
     local.add_argument("manifest", help="the Experiment YAML `hpo tune` ran")
-    local.add_argument("--state-dir", default=".hpo", help="where `hpo tune` kept its state (default .hpo)")
+    local.add_argument(
+        "--state-dir", default=api.STATE_DIR, help=f"where `hpo tune` kept its state (default {api.STATE_DIR})"
+    )
     local.add_argument("--trials", default=None, help="trials.json (default <state-dir>/<study>/trials.json)")
     local.add_argument("--data", default=None, help="data spec (default: the one the local trials used)")
-    local.add_argument("--top-k", type=int, default=3, help="winners by the objective (default 3)")
-    local.add_argument("--no-pareto", action="store_true", help="only the top-k, no Pareto front")
-    local.add_argument("--max-winners", type=int, default=4, help="cap on winners, 0 = none (default 4)")
-    local.add_argument("--include-early-stopped", action="store_true", help="early-stopped trials may win too")
-    local.add_argument("--seeds", type=int, default=2, help="retrains per winner, seeds 0..N-1 (default 2)")
-    local.add_argument("--epochs", type=int, default=0, help="retrain epochs (default: the trials' --epochs)")
+    # the defaults are the preset for one machine (hpo_lib.pipeline.settings.LAPTOP)
     local.add_argument(
-        "--retrain-flags", default=None, help="extra trial flags for every retrain (default --threads=<half the CPUs>)"
+        "--top-k", type=int, default=LAPTOP.top_k, help=f"winners by the objective (default {LAPTOP.top_k})"
     )
-    local.add_argument("--cost-bps", type=float, default=5.0, help="backtest cost per unit traded (default 5)")
+    local.add_argument(
+        "--no-pareto",
+        dest="pareto",
+        action="store_false",
+        default=LAPTOP.pareto,
+        help="only the top-k, no Pareto front",
+    )
+    local.add_argument(
+        "--max-winners",
+        type=int,
+        default=LAPTOP.max_winners,
+        help=f"cap on winners, 0 = none (default {LAPTOP.max_winners})",
+    )
+    local.add_argument(
+        "--include-early-stopped",
+        action="store_true",
+        default=LAPTOP.include_early_stopped,
+        help="early-stopped trials may win too",
+    )
+    local.add_argument(
+        "--seeds", type=int, default=LAPTOP.seeds, help=f"retrains per winner, seeds 0..N-1 (default {LAPTOP.seeds})"
+    )
+    local.add_argument(
+        "--epochs", type=int, default=LAPTOP.epochs, help="retrain epochs (default: the trials' --epochs)"
+    )
+    local.add_argument(
+        "--retrain-flags",
+        default=LAPTOP.retrain_flags,
+        help=f"extra trial flags for every retrain (default {LAPTOP.retrain_flags}: half this machine's CPUs, as "
+        "kfp's local runner runs two retrains at a time)",
+    )
+    local.add_argument(
+        "--cost-bps",
+        type=float,
+        default=LAPTOP.cost_bps,
+        help=f"backtest cost per unit traded (default {LAPTOP.cost_bps:g})",
+    )
     local.add_argument(
         "--test-origins",
         type=int,
-        default=0,
-        help="rolling-origin test: refit at R origins through the test split (default 0 = one per quarter, 1 = off)",
+        default=LAPTOP.test_origins,
+        help=f"rolling-origin test: refit at R origins through the test split (default {LAPTOP.test_origins} = one "
+        "per quarter, 1 = off)",
     )
     local.add_argument(
         "--tracking-uri",
@@ -210,8 +257,8 @@ def _build_parser() -> argparse.ArgumentParser:
     local.add_argument("--model-name", default="", help="registered model name (default: the Experiment's name)")
     local.add_argument(
         "--pipeline-root",
-        default="local_outputs/pipeline",
-        help="where kfp writes every step's artifacts (default local_outputs/pipeline)",
+        default=api.PIPELINE_ROOT,
+        help=f"where kfp writes every step's artifacts (default {api.PIPELINE_ROOT})",
     )
 
     manifests = commands.add_parser("manifests", help="Katib Experiment manifests and cluster resources")
@@ -321,162 +368,76 @@ def _manifests(args: argparse.Namespace) -> int:
 
 
 def _pipeline(args: argparse.Namespace) -> int:
-    import json
-    import os
-    import re
     from pathlib import Path
 
-    from hpo_lib.pipeline import dag as definition
-
     if args.pipeline_command == "compile":  # KFP only: compiling needs neither torch nor the steps
-        print(f"compiled to {definition.compile_pipeline(args.output or definition.default_output())}")
-        return 0
-    from hpo_lib.pipeline import steps
-    from hpo_lib.results import tracking
+        from hpo_lib.pipeline import dag
 
-    for name in ("top_k", "seeds"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    arguments = steps.local_arguments(
-        args.manifest, state_dir=args.state_dir, trials=args.trials, data=args.data, epochs=args.epochs
+        print(f"compiled to {dag.compile_pipeline(args.output or dag.default_output())}")
+        return 0
+    from hpo_lib.pipeline import local
+
+    intro = (  # the steps' own output goes to a log file unless -v: say where, once the first step starts
+        f"running the pipeline locally (winners -> retrains -> evaluation -> MLflow); every step's output goes to "
+        f"{Path(args.pipeline_root) / local.LOG_FILE} (-v shows it here)"
     )
-    threads = max(1, (os.cpu_count() or 2) // 2)  # kfp's local runner runs two retrains at a time
-    flags = args.retrain_flags if args.retrain_flags is not None else f"--threads={threads}"
-    arguments.update(
+    result = api.run_pipeline(
+        args.manifest,
+        state_dir=args.state_dir,
+        trials=args.trials,
+        data=args.data,
         top_k=args.top_k,
-        pareto=not args.no_pareto,
+        pareto=args.pareto,
         max_winners=args.max_winners,
         include_early_stopped=args.include_early_stopped,
-        n_seeds=args.seeds,
-        retrain_flags=flags,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        retrain_flags=args.retrain_flags,
         cost_bps=args.cost_bps,
         test_origins=args.test_origins,
+        tracking_uri=args.tracking_uri,
         mlflow_experiment=args.mlflow_experiment,
         model_name=args.model_name,
-        tracking_uri=tracking.tracking_uri(args.tracking_uri, state_dir=args.state_dir),
+        pipeline_root=args.pipeline_root,
+        on_progress=cli_progress.pipeline_lines(sys.stdout, "" if args.verbose else intro),
+        echo_steps=args.verbose,
     )
-    import contextlib
-
-    Path(args.pipeline_root).mkdir(parents=True, exist_ok=True)
-    log_path = Path(args.pipeline_root) / "run-local.log"
-    if not args.verbose:  # kfp's local runner echoes every step's full executor input and output
-        print(
-            f"running the pipeline locally (winners -> retrains -> evaluation -> MLflow); every step's output "
-            f"goes to {log_path} (-v shows it here)",
-            flush=True,
-        )
-    # the steps run in kfp's processes: they report to a file (and log retrains to MLflow as they train) through
-    # the environment those processes inherit; follow_progress hands each report to _pipeline_progress here
-    progress_path = Path(args.pipeline_root).resolve() / "progress.jsonl"
-    progress_path.unlink(missing_ok=True)
-    environment = {steps.PROGRESS_ENV: str(progress_path), "MLFLOW_TRACKING_URI": arguments["tracking_uri"]}
-    if args.mlflow_experiment:
-        environment["MLFLOW_EXPERIMENT_NAME"] = args.mlflow_experiment
-    saved = {name: os.environ.get(name) for name in environment}
-    terminal = sys.stdout
-    try:
-        os.environ.update(environment)
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(steps.follow_progress(progress_path, _pipeline_progress(terminal)))
-            if not args.verbose:
-                log_file = stack.enter_context(open(log_path, "w"))
-                stack.enter_context(contextlib.redirect_stdout(log_file))
-            task = definition.run_local(pipeline_root=args.pipeline_root, **arguments)
-    except RuntimeError as exc:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
-        message = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-        where = "the last traceback above" if args.verbose else f"the last traceback in {log_path}"
-        raise HpoError(
-            f"{message} The task's error is {where}; the finished steps' artifacts are under {args.pipeline_root}/"
-        ) from None
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-    summary = json.loads((Path(task.outputs["summary"].path) / "summary.json").read_text())
-    print(summary["verdict"])
-    for name in ("leaderboard", "report", "registry"):
-        print(f"{name}: {task.outputs[name].path}")
-    print(f"MLflow: {redact(arguments['tracking_uri'])}")
+    print(result.verdict)
+    for name, path in (("leaderboard", result.leaderboard), ("report", result.report), ("registry", result.registry)):
+        print(f"{name}: {path}")
+    print(f"MLflow: {redact(result.tracking_uri)}")
     return 0
 
 
-def _pipeline_progress(terminal):
-    """The callback that shows the local pipeline's progress on ``terminal``: each step as it starts, each retrain's
-    epochs (about five lines per retrain and phase, and its last epoch)."""
-    seen: set[str] = set()
-
-    def show(progress) -> None:
-        if progress.step != "retrain":
-            if progress.step not in seen:
-                seen.add(progress.step)
-                print(f"step: {progress.step}", file=terminal, flush=True)
-            return
-        if "retrain" not in seen:
-            seen.add("retrain")
-            print("step: retrain (two at a time)", file=terminal, flush=True)
-        if not progress.epoch:
-            print(f"  retrain {progress.item}: started", file=terminal, flush=True)
-            return
-        every = max(1, progress.epochs // 5)
-        if progress.epoch % every == 0 or progress.epoch == progress.epochs:
-            phase = "" if progress.phase == "fit" else f" ({progress.phase})"
-            line = f"  retrain {progress.item}: epoch {progress.epoch}/{progress.epochs}{phase}"
-            print(line, file=terminal, flush=True)
-
-    return show
-
-
 def _tune(args: argparse.Namespace) -> int:
-    import math
-    from pathlib import Path
-
-    from hpo_lib import engine
-    from hpo_lib.results import render
-
     overrides = {}
     for item in args.overrides:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise ConfigError(f"--set expects FLAG=VALUE, got {item!r}")
-        overrides[name.removeprefix("--")] = value
-    for name, value in (("--max-trials", args.max_trials), ("--parallel", args.parallel)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{name} must be at least 1, got {value}")
-    if args.trial_timeout is not None and not (math.isfinite(args.trial_timeout) and args.trial_timeout > 0):
-        raise ConfigError(
-            f"--trial-timeout must be a positive number of seconds, got {args.trial_timeout:g}: every trial would be "
-            "killed at once; leave it out to use the Job's activeDeadlineSeconds"
+        overrides[name] = value
+    with cli_progress.ProgressBar(enabled=not args.no_progress) as bar:
+        result = api.tune(
+            args.manifest,
+            overrides=overrides,
+            max_trials=args.max_trials,
+            parallel=args.parallel,
+            pruner=args.pruner,
+            storage=args.storage,
+            state_dir=args.state_dir,
+            trial_timeout_s=args.trial_timeout,
+            tracking=not args.no_tracking,
+            tracking_uri=args.tracking_uri,
+            mo_sampler=args.mo_sampler,
+            new_study=args.new_study,
+            warm_start=args.warm_start,
+            on_progress=bar.update,
         )
-    _writable_dir(Path(args.state_dir), "--state-dir")
-    options = engine.TuneOptions(
-        overrides=overrides,
-        storage=args.storage,
-        state_dir=Path(args.state_dir),
-        max_trials=args.max_trials,
-        parallel=args.parallel,
-        pruner=args.pruner,
-        trial_timeout_s=args.trial_timeout,
-        tracking=not args.no_tracking,
-        tracking_uri=args.tracking_uri,
-        mo_sampler=args.mo_sampler,
-        new_study=args.new_study,
-        warm_start=args.warm_start,
-    )
-    with _ProgressBar(enabled=not args.no_progress) as bar, _storage_failures(options.storage_url, args.state_dir):
-        options.on_progress = bar.update
-        study = engine.run(args.manifest, options)
-    print(render.leaderboard(study))
-    folder = Path(args.state_dir) / study.study_name
-    print(f"trials exported to {folder}/trials.json and trials.csv")
-    if options.tracking:
-        from hpo_lib.results import tracking
-
-        print(
-            f"MLflow runs: {redact(tracking.tracking_uri(options.tracking_uri, state_dir=options.state_dir))} "
-            f"(experiment {study.study_name.split('.', 1)[-1]})"
-        )
+    print(result.leaderboard())
+    print(f"trials exported to {result.export_dir}/trials.json and trials.csv")
+    if result.tracking_uri is not None:
+        experiment = result.study.study_name.split(".", 1)[-1]
+        print(f"MLflow runs: {redact(result.tracking_uri)} (experiment {experiment})")
     print(
         f"next: hpo report {args.manifest} --state-dir {args.state_dir}   |   "
         f"hpo dashboard --state-dir {args.state_dir}"
@@ -484,101 +445,18 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _study_options(args: argparse.Namespace):
-    from pathlib import Path
-
-    from hpo_lib import engine
-
-    return engine.TuneOptions(storage=args.storage, state_dir=Path(args.state_dir), tracking=False)
-
-
-def _writable_dir(path, flag: str):
-    """``path`` as a folder this user can write (created if missing), or one ConfigError naming the flag and why."""
-    import os
-
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{flag} {path} is a file, not a folder: give a folder (it is created if missing)")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(
-            f"{flag} {path} cannot be written ({exc.strerror or type(exc).__name__}): give a folder this user may write"
-        ) from None
-    return path
-
-
-def _load_study(manifest: str, options):
-    """``engine.load_study``, with a storage that cannot be read (a corrupt or foreign SQLite file, a server that
-    refuses) as one line."""
-    from hpo_lib import engine
-
-    try:
-        return engine.load_study(manifest, options)
-    except HpoError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy and Optuna raise many types for an unusable storage
-        raise ConfigError(
-            f"cannot read study storage {options.storage_url}: {first_line(exc)}; is it the file or URL `hpo tune` "
-            "wrote? A damaged SQLite file cannot be repaired here: restore it or tune again with another --state-dir"
-        ) from None
-
-
-def _storage_failures(storage: str, state_dir: str):
-    """Turn a storage that fails mid-study (a full disk, a lost database server) into one line: what finished is in
-    the storage already, and re-running the same command resumes."""
-    from hpo_lib import api
-
-    return api.storage_failures(storage, state_dir, resume="re-run the same command to resume")
-
-
-def _output_folder(path, flag: str):
-    """An explicit ``--output`` folder: refused when it is a file."""
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{flag} {path} is a file, not a folder: give a folder (it is created if missing)")
-    return path
-
-
 def _results(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from hpo_lib.results import render
-
-    if args.top < 1:
-        raise ConfigError(f"--top must be at least 1, got {args.top}")
-    options = _study_options(args)
-    output = _output_folder(Path(args.output), "--output") if args.output else None
-    study = _load_study(args.manifest, options)
-    print(render.leaderboard(study, k=args.top))
-    folder = output or options.state_dir / study.study_name
-    try:
-        json_path, csv_path = render.export(study, folder)
-    except OSError as exc:
-        raise ConfigError(f"cannot write the export to {folder}: {exc.strerror or first_line(exc)}") from None
-    print(f"exported {len(study.trials)} trials to {json_path} and {csv_path}")
+    exported = api.export_results(
+        args.manifest, top=args.top, output=args.output, state_dir=args.state_dir, storage=args.storage
+    )
+    print(exported.leaderboard)
+    print(f"exported {len(exported.result.study.trials)} trials to {exported.trials_json} and {exported.trials_csv}")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from hpo_lib.katib import experiment
-    from hpo_lib.results import plots
-
-    options = _study_options(args)
-    doc = experiment.load_experiment(args.manifest)
-    output = _output_folder(Path(args.output), "--output") if args.output else None
-    study = _load_study(args.manifest, options)
-    folder = output or options.state_dir / study.study_name / "report"
-    try:
-        written = plots.write_report(study, folder, objective_name=doc["spec"]["objective"]["objectiveMetricName"])
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot write the report to {folder}: {exc.strerror or first_line(exc)}") from None
-    for path in written:
+    result = api.write_report(args.manifest, output=args.output, state_dir=args.state_dir, storage=args.storage)
+    for path in result.report_paths:
         print(path)
     return 0
 
@@ -594,7 +472,11 @@ def _dashboard(args: argparse.Namespace) -> int:
         raise ConfigError(
             "optuna-dashboard is not installed: pip install 'katib-hpo[local]' (make install does)"
         ) from None
-    options = _study_options(args)
+    from pathlib import Path
+
+    from hpo_lib import engine
+
+    options = engine.TuneOptions(storage=args.storage, state_dir=Path(args.state_dir), tracking=False)
     if options.storage is None and not options.study_db.exists():
         raise ConfigError(f"no studies under {args.state_dir}/: run `hpo tune MANIFEST` first")
     storage = options.storage_url
@@ -640,75 +522,39 @@ def _quiet_libraries(args_need_optuna: bool) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-class _ProgressBar:
-    """The live bar of ``hpo tune``: trials done of the budget, running/done/pruned/failed, the best value, and each
-    running trial's epoch out of its planned epochs (``#3 2/6``). A timer redraws it every second, so the elapsed time
-    moves while trials train (tqdm itself redraws only when told). On a file or pipe (``disable=None``) it prints
-    nothing."""
-
-    REFRESH_S = 1.0
-
-    def __init__(self, *, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar: Any = None  # the tqdm bar, made on the first update (tqdm is imported lazily and has no stubs)
-        self._stop = threading.Event()
-        self._timer: threading.Thread | None = None
-
-    def __enter__(self) -> _ProgressBar:
-        return self
-
-    def update(self, progress) -> None:
-        if not self.enabled:
-            return
-        if self.bar is None:
-            from tqdm import tqdm
-
-            self.bar = tqdm(
-                total=progress.total, desc="trials", unit="trial", file=sys.stderr, dynamic_ncols=True, disable=None
-            )
-            if not self.bar.disable:
-                self._timer = threading.Thread(target=self._tick, name="hpo-progress", daemon=True)
-                self._timer.start()
-        if self.bar.disable:
-            return
-        if progress.front is not None:
-            best = f"{progress.front} on the front"
-        else:
-            best = f"{progress.best[0]:.5g}" if progress.best else "-"
-        fields = {
-            "running": progress.running,
-            "done": progress.complete,
-            "pruned": progress.pruned,
-            "failed": progress.failed,
-            "best": best,
-        }
-        epochs = " ".join(f"#{t.number} {t.reports}/{_planned_epochs(t.argv) or '?'}" for t in progress.trials)
-        if epochs:
-            fields["epochs"] = epochs
-        with self.bar.get_lock():
-            self.bar.n = progress.finished
-            self.bar.set_postfix(fields, refresh=True)
-
-    def _tick(self) -> None:
-        while not self._stop.wait(self.REFRESH_S):
-            with self.bar.get_lock():
-                self.bar.refresh()
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        if self._timer is not None:
-            self._timer.join(timeout=2)
-        if self.bar is not None:
-            self.bar.close()
+# the API's argument -> this command's flag, where the names differ by more than "--" and dashes
+_FLAG_OF = {"trial_timeout_s": "--trial-timeout"}
+# the API's arguments that are flags of a command here (an API message opens with the argument's name)
+_API_ARGUMENTS = (
+    "state_dir",
+    "max_trials",
+    "parallel",
+    "trial_timeout_s",
+    "top",
+    "output",
+    "top_k",
+    "max_winners",
+    "seeds",
+    "epochs",
+    "test_origins",
+    "cost_bps",
+    "pipeline_root",
+)
 
 
-def _planned_epochs(argv: Sequence[str]) -> int | None:
-    """The trial's ``--epochs`` (the face knows the trial's flags; the engine only runs the command)."""
-    for arg, following in zip(argv, [*argv[1:], ""]):
-        if arg.startswith("--epochs=") or arg == "--epochs":
-            value = arg.split("=", 1)[1] if "=" in arg else following
-            return int(value) if value.isdigit() else None
-    return None
+@contextlib.contextmanager
+def _worded_as_flags() -> Iterator[None]:
+    """An API error that opens with one of its argument's names (``max_trials must be at least 1, got 0``), worded
+    with this command's flag for it (``--max-trials must be at least 1, got 0``)."""
+    try:
+        yield
+    except ConfigError as exc:
+        text = str(exc)
+        for name in _API_ARGUMENTS:
+            if text.startswith(name + " "):
+                flag = _FLAG_OF.get(name, "--" + name.replace("_", "-"))
+                raise ConfigError(flag + text[len(name) :], settings=exc.settings) from None
+        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -734,12 +580,13 @@ def _dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
         _quiet_libraries(args.command in ("tune", "results", "report", "dashboard"))
     if args.command == "data" and args.data_command == "fetch":
         return _data_fetch(args)
-    if args.command == "tune":
-        return _tune(args)
-    if args.command in ("results", "report", "dashboard"):
-        return {"results": _results, "report": _report, "dashboard": _dashboard}[args.command](args)
-    if args.command == "pipeline" and args.pipeline_command:
-        return _pipeline(args)
+    with _worded_as_flags():
+        if args.command == "tune":
+            return _tune(args)
+        if args.command in ("results", "report", "dashboard"):
+            return {"results": _results, "report": _report, "dashboard": _dashboard}[args.command](args)
+        if args.command == "pipeline" and args.pipeline_command:
+            return _pipeline(args)
     if args.command == "katib" and args.katib_command == "suggestion-service":
         return _katib_suggestion_service(args)
     if args.command == "manifests" and args.manifests_command:

@@ -1,9 +1,12 @@
 """Every exception the project raises for input a user can fix, and the one boundary that prints them.
 
-A message names the bad value and the rule it breaks, in the words of the layer that raised it. It never names a
-command-line flag: the same code runs under ``hpo`` and as a KFP step configured through its arguments, so the
-layer that raises it lists the *settings* a user would change (``settings=("lr", "grad_clip")``) and each face
-turns those into its own hint (``--lr``, ``--grad-clip`` for ``hpo``).
+A message names the bad value and the rule it breaks, in the words of the layer that raised it: the same code runs
+under ``hpo``, from Python and as a KFP step configured through its arguments. A setting is named as the layer
+knows it: a message may open with it (``max_trials must be at least 1``, which ``hpo`` words as ``--max-trials``),
+and the settings that fix it go in ``settings=("lr", "grad_clip")``, which each face turns into its own hint
+(``--lr``, ``--grad-clip`` for ``hpo``). The trial's own messages name its flags (``--epochs must be ...``): they
+are the trial's settings. A message that says what to run next names the ``hpo`` command (``run `hpo tune
+MANIFEST` first``), the one way to make what is missing.
 """
 
 from __future__ import annotations

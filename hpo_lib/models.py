@@ -122,7 +122,7 @@ class PackedMLP(nn.Module):
         ]
 
 
-def packs(model: nn.Module) -> bool:
+def has_packed_form(model: nn.Module) -> bool:
     """Whether a model's family has a packed form (:func:`pack`)."""
     return type(model) is MLP
 
@@ -131,7 +131,7 @@ def pack(replicas: list[nn.Module]) -> nn.Module | None:
     """The packed form of same-architecture replicas, or None where a family has none (they then train one after
     another in the same process). Only the MLP packs: a replica-batched recurrent layer (a ``bmm`` per time step)
     measured 5x slower than sequential oneDNN LSTMs on CPU, and ``vmap`` has no batching rule for ``aten::lstm``."""
-    if all(packs(r) for r in replicas):
+    if all(has_packed_form(r) for r in replicas):
         return PackedMLP([r for r in replicas if isinstance(r, MLP)])
     return None
 
@@ -247,6 +247,7 @@ class CNNLSTM(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------- registry
+# name -> (config, model, fixed config values); the names are hpo_lib.trial_contract.MODEL_NAMES (a test ties them)
 MODELS: dict[str, tuple[type, type[nn.Module], dict[str, Any]]] = {
     "mlp": (MLPConfig, MLP, {}),
     "lstm": (RecurrentConfig, RecurrentNet, {"cell": "lstm"}),

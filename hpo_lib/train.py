@@ -1,6 +1,10 @@
 """The training loop. It knows nothing of Katib or Optuna: each epoch's metrics go to a reporter callback.
 
-Pure helpers first (device, learning rate as a function of the epoch, losses, prediction), then :func:`fit`.
+Pure helpers first (device, learning rate as a function of the epoch, losses, prediction), then the replicas (a
+model per walk-forward fold and seed: :class:`_Solo` trains one alone, :class:`_Packed` several of the MLP as one
+model), then the loop: :func:`fit_replicas` (one :func:`_train_epoch` of every unit per epoch, a :class:`_Keeper`
+for the kept weights) and :func:`fit` for one model. Validation is scored with the data part's
+:func:`~hpo_lib.data.scoring.score`, the same function that scores the baselines and the test split.
 """
 
 from __future__ import annotations
@@ -23,11 +27,9 @@ from hpo_lib.data import Dataset
 from hpo_lib.data.scoring import score
 from hpo_lib.errors import ConfigError, TrainingError
 from hpo_lib.metrics import VAL, VAL_SD, VAL_WORST
+from hpo_lib.trial_contract import CLASSIFICATION_LOSSES, OPTIMIZERS, PACK, REGRESSION_LOSSES
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("none", "cosine", "step", "exponential")
-REGRESSION_LOSSES = ("mse", "mae", "huber")
-CLASSIFICATION_LOSSES = ("ce", "focal")
+KEEP = ("mean", "each")  # fit_replicas' kept weights: each replica's at the best mean epoch, or at its own best
 
 
 @dataclass
@@ -56,6 +58,8 @@ class FitResult:
     stopped_early: bool
     train_time_s: float
     state_dict: dict[str, torch.Tensor]
+    device: torch.device  # where the replicas trained: chosen once, by fit_replicas
+    best_val: dict[str, float] = field(default_factory=dict)  # validation scores at the best epoch (no val_ prefix)
     history: list[dict[str, float]] = field(default_factory=list)  # the reported (mean over replicas) records
     replicas: list[ReplicaResult] = field(default_factory=list)
 
@@ -214,8 +218,9 @@ class _Solo:
         self.x_train = torch.from_numpy(replica.ds.x["train"]).to(device)
         self.y_train = torch.from_numpy(replica.ds.y_scaled["train"].astype(np.float32)).to(device)
         self.x_val = torch.from_numpy(replica.ds.x["val"]).to(device)
-        self.generator = torch.Generator().manual_seed(replica.seed)
-        seed_everything(replica.seed)  # the loop's dropout starts from the seed whatever the model's init drew
+        self.generator = torch.Generator().manual_seed(replica.seed)  # the batch order's own stream
+        # dropout draws from the global generator: started from the seed, whatever the model's initialisation drew
+        seed_everything(replica.seed)
         self.rng = self._rng_state()
 
     def _rng_state(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -307,17 +312,14 @@ class _Packed:
         return self.model.unpack()  # type: ignore[operator]  # models.PackedMLP
 
 
-PACK = ("auto", "on", "off")
-
-
-def plan(trained: Sequence[nn.Module], replicas: Sequence[Replica], pack: str = "auto") -> list[list[int]]:
+def pack_groups(trained: Sequence[nn.Module], replicas: Sequence[Replica], pack: str = "auto") -> list[list[int]]:
     """Which replicas train together: groups of equal training length whose family packs (:func:`models.pack`),
     unless ``pack="off"``; every other replica trains alone. ``auto`` packs wherever a packed form exists (the MLP:
     measured faster than one after another on CPU, see ``bench/packing.py``); ``on`` insists and refuses a family
     that has no packed form."""
     if pack not in PACK:
         raise ConfigError(f"pack must be one of {', '.join(PACK)}, got {pack!r}", settings=("pack",))
-    packable = models.packs(trained[0])
+    packable = models.has_packed_form(trained[0])
     if pack == "on" and not packable and len(replicas) > 1:
         raise ConfigError(
             f"{type(trained[0]).__name__} has no packed form (only the MLP packs); use pack=auto to train its "
@@ -359,19 +361,22 @@ def available_memory(device: torch.device) -> int:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
-def aggregate(results: Sequence[tuple[float, dict[str, float]]], replicas: Sequence[Replica]) -> dict[str, float]:
-    """One epoch record from every replica's: means over replicas, and with several replicas ``val_loss_sd`` (sample
-    standard deviation) and ``val_loss_worst_fold`` (the worst fold's mean over its seeds). One replica's record is
-    its own values, unchanged."""
-    record = {"train_loss": float(np.mean([loss for loss, _ in results]))}
-    for key in results[0][1]:
-        record[VAL + key] = float(np.mean([val[key] for _, val in results]))
-    if len(results) > 1:
-        losses = np.array([val["loss"] for _, val in results])
-        folds = np.array([r.fold for r in replicas])
-        record[VAL_SD] = float(losses.std(ddof=1))
-        record[VAL_WORST] = float(max(losses[folds == k].mean() for k in np.unique(folds)))
-    return record
+def aggregate(
+    results: Sequence[tuple[float, dict[str, float]]], replicas: Sequence[Replica]
+) -> tuple[float, dict[str, float]]:
+    """One epoch's training loss and validation scores from every replica's: means over replicas, and with several
+    replicas the spread of the validation loss, ``loss_sd`` (sample standard deviation) and ``loss_worst_fold`` (the
+    worst fold's mean over its seeds), which the record reports as ``val_loss_sd`` and ``val_loss_worst_fold``. One
+    replica's are its own values, unchanged."""
+    if len(results) == 1:
+        return results[0]
+    train_loss = float(np.mean([loss for loss, _ in results]))
+    val = {key: float(np.mean([scores[key] for _, scores in results])) for key in results[0][1]}
+    losses = np.array([scores["loss"] for _, scores in results])
+    folds = np.array([r.fold for r in replicas])
+    val[VAL_SD.removeprefix(VAL)] = float(losses.std(ddof=1))
+    val[VAL_WORST.removeprefix(VAL)] = float(max(losses[folds == k].mean() for k in np.unique(folds)))
+    return train_loss, val
 
 
 # ----------------------------------------------------------------------------------------------- the loop
@@ -386,6 +391,90 @@ def fit(
     result = fit_replicas([model], [Replica(fold=0, seed=cfg.seed, ds=ds)], cfg, reporter)
     model.load_state_dict(result.state_dict)
     return result
+
+
+def _units(
+    trained: Sequence[nn.Module], replicas: Sequence[Replica], cfg: TrainConfig, device: torch.device, pack: str
+) -> tuple[list[_Solo | _Packed], list[int]]:
+    """The units that train (a lone replica, or a packed group per :func:`pack_groups`) and, for each replica, the
+    position of its results among the units' results."""
+    units: list[_Solo | _Packed] = []
+    order: list[int] = []
+    for group in pack_groups(trained, replicas, pack):
+        rs = [replicas[i] for i in group]
+        if len(group) == 1:
+            units.append(_Solo(trained[group[0]], rs[0], replace(cfg, seed=rs[0].seed), device))
+        else:
+            packed = models.pack([trained[i] for i in group])
+            assert packed is not None  # pack_groups() groups only packable replicas
+            units.append(_Packed(packed, rs, cfg, device))
+        order += group
+    return units, [order.index(i) for i in range(len(replicas))]
+
+
+def _train_epoch(
+    units: Sequence[_Solo | _Packed], position: Sequence[int], lr: float, autocast: Any
+) -> list[tuple[float, dict[str, float]]]:
+    """One epoch of every unit: each replica's training loss and validation scores, in replica order."""
+    results = [res for unit in units for res in unit.epoch(lr, autocast)]
+    return results if len(results) == 1 else [results[p] for p in position]
+
+
+class _Keeper:
+    """The weights :func:`fit_replicas` keeps: every replica's at the epoch of the best mean validation loss
+    (``keep="mean"``), or each replica's at its own lowest validation loss (``keep="each"``). A snapshot copies the
+    weights only at an epoch that improves."""
+
+    def __init__(self, units: Sequence[_Solo | _Packed], position: Sequence[int], keep: str) -> None:
+        if keep not in KEEP:
+            raise ConfigError(f"keep must be mean or each, got {keep!r}")
+        self.units, self.position, self.keep = units, position, keep
+        self.states: list[dict[str, torch.Tensor]] = [{} for _ in position]
+        self.epochs = [0] * len(position)
+        self.own_best = [math.inf] * len(position)
+
+    def _snapshot(self) -> list[dict[str, torch.Tensor]]:
+        states = [s for unit in self.units for s in unit.states()]
+        return [states[p] for p in self.position]
+
+    def update(self, epoch: int, results: Sequence[tuple[float, dict[str, float]]], mean_improved: bool) -> None:
+        if self.keep == "mean":
+            if mean_improved:
+                self.states, self.epochs = self._snapshot(), [epoch] * len(self.position)
+            return
+        improved = [i for i, (_, val) in enumerate(results) if val["loss"] < self.own_best[i]]
+        if improved:
+            states = self._snapshot()
+            for i in improved:
+                self.own_best[i], self.epochs[i], self.states[i] = results[i][1]["loss"], epoch, states[i]
+
+
+def _check_memory(
+    trained: Sequence[nn.Module], replicas: Sequence[Replica], cfg: TrainConfig, device: torch.device
+) -> None:
+    """Refuse, before any step, replicas that would not fit in the device's memory (:func:`estimate_memory`)."""
+    need, free = estimate_memory(trained, replicas, cfg), available_memory(device)
+    if need > 0.9 * free:
+        raise ConfigError(
+            f"{len(replicas)} replicas need an estimated {need / 2**30:.1f} GiB on {device.type} and "
+            f"{free / 2**30:.1f} GiB is free; use fewer folds or seeds, a smaller model or batch",
+            settings=("folds", "seeds"),
+        )
+
+
+def _check_finite(
+    results: Sequence[tuple[float, dict[str, float]]], replicas: Sequence[Replica], epoch: int, cfg: TrainConfig
+) -> None:
+    """A training loss that is not finite ends the fit, naming the replica when there are several."""
+    bad = [(i, loss) for i, (loss, _) in enumerate(results) if not math.isfinite(loss)]
+    if bad:
+        i, loss = bad[0]
+        where = f" (fold {replicas[i].fold + 1}, seed {replicas[i].seed})" if len(replicas) > 1 else ""
+        raise TrainingError(
+            f"training loss became {loss} at epoch {epoch}{where} with learning rate "
+            f"{cfg.lr:g}; lower the learning rate or enable gradient clipping",
+            settings=("lr", "grad_clip"),
+        )
 
 
 def fit_replicas(
@@ -405,85 +494,56 @@ def fit_replicas(
     cumulative ``train_time_s``. Early stopping (``patience``) and the best epoch follow the mean validation loss;
     every replica's weights at that epoch are kept (``FitResult.replicas``), and ``FitResult.state_dict`` is replica
     ``primary``'s; with ``keep="each"`` every replica keeps its own lowest-validation-loss epoch instead, the epoch
-    it would keep trained alone. Replicas pack where :func:`plan` says so; the numbers are those of each replica
-    trained alone.
+    it would keep trained alone. Replicas pack where :func:`pack_groups` says so; the numbers are those of each
+    replica trained alone.
     Raises TrainingError if a loss is not finite, ConfigError if the replicas would not fit in the device's memory.
     """
     device = select_device(cfg.device)
-    need, free = estimate_memory(trained, replicas, cfg), available_memory(device)
-    if need > 0.9 * free:
-        raise ConfigError(
-            f"{len(replicas)} replicas need an estimated {need / 2**30:.1f} GiB on {device.type} and "
-            f"{free / 2**30:.1f} GiB is free; use fewer folds or seeds, a smaller model or batch",
-            settings=("folds", "seeds"),
-        )
-    units: list[_Solo | _Packed] = []
-    order: list[int] = []
-    for group in plan(trained, replicas, pack):
-        rs = [replicas[i] for i in group]
-        if len(group) == 1:
-            units.append(_Solo(trained[group[0]], rs[0], replace(cfg, seed=rs[0].seed), device))
-        else:
-            packed = models.pack([trained[i] for i in group])
-            assert packed is not None  # plan() groups only packable replicas
-            units.append(_Packed(packed, rs, cfg, device))
-        order += group
+    _check_memory(trained, replicas, cfg, device)
+    units, position = _units(trained, replicas, cfg, device, pack)
+    keeper = _Keeper(units, position, keep)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    history: list[dict[str, float]] = []
     per_replica: list[list[dict[str, float]]] = [[] for _ in replicas]
-    best = FitResult(
-        best_epoch=0, best_val_loss=math.inf, epochs_run=0, stopped_early=False, train_time_s=0.0, state_dict={}
-    )
-    if keep not in ("mean", "each"):
-        raise ConfigError(f"keep must be mean or each, got {keep!r}")
-    states: list[dict[str, torch.Tensor]] = []
-    own_best, own_epoch = [math.inf] * len(replicas), [0] * len(replicas)
-    own_states: list[dict[str, torch.Tensor]] = [{} for _ in replicas]
+    best_epoch, best_val_loss, best_val, elapsed, stopped_early = 0, math.inf, {}, 0.0, False
     started = time.perf_counter()
-    for epoch in range(cfg.epochs):
-        lr = lr_at(epoch, cfg)
-        outcome: dict[int, tuple[float, dict[str, float]]] = {}
-        for i, res in zip(order, (res for unit in units for res in unit.epoch(lr, autocast))):
-            outcome[i] = res
-        results = [outcome[i] for i in range(len(replicas))]
-        bad = [(i, loss) for i, (loss, val) in enumerate(results) if not math.isfinite(loss)]
-        if bad:
-            i, loss = bad[0]
-            where = f" (fold {replicas[i].fold + 1}, seed {replicas[i].seed})" if len(replicas) > 1 else ""
+    for epoch in range(1, cfg.epochs + 1):
+        lr = lr_at(epoch - 1, cfg)
+        results = _train_epoch(units, position, lr, autocast)
+        _check_finite(results, replicas, epoch, cfg)
+        train_loss, val = aggregate(results, replicas)
+        if not math.isfinite(val["loss"]):
             raise TrainingError(
-                f"training loss became {loss} at epoch {epoch + 1}{where} with learning rate "
-                f"{cfg.lr:g}; lower the learning rate or enable gradient clipping",
-                settings=("lr", "grad_clip"),
-            )
-        record = {"epoch": epoch + 1, **aggregate(results, replicas), "lr": lr}
-        if not math.isfinite(record[VAL + "loss"]):
-            raise TrainingError(
-                f"validation loss became {record[VAL + 'loss']} at epoch {epoch + 1} with learning rate "
-                f"{cfg.lr:g}; lower the learning rate",
+                f"validation loss became {val['loss']} at epoch {epoch} with learning rate {cfg.lr:g}; "
+                "lower the learning rate",
                 settings=("lr",),
             )
         elapsed = time.perf_counter() - started
+        record = {"epoch": epoch, "train_loss": train_loss, **{VAL + k: v for k, v in val.items()}, "lr": lr}
         record["train_time_s"] = elapsed
-        best.history.append(record)
-        for i, (loss, val) in enumerate(results):
-            per_replica[i].append({"epoch": epoch + 1, "train_loss": loss, **{VAL + k: v for k, v in val.items()}})
-        if record[VAL + "loss"] < best.best_val_loss:
-            best.best_val_loss, best.best_epoch = record[VAL + "loss"], epoch + 1
-            unpacked = [s for unit in units for s in unit.states()]
-            states = [unpacked[order.index(i)] for i in range(len(replicas))]
-        improved = [i for i, (_, val) in enumerate(results) if keep == "each" and val["loss"] < own_best[i]]
+        history.append(record)
+        for i, (loss, scores) in enumerate(results):
+            per_replica[i].append({"epoch": epoch, "train_loss": loss, **{VAL + k: v for k, v in scores.items()}})
+        improved = val["loss"] < best_val_loss
         if improved:
-            unpacked = [s for unit in units for s in unit.states()]
-            for i in improved:
-                own_best[i], own_epoch[i], own_states[i] = results[i][1]["loss"], epoch + 1, unpacked[order.index(i)]
-        best.epochs_run, best.train_time_s = epoch + 1, elapsed
+            best_epoch, best_val_loss, best_val = epoch, val["loss"], val
+        keeper.update(epoch, results, improved)
         reporter(record)
-        if epoch + 1 - best.best_epoch >= cfg.patience:
-            best.stopped_early = True
+        if epoch - best_epoch >= cfg.patience:
+            stopped_early = True
             break
-    kept = (own_states, own_epoch) if keep == "each" else (states, [best.best_epoch] * len(replicas))
-    best.state_dict = kept[0][primary]
-    best.replicas = [
-        ReplicaResult(fold=r.fold, seed=r.seed, history=h, state_dict=st, best_epoch=e)
-        for r, h, st, e in zip(replicas, per_replica, *kept)
-    ]
-    return best
+    return FitResult(
+        best_epoch=best_epoch,
+        best_val_loss=best_val_loss,
+        epochs_run=len(history),
+        stopped_early=stopped_early,
+        train_time_s=elapsed,
+        state_dict=keeper.states[primary],
+        device=device,
+        best_val=best_val,
+        history=history,
+        replicas=[
+            ReplicaResult(fold=r.fold, seed=r.seed, history=h, state_dict=st, best_epoch=e)
+            for r, h, st, e in zip(replicas, per_replica, keeper.states, keeper.epochs)
+        ],
+    )

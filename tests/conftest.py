@@ -7,7 +7,10 @@ import importlib.util
 import json
 import logging
 import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from types import ModuleType
 
@@ -37,6 +40,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, process: subprocess.Popen | None = None, *, log: Path | None = None,
+                  timeout_s: float = 180.0) -> str:
+    """The body of ``url`` once it answers with a 2xx status; fails the test when ``process`` (the server) exits
+    first or after ``timeout_s``, with the end of the server's ``log``."""
+    def said() -> str:
+        return log.read_text(errors="replace")[-2000:] if log is not None else ""
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the server of {url} exited with code {process.returncode} first: {said()}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read().decode(errors="replace")
+        except OSError:  # refused while it starts, or an error status; TimeoutError and HTTPError are OSErrors
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {timeout_s:.0f} s: {said()}")
 
 
 # ----------------------------------------------------------------------------------------------- Katib API double
@@ -151,6 +173,33 @@ def logging_enabled():
 collect_ignore_glob = ["fixtures/*"]  # helper programs the tests run as processes, not test modules
 
 
+# ----------------------------------------------------------------------------------------------- pytest-xdist
+# modules whose tests share one xdist worker under `--dist loadgroup` (what `make test` runs), by group: the buildah
+# builds, since build.sh builds one image at a time per store and a second worker would only wait on its lock. A
+# table, not xdist_group marks: pytest-xdist 3.8 tags a marked test by renaming item._nodeid, which pytest 9.2 no
+# longer reads, so its own grouping silently does nothing here.
+XDIST_GROUPS = {
+    "tests/e2e/test_image_build.py": "buildah",
+    "tests/e2e/test_image_versions.py": "buildah",
+    "tests/e2e/test_suggestion_image.py": "buildah",
+}
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup``: each test is a unit of work for whichever worker is free, except the modules of
+    ``XDIST_GROUPS``, one unit per group (the biggest units start first)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return XDIST_GROUPS.get(nodeid.split("::", 1)[0], nodeid)
+
+    return ModuleGroups(config, log)
+
+
 # ----------------------------------------------------------------------------------------------- engine doubles
 SCRIPT = FIXTURES / "scripted_trial.py"  # the stand-in trial: prints the Katib lines a test decides (--curves, --mode)
 OBJECTIVES_ANNOTATION = "katib-hpo.io/objectives"
@@ -233,8 +282,6 @@ def states(study) -> list:
 def wait_for_trials(database: Path, study_name: str, *, complete: int, process=None, timeout_s: float = 120.0):
     """Poll the SQLite study an engine in another process writes until at least ``complete`` trials succeeded and
     another is running; returns those trials. Fails the test after ``timeout_s``, or at once if ``process`` exits."""
-    import time
-
     import optuna
     from optuna.trial import TrialState
 

@@ -211,7 +211,7 @@ def test_the_graph_sees_lazy_and_main_block_imports():
     # cli imports the engine only inside functions, and the trial's __main__ block calls its own main
     graph = import_graph(ROOT, SCANNED)
     assert "hpo_lib.engine" in graph["hpo_lib.cli"]
-    assert "hpo_lib.results.tracking" in graph["hpo_lib.engine.study"]  # a lazy import inside a function
+    assert "hpo_lib.results.tracking" in graph["hpo_lib.engine.mlflow_runs"]  # a lazy import inside a function
     assert not any(t.startswith("hpo_lib.cli") for t in graph["hpo_lib.trial"])
 
 
@@ -321,3 +321,30 @@ def test_import_forms_resolve_to_modules(tmp_path, line, expected):
     # each way of writing an import lands on the module it loads
     graph = import_graph(_plant(tmp_path, {**CLEAN, "pkg/c.py": line + "\n"}), ("pkg",))
     assert graph["pkg.c"] == expected
+
+
+# ----------------------------------------------------------------------------------------------- package docstrings
+def _packages(root: Path) -> list[Path]:
+    return sorted(p.parent for p in (root / "hpo_lib").rglob("__init__.py") if p.parent != root / "hpo_lib")
+
+
+def unnamed_modules(package: Path) -> list[str]:
+    """The modules and subpackages of ``package`` that its ``__init__`` docstring does not name as ``:mod:`.name```
+    (or by its full dotted name)."""
+    doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text())) or ""
+    dotted = ".".join(package.parts[len(package.parts) - 1 - package.parts[::-1].index("hpo_lib"):])
+    members = [p.stem for p in package.glob("*.py") if p.stem not in ("__init__", "__main__")]
+    members += [p.parent.name for p in package.glob("*/__init__.py")]
+    return sorted(m for m in members if f":mod:`.{m}`" not in doc and f":mod:`{dotted}.{m}`" not in doc)
+
+
+@pytest.mark.parametrize("package", _packages(ROOT), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_package_docstring_names_its_modules(package):
+    # a newcomer reads a subpackage's __init__ first: it names every module inside, so none is left out of the map
+    assert unnamed_modules(package) == []
+
+
+def test_a_module_missing_from_the_docstring_is_found(tmp_path):
+    _plant(tmp_path, {"hpo_lib/part/__init__.py": '"""Part.\n\n* :mod:`.named`: here."""\n',
+                      "hpo_lib/part/named.py": "", "hpo_lib/part/forgotten.py": ""})
+    assert unnamed_modules(tmp_path / "hpo_lib" / "part") == ["forgotten"]

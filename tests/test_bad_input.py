@@ -7,6 +7,7 @@ leaks). The rows that need a real process or a real mount are the few ``e2e`` te
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import socket
@@ -91,11 +92,11 @@ def tuned_state(tmp: Path) -> Path:
 
 
 def yahoo(monkeypatch: pytest.MonkeyPatch, *, online: bool) -> None:
-    """Yahoo as the tests see it: no rows for anything; the network up (``online``) or down. No real call."""
-    monkeypatch.setattr(sources, "_yf_download", lambda *a: pd.DataFrame())
-    monkeypatch.setattr(sources, "yahoo_unreachable",
-                        lambda: None if online else "gaierror: [Errno -3] Temporary failure in name resolution")
-    monkeypatch.setattr(sources.time, "sleep", lambda s: None)
+    """Yahoo as the tests see it: no rows for anything; the network up (``online``) or down. No real call, and no
+    wait between retries: the loader's download is ``download_yahoo`` with its own seams filled in."""
+    monkeypatch.setattr(sources, "download_yahoo", functools.partial(
+        sources.download_yahoo, download=lambda *a: pd.DataFrame(), sleep=lambda s: None,
+        reach=lambda: None if online else "gaierror: [Errno -3] Temporary failure in name resolution"))
 
 
 def tune(tmp: Path, *extra: str) -> list[str]:

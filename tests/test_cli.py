@@ -121,9 +121,9 @@ def test_dashboard_serves_the_local_studies(tuned):
 
 
 def test_the_bar_reads_each_running_trials_planned_epochs_from_its_flags():
-    from hpo_lib.cli import _planned_epochs
+    from hpo_lib.study_record import planned_epochs
 
-    assert _planned_epochs(["python", "-m", "hpo_lib.trial", "--model=lstm", "--epochs=60"]) == 60
-    assert _planned_epochs(["hpo", "trial", "--epochs", "12", "--lr=0.1"]) == 12
-    assert _planned_epochs(["hpo", "trial", "--lr=0.1"]) is None  # a command without it shows "?"
-    assert _planned_epochs(["hpo", "trial", "--epochs=${trialParameters.epochs}"]) is None
+    assert planned_epochs(["python", "-m", "hpo_lib.trial", "--model=lstm", "--epochs=60"]) == 60
+    assert planned_epochs(["hpo", "trial", "--epochs", "12", "--lr=0.1"]) == 12
+    assert planned_epochs(["hpo", "trial", "--lr=0.1"]) is None  # a command without it shows "?"
+    assert planned_epochs(["hpo", "trial", "--epochs=${trialParameters.epochs}"]) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import json
 import math
 import re
@@ -11,12 +12,14 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from hpo_lib import cli, metrics, models, train, trial
+from hpo_lib import cli, metrics, models, train, trial, trial_contract
 from hpo_lib.data import sources
+from hpo_lib.errors import DataError
 from hpo_lib.katib import contract
 
 EPOCH_METRICS = sorted(metrics.epoch_metrics("return"))
@@ -169,9 +172,9 @@ def test_help_shows_each_flags_range_or_choices(capsys):
 
 def test_the_spelled_out_choices_are_the_modules_own():
     # the choices the trial parses without torch are exactly those of the modules that use them
-    assert trial.MODEL_NAMES == tuple(models.MODELS)
-    assert (trial.PACK, trial.OPTIMIZERS, trial.SCHEDULERS) == (train.PACK, train.OPTIMIZERS, train.SCHEDULERS)
-    assert trial.LOSSES == ("auto", *train.REGRESSION_LOSSES, *train.CLASSIFICATION_LOSSES)
+    assert trial_contract.MODEL_NAMES == tuple(models.MODELS)
+    assert (trial_contract.PACK, trial_contract.OPTIMIZERS) == (train.PACK, train.OPTIMIZERS)
+    assert trial_contract.LOSSES == ("auto", *train.REGRESSION_LOSSES, *train.CLASSIFICATION_LOSSES)
 
 
 def test_check_flags_accepts_valid_flags_silently_and_trains_nothing(tmp_path, capsys, monkeypatch):
@@ -306,3 +309,71 @@ def test_model_config_defaults_are_the_trial_flag_defaults(family, config_cls):
     assert set(models.config_fields(family)) <= shared, sorted(set(models.config_fields(family)) - shared)
     # ... and each defaults the same way as its flag, so a model built in code is the one a bare trial builds
     assert {k: config[k] for k in shared} == {k: FLAG_DEFAULTS[k] for k in shared}
+
+
+# ----------------------------------------------------------------------------------------------- replicas
+# folds x seeds in one process: every replica gets exactly the updates it would get alone, packed or not
+REPLICA_FAST = ["--seq-len=8", "--split-window=8", "--hidden-size=8", "--num-layers=2", "--threads=2", "--epochs=3"]
+
+
+def _replica_args(*flags: str) -> trial.TrialArgs:
+    return trial.parse_args(["--data=sample:sp500", "--val-frac=0.1", "--test-frac=0.1", *REPLICA_FAST, *flags])
+
+
+def test_one_fold_one_seed_prints_todays_line(sp500, tmp_path):
+    lines = {}
+    for name, extra in (("plain", []), ("explicit", ["--folds=1", "--seeds=1", "--fold-train=rolling"])):
+        out = io.StringIO()
+        trial.run(_replica_args("--model=gru", *extra, f"--output-dir={tmp_path / name}"), out=out, err=io.StringIO())
+        lines[name] = [line.split(" ", 1)[1] for line in out.getvalue().splitlines()]
+    strip = [
+        [" ".join(p for p in line.split() if not p.startswith("train_time_s=")) for line in v] for v in lines.values()
+    ]
+    # the same metrics, values and names, with no spread metrics: exactly the single-split trial
+    assert strip[0] == strip[1]
+    assert not any(name in lines["plain"][0] for name in metrics.ROBUST)
+
+
+def test_several_replicas_print_their_spread_and_keep_every_curve(sp500, tmp_path):
+    out = io.StringIO()
+    final = trial.run(
+        _replica_args("--model=mlp", "--folds=2", "--seeds=2", f"--output-dir={tmp_path}"), out=out, err=io.StringIO()
+    )
+    first, last = out.getvalue().splitlines()[0], out.getvalue().splitlines()[-1]
+    # the epoch line carries the robust contract and nothing else
+    names = {pair.split("=")[0] for pair in first.split()[1:]}
+    assert names == metrics.epoch_metrics("return", robust=True)
+    # the final line keeps each replica's validation loss at the best epoch
+    assert "val_loss_fold1_seed0=" in last and "val_loss_fold2_seed1=" in last
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    # metrics.json keeps every replica's curve and every fold's bar
+    assert len(saved["robust"]["replicas"]) == 4 and len(saved["robust"]["fold_splits"]) == 2
+    assert saved["robust"]["replicas"][0]["history"][0]["epoch"] == 1
+    # baseline_val_loss is the mean over folds of each fold's best baseline
+    bars = [f["baseline_val_loss"] for f in saved["robust"]["fold_splits"]]
+    assert final["baseline_val_loss"] == pytest.approx(np.mean(bars))
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--seeds=0"], "--seeds must be at least 1, got 0"),
+        (["--folds=0"], "--folds must be at least 1, got 0"),
+        (["--folds=40"], "too many folds for the data: 40 folds"),
+        (["--fold-train=sliding"], "--fold-train must be one of expanding, rolling"),
+        (["--embargo=-1"], "--embargo must be at least 0"),
+        (["--model=lstm", "--folds=2", "--pack=on"], "has no packed form"),
+    ],
+)
+def test_bad_robust_flags_are_one_line(flags, message, capsys):
+    code = cli.main(["trial", "--data=sample:sp500", *REPLICA_FAST, *flags, "--output-dir=/tmp/unused-robust"])
+    err = capsys.readouterr().err.strip()
+    # exit 2 and one line naming the value and the rule
+    assert code == 2 and err.count("\n") == 0 and message in err, err
+
+
+def test_too_many_folds_names_the_rows(sp500):
+    with pytest.raises(DataError) as info:
+        trial.load_datasets(_replica_args("--folds=12"), prices=sp500)
+    # the rows the first fold needs and the rows it has
+    assert "training rows, and it needs" in str(info.value) and "use fewer folds" in str(info.value)

@@ -4,6 +4,14 @@
         -> baselines.evaluate(ds)             naive, GARCH(1,1), HAR-RV, EWMA (fit on training rows only)
         -> scoring.score(ds, split, forecast)  the metrics every forecast is judged by; DM test; backtest
 
+* :mod:`.sources`: market data from Yahoo (cached), the bundled samples or a file, validated;
+* :mod:`.dataset`: features, targets, chronological splits with purge gaps, walk-forward folds, rolling origins,
+  train-only scalers and windows;
+* :mod:`.baselines`: the naive and econometric forecasts every model is compared with;
+* :mod:`.scoring`: per-sample losses and their means, QLIKE, Diebold-Mariano, the cost-aware backtest;
+* :mod:`.inference`: search-aware tests (SPA, Reality Check, MCS), bootstrap intervals, nested-model tests,
+  probabilistic and deflated Sharpe.
+
 The names of :mod:`.sources` and :mod:`.dataset` are re-exported here (``data.load_prices``, ``data.prepare``);
 ``baselines`` and ``scoring`` are imported as modules.
 """
@@ -22,6 +30,7 @@ from hpo_lib.data.dataset import (
     prepare_folds,
     purge_gap,
     refit_split,
+    rolling_origins,
     trailing_return,
     variance_proxy,
     walk_forward,
@@ -64,6 +73,7 @@ __all__ = [
     "prepare_folds",
     "purge_gap",
     "refit_split",
+    "rolling_origins",
     "split_yahoo_frame",
     "to_long",
     "trailing_return",

@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 
 from hpo_lib.data.sources import Prices
-from hpo_lib.errors import DataError
+from hpo_lib.errors import ConfigError, DataError
 
 TARGETS = ("return", "direction", "volatility")
+QUARTER = 63  # trading days per quarter: rolling_origins' default block of test days
 WARMUP_ROWS = 21  # price rows the features spend before their first complete row (the 21-day rolling windows)
 
 
@@ -224,13 +225,12 @@ def walk_forward(
 ) -> list[Split]:
     """``folds`` rolling-origin (walk-forward) splits of the tuning period, oldest first; the last one is ``split``.
 
-    Every fold validates on a block of the same length as ``split``'s validation block (the last fold on that very
-    block) (equal-length blocks: every
-    fold scores the same number of days, so replicas of one trial stack). Fold ``k``'s block ends ``embargo`` rows
-    before fold ``k + 1``'s starts, and fold ``k`` trains on the rows before its block less the purge gap:
-    ``expanding`` from the first row, ``rolling`` over a fixed length (the first fold's, so every fold trains on
-    as many rows; the last fold is then ``split`` with its training cut to that length). The test split is
-    ``split``'s, untouched, behind its own purge gap.
+    Every fold validates on a block of the same length as ``split``'s validation block, the last fold on that very
+    block: every fold scores the same number of days, so the replicas of one trial stack. Fold ``k``'s block ends
+    ``embargo`` rows before fold ``k + 1``'s starts, and fold ``k`` trains on the rows before its block less the
+    purge gap: ``expanding`` from the first row, ``rolling`` over a fixed length (the first fold's, so every fold
+    trains on as many rows; the last fold is then ``split`` with its training cut to that length). The test split
+    is ``split``'s, untouched, behind its own purge gap.
 
     ``min_train_rows`` is the training rows a fold needs beyond its windows (the fitted baselines' needs).
 
@@ -280,6 +280,38 @@ def walk_forward(
         )
     if fold_train == "expanding":
         out[-1] = split  # the very same object: --folds=1 and the last expanding fold are one split
+    return out
+
+
+def rolling_origins(split: Split, n_origins: int, *, window: int, horizon: int) -> list[Split]:
+    """The rolling-origin test's splits: ``split``'s test positions cut into ``n_origins`` consecutive blocks, and
+    for each block a training span that ends one purge gap before the block's first input row.
+
+    ``window`` is the split window (the longest lookback), so the gap is the same ``purge_gap(window, horizon)`` as
+    the single-window test's. Training samples are every position whose footprint (input window and label horizon)
+    lies in ``[split.train_rows[0], origin - gap)``; validation keeps ``split.val``, inside the training rows (an
+    in-sample monitor, as in :func:`refit_split`). The first block's split is the refit split itself, so its model
+    is the single-window retrain's. ``n_origins`` 0 means one origin per quarter (:data:`QUARTER` test days); it is
+    the final retrain's ``test_origins``, and an error names it so.
+
+    >>> s = refit_split(chronological_split(60, window=3, horizon=1, val_frac=0.2, test_frac=0.3, min_samples=1),
+    ...     window=3, horizon=1)
+    >>> s.train_rows, s.test.tolist()
+    ((0, 41), [47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58])
+    >>> [(int(o.train[-1]), o.train_rows, o.test.tolist()) for o in rolling_origins(s, 2, window=3, horizon=1)]
+    [(39, (0, 41), [47, 48, 49, 50, 51, 52]), (45, (0, 47), [53, 54, 55, 56, 57, 58])]
+    """
+    test = np.asarray(split.test)
+    n = n_origins or max(1, round(len(test) / QUARTER))
+    if isinstance(n, bool) or n < 1 or n > len(test):
+        raise ConfigError(f"test_origins must be 0 (quarterly) or 1..{len(test)} (the test days), got {n_origins}")
+    gap = purge_gap(window, horizon)
+    start = split.train_rows[0]
+    out = []
+    for block in np.array_split(test, n):
+        stop = int(block[0]) - window + 1 - gap  # the block's first input row, minus the purge gap
+        train = np.arange(start + window - 1, stop - horizon, dtype=np.int64)
+        out.append(Split(train=train, val=split.val, test=block, train_rows=(start, stop), gap=gap))
     return out
 
 

@@ -14,11 +14,11 @@ from optuna.pruners import BasePruner, HyperbandPruner, MedianPruner, NopPruner
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from hpo_lib.engine import options
 from hpo_lib.errors import ConfigError
+from hpo_lib.katib.settings import EARLY_STOPPINGS, MEDIANSTOP
 
-PRUNERS = ("medianstop", "optuna-median", "hyperband", "none")
-KATIB_ALGORITHM = "medianstop"
-KATIB_DEFAULTS = {"min_trials_required": 3, "start_step": 4}  # MedianStopService.__init__, Katib v0.19
+PRUNERS = options.PRUNERS[1:]  # the named pruners (options lists "manifest", the Experiment's own rule, first)
 
 
 # ------------------------------------------------------------------------------------------------ arithmetic
@@ -244,8 +244,11 @@ def _build(name: str, settings: dict[str, Any]) -> BasePruner:
     if name == "medianstop":
         return KatibMedianStopPruner(**settings)
     if name == "optuna-median":
-        min_trials = _require_int("min_trials_required", settings.get("min_trials_required", 3), 1)
-        start_step = _require_int("start_step", settings.get("start_step", 4), 1)
+        katib = EARLY_STOPPINGS[MEDIANSTOP].defaults  # the same defaults as Katib's rule
+        min_trials = _require_int(
+            "min_trials_required", settings.get("min_trials_required", katib["min_trials_required"]), 1
+        )
+        start_step = _require_int("start_step", settings.get("start_step", katib["start_step"]), 1)
         return MedianPruner(n_startup_trials=min_trials, n_warmup_steps=start_step - 1)
     if name == "hyperband":
         min_resource = _require_int("min_resource", settings.get("min_resource", 1), 1)
@@ -260,9 +263,10 @@ def _build(name: str, settings: dict[str, Any]) -> BasePruner:
 def from_katib_settings(early_stopping: Mapping[str, Any] | None, *, frozen_rule: bool = True) -> BasePruner:
     """The pruner a Katib Experiment's ``spec.earlyStopping`` asks for; None (no early stopping) gives NopPruner.
 
-    Accepts what Katib's medianstop service accepts (``ValidateEarlyStoppingSettings``): algorithm ``medianstop``;
-    settings ``min_trials_required`` (> 0) and ``start_step`` (>= 1) as strings that ``int()`` parses; a repeated
-    setting keeps its last value. Anything else fails the Experiment on the cluster, so it raises here.
+    Accepts what Katib's medianstop service accepts (``ValidateEarlyStoppingSettings``, the table in
+    :mod:`hpo_lib.katib.settings`): algorithm ``medianstop``; settings ``min_trials_required`` (> 0) and
+    ``start_step`` (>= 1) as strings that ``int()`` parses; a repeated setting keeps its last value. Anything else
+    fails the Experiment on the cluster, so it raises here.
 
     Raises:
         ConfigError: naming the unknown algorithm or setting, or the value that does not parse or is out of range.
@@ -270,22 +274,22 @@ def from_katib_settings(early_stopping: Mapping[str, Any] | None, *, frozen_rule
     if early_stopping is None:
         return NopPruner()
     algorithm = early_stopping.get("algorithmName")
-    if algorithm != KATIB_ALGORITHM:
-        raise ConfigError(f"unknown early stopping algorithm name {algorithm!r}; Katib ships only {KATIB_ALGORITHM!r}")
-    values = dict(KATIB_DEFAULTS)
+    if algorithm not in EARLY_STOPPINGS:
+        raise ConfigError(f"unknown early stopping algorithm name {algorithm!r}; Katib ships only {MEDIANSTOP!r}")
+    rules = EARLY_STOPPINGS[algorithm]
+    values = dict(rules.defaults)
     for setting in early_stopping.get("algorithmSettings") or []:
         name, value = setting.get("name", ""), setting.get("value", "")
-        if name not in KATIB_DEFAULTS:
+        if name not in rules.settings:
             raise ConfigError(
-                f"unknown setting {name!r} for algorithm medianstop; accepted: {', '.join(KATIB_DEFAULTS)}"
+                f"unknown setting {name!r} for algorithm {algorithm}; accepted: {', '.join(rules.settings)}"
             )
         if not isinstance(value, str):
             raise ConfigError(f"setting {name} must be a string (Katib's type), got {value!r}")
-        try:
-            values[name] = int(value)
-        except ValueError:
-            raise ConfigError(f"setting {name}={value!r} is not an integer") from None
-    try:
+        values[name] = rules.settings[name].parse(value)
+        if values[name] is None:
+            raise ConfigError(f"setting {name}={value!r} is not an integer")
+    try:  # the range, in the pruner's words
         return KatibMedianStopPruner(values["min_trials_required"], values["start_step"], frozen_rule=frozen_rule)
     except ValueError as err:
         raise ConfigError(f"earlyStopping: {err}") from err

@@ -9,11 +9,13 @@ from typing import Any
 
 import optuna
 
+from hpo_lib import study_record
+from hpo_lib.engine import options
 from hpo_lib.errors import ConfigError
-from hpo_lib.katib import experiment, suggestion
+from hpo_lib.katib import experiment, settings, suggestion
 
 log = logging.getLogger(__name__)
-MO_SAMPLERS = ("manifest", "nsga2")
+MO_SAMPLERS = options.MO_SAMPLERS
 
 
 # algorithms of Katib's default katib-config the engine does not run -> the service that runs them
@@ -25,7 +27,7 @@ NOT_SERVED = {
     "enas": "suggestion-enas",
     "darts": "suggestion-darts",
 }
-HYPEROPT_TPE = {"gamma": 0.25, "prior_weight": 1.0, "n_EI_candidates": 24}  # hyperopt 0.2.5 tpe.suggest defaults
+HYPEROPT_TPE = settings.ALGORITHMS["tpe"].defaults  # hyperopt 0.2.5 tpe.suggest defaults
 HYPEROPT_LF = 25  # hyperopt's linear_forgetting: the "below" set never exceeds 25 trials
 
 
@@ -55,31 +57,32 @@ def make_sampler(
     random start of one batch (``startup_trials``, the parallelTrialCount; Katib's default 3).
     ``multivariate-tpe`` and ``grid`` are Katib's Optuna service as it is. ``cmaes`` honours ``sigma``,
     ``random_state`` and ``restart_strategy: none``; ``ipop`` is refused (Optuna >= 4.4 ignores it). Every other
-    algorithm of the default katib-config is refused with the service that would run it.
+    algorithm of the default katib-config is refused with the service that would run it. The settings are read,
+    typed, from :mod:`hpo_lib.katib.settings` (a value its service would refuse raises there, in lint's words).
     """
     name = algorithm.get("algorithmName")
     if name == suggestion.ALGORITHM:
         return KatibSuggestions(algorithm, distributions)
-    settings = experiment.settings(algorithm)
-    seed = int(settings["random_state"]) if "random_state" in settings else None
     if name in NOT_SERVED:
         raise ConfigError(
             f"algorithm {name!r} is not served by Katib's Optuna service, so not by the local engine; Katib "
             f"serves it with {NOT_SERVED[name]}: "
             "run the experiment on a Katib cluster, or use tpe, multivariate-tpe, random, grid or cmaes"
         )
+    values = {**_defaults(name), **settings.typed_values("algorithm", algorithm, settings.ALGORITHMS)}
+    seed = values.get("random_state")
     if name == "tpe":
         return optuna.samplers.TPESampler(
-            gamma=hyperopt_gamma(float(settings.get("gamma", HYPEROPT_TPE["gamma"]))),
-            prior_weight=float(settings.get("prior_weight", HYPEROPT_TPE["prior_weight"])),
-            n_ei_candidates=int(settings.get("n_EI_candidates", HYPEROPT_TPE["n_EI_candidates"])),
+            gamma=hyperopt_gamma(values["gamma"]),
+            prior_weight=values["prior_weight"],
+            n_ei_candidates=values["n_EI_candidates"],
             n_startup_trials=max(1, startup_trials),
             seed=seed,
         )
     if name == "multivariate-tpe":
         return optuna.samplers.TPESampler(
-            n_startup_trials=int(settings.get("n_startup_trials", 10)),
-            n_ei_candidates=int(settings.get("n_ei_candidates", 24)),
+            n_startup_trials=values["n_startup_trials"],
+            n_ei_candidates=values["n_ei_candidates"],
             seed=seed,
             multivariate=True,
             constant_liar=True,
@@ -87,8 +90,8 @@ def make_sampler(
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
-        sigma = float(settings["sigma"]) if "sigma" in settings else None
-        restart = settings.get("restart_strategy")
+        sigma = values.get("sigma")
+        restart = values.get("restart_strategy")
         if restart not in (None, "None", "none"):
             raise ConfigError(
                 f"algorithm cmaes setting restart_strategy = {restart!r}: Optuna {optuna.__version__} no longer "
@@ -108,6 +111,12 @@ def make_sampler(
     )
 
 
+def _defaults(name: Any) -> dict[str, Any]:
+    """The values ``name``'s service uses for the settings an Experiment leaves out (none for unknown names)."""
+    known = settings.ALGORITHMS.get(name)
+    return dict(known.defaults) if known else {}
+
+
 def _grid(distributions: dict[str, Any], max_trials: int) -> dict[str, list[Any]]:
     """Katib's grid: every listed value, ``range(min, max + 1, step or 1)`` for ints (logUniform too, as Katib
     builds it), ``min, min + step, ... <= max`` for doubles."""
@@ -118,8 +127,8 @@ def _grid(distributions: dict[str, Any], max_trials: int) -> dict[str, list[Any]
         elif isinstance(dist, optuna.distributions.IntDistribution):
             grid[pname] = list(range(dist.low, dist.high + 1, dist.step))
         elif dist.step is not None and not dist.log:
-            n = int(round((dist.high - dist.low) / dist.step)) + 1
-            grid[pname] = [dist.low + i * dist.step for i in range(n)]
+            # Optuna has trimmed an off-grid high to the last point below it, as Katib's range stops there
+            grid[pname] = [dist.low + i * dist.step for i in range(settings.grid_size(dist.low, dist.high, dist.step))]
         else:
             raise ConfigError(
                 f"grid search needs a step for double parameter {pname} (and a uniform distribution: "
@@ -135,7 +144,6 @@ def multi_objective_sampler(
     algorithm: dict[str, Any], distributions: dict[str, Any], max_trials: int, choice: str
 ) -> optuna.samplers.BaseSampler:
     """The manifest's sampler where Optuna's multi-objective support allows it (TPE, random, grid), or NSGA-II."""
-    settings = experiment.settings(algorithm)
     if algorithm.get("algorithmName") == suggestion.ALGORITHM:
         if choice != "manifest":
             raise ConfigError(
@@ -145,8 +153,7 @@ def multi_objective_sampler(
             )
         return KatibSuggestions(algorithm, distributions)
     if choice == "nsga2":
-        seed = int(settings["random_state"]) if "random_state" in settings else None
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        return optuna.samplers.NSGAIISampler(seed=settings.seed(algorithm))
     if choice != "manifest":
         raise ConfigError(
             f"multi-objective sampler must be manifest or nsga2, got {choice!r}", settings=("mo_sampler",)
@@ -192,17 +199,9 @@ class KatibSuggestions(optuna.samplers.BaseSampler):
         )
 
 
-_CONDITIONS = {
-    optuna.trial.TrialState.COMPLETE: "Succeeded",
-    optuna.trial.TrialState.FAIL: "Failed",
-    optuna.trial.TrialState.RUNNING: "Running",
-    optuna.trial.TrialState.WAITING: "Running",
-}
-
-
 def _record(trial: optuna.trial.FrozenTrial) -> suggestion.TrialRecord | None:
     """A study's trial as Katib's controller sends it (None: one Katib would not send, e.g. early-stopped unseen)."""
-    condition = _CONDITIONS.get(trial.state)
+    condition = study_record.SAMPLER_CONDITIONS.get(trial.state.name)
     if condition is None or not trial.params:
         return None
     values = list(trial.values) if condition == "Succeeded" and trial.values is not None else None

@@ -1,5 +1,6 @@
 """Katib's side of the contract: the StdOut metrics format, written by trials and read back exactly as Katib does;
-``${trialParameters}`` substitution; the conditions of Trials, Experiments and trial Jobs.
+``${trialParameters}`` substitution and what survives ``sh -c``; the conditions of Trials, Experiments and trial Jobs;
+the names of Katib's algorithm services and metric strategies.
 
 Katib's StdOut collector (``file-metricscollector.go``) keeps a line only if it contains one of the collected
 metric names, takes the text before the first space as an RFC3339 timestamp, and applies its filter regex to the
@@ -17,6 +18,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hpo_lib.errors import ConfigError
+from hpo_lib.study_record import (
+    CREATED,
+    EARLY_STOPPED,
+    FAILED,
+    KILLED,
+    METRICS_UNAVAILABLE,
+    RUNNING,
+    SUCCEEDED,
+)
 
 # Katib's DefaultFilter, written for Go RE2 where \w is ASCII-only; re.ASCII gives Python the same meaning.
 DEFAULT_FILTER = r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"
@@ -36,6 +46,10 @@ SUGGESTION_SERVICES = {
     "darts": "darts",
     "pbt": "pbt",
 }
+# this project's algorithm, served on Katib by `hpo katib suggestion-service` (registered by the overlay
+# manifests/overlays/katib-hpo-multiobjective) and locally by the engine through the same code
+MULTI_OBJECTIVE_ALGORITHM = "katib-hpo-multiobjective"
+METRIC_STRATEGIES = ("min", "max", "latest")  # Katib's metricStrategies: which observed value is a trial's value
 
 
 def format_value(value: float | int | bool) -> str:
@@ -137,6 +151,11 @@ def parse_json_metrics_line(line: str, metric_names: Iterable[str]) -> tuple[dat
 
 # ----------------------------------------------------------------------------------------------- trial templates
 PLACEHOLDER = re.compile(r"\$\{trialParameters\.(.+?)\}")
+# Katib runs the primary container as `sh -c "<command and args joined by spaces>"`, unquoted: what sh re-parses
+# in such a word (lint's S-SHELL reports each), and a stricter allow-list of characters that pass through unchanged
+# anywhere in a word (for values a tool writes into a trial's argument; no SHELL_SAFE text contains SHELL_META)
+SHELL_META = re.compile(r"[&;|<>$()`'\"\\\s*?]")
+SHELL_SAFE = re.compile(r"[A-Za-z0-9:,=._/+-]+")
 
 
 def substitute_trial_parameters(
@@ -163,10 +182,11 @@ def substitute_trial_parameters(
 # Katib reads a trial Job's success and failure with these GJSON conditions (its defaults for batch/v1 Jobs)
 JOB_SUCCESS = 'status.conditions.#(type=="Complete")#|#(status=="True")#'
 JOB_FAILURE = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
-EXPERIMENT_STATES = ("Failed", "Succeeded", "Restarting", "Running", "Created")  # terminal ones win over Running
+EXPERIMENT_STATES = (FAILED, SUCCEEDED, "Restarting", RUNNING, CREATED)  # terminal ones win over Running
 # A Trial CR keeps every condition it went through; the first of these with status "True" is its state. An
 # early-stopped trial keeps Running=True (the medianstop service only appends EarlyStopped), so it comes first.
-TRIAL_STATES = ("EarlyStopped", "Succeeded", "MetricsUnavailable", "Failed", "Killed", "Running", "Created")
+# The names themselves are defined once, with the Optuna -> Katib table, in hpo_lib.study_record.
+TRIAL_STATES = (EARLY_STOPPED, SUCCEEDED, METRICS_UNAVAILABLE, FAILED, KILLED, RUNNING, CREATED)
 UNAVAILABLE = "unavailable"  # Katib's value for a metric with no usable observation
 
 

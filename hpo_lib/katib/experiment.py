@@ -21,10 +21,10 @@ from hpo_lib.katib import contract
 log = logging.getLogger(__name__)
 
 OBJECTIVES_ANNOTATION = "katib-hpo.io/objectives"  # deprecated: the multi-objective algorithm's setting instead
-MULTI_OBJECTIVE_ALGORITHM = "katib-hpo-multiobjective"  # served on Katib by `hpo katib suggestion-service`
+MULTI_OBJECTIVE_ALGORITHM = contract.MULTI_OBJECTIVE_ALGORITHM  # served on Katib by `hpo katib suggestion-service`
 OBJECTIVES_SETTING = "objectives"
 DIRECTIONS = ("minimize", "maximize")
-STRATEGIES = ("min", "max", "latest")
+STRATEGIES = contract.METRIC_STRATEGIES
 
 
 # ----------------------------------------------------------------------------------------------- documents

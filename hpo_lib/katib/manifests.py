@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from hpo_lib import metrics
-from hpo_lib.katib import contract, space
+from hpo_lib.katib import contract, settings, space
 
 NAMESPACE = "katib-hpo"
 IMAGE = "ghcr.io/katib-hpo/trial"
@@ -49,6 +49,7 @@ EPOCHS = 60
 FOLDS, SEEDS = 4, 2
 BUDGET = {"parallelTrialCount": 2, "maxTrialCount": 40, "maxFailedTrialCount": 8}
 TPE_SETTINGS = {"n_startup_trials": "10", "n_ei_candidates": "24", "random_state": "42"}
+ALGORITHM = contract.MULTI_OBJECTIVE_ALGORITHM  # what the Pareto Experiment runs on
 PARETO = "cnn-lstm-pareto"  # the seed use case: accuracy, training time and model size at once
 PARETO_SETTINGS = {
     "objectives": f"{metrics.OBJECTIVE}:minimize, train_time_s:minimize, model_size_mb:minimize",
@@ -58,10 +59,6 @@ PARETO_SETTINGS = {
 }
 SUGGESTION_COMMAND = ["hpo", "katib", "suggestion-service", "--port=6789"]
 MEDIANSTOP_SETTINGS = {"min_trials_required": "5", "start_step": "5"}
-
-
-def _settings(values: dict[str, str]) -> list[dict[str, str]]:
-    return [{"name": k, "value": v} for k, v in values.items()]
 
 
 def _container_security() -> dict[str, Any]:
@@ -170,8 +167,8 @@ def experiment(family: str) -> dict[str, Any]:
                     *({"name": k, "value": v} for k, v in metrics.COLLECTED.items()),
                 ],
             },
-            "algorithm": {"algorithmName": "multivariate-tpe", "algorithmSettings": _settings(TPE_SETTINGS)},
-            "earlyStopping": {"algorithmName": "medianstop", "algorithmSettings": _settings(MEDIANSTOP_SETTINGS)},
+            "algorithm": settings.section("multivariate-tpe", TPE_SETTINGS),
+            "earlyStopping": settings.section(settings.MEDIANSTOP, MEDIANSTOP_SETTINGS),
             **BUDGET,
             "resumePolicy": "LongRunning",
             "metricsCollectorSpec": {"collector": {"kind": "StdOut"}},
@@ -200,12 +197,9 @@ def pareto_experiment() -> dict[str, Any]:
     doc = experiment("cnn-lstm")
     doc["metadata"]["name"] = "cnn-lstm-spy-pareto"
     doc["metadata"]["labels"]["katib-hpo/search"] = "pareto"
-    doc["spec"]["algorithm"] = {"algorithmName": ALGORITHM, "algorithmSettings": _settings(PARETO_SETTINGS)}
+    doc["spec"]["algorithm"] = settings.section(ALGORITHM, PARETO_SETTINGS)  # its service checks them
     del doc["spec"]["earlyStopping"]
     return doc
-
-
-ALGORITHM = "katib-hpo-multiobjective"  # experiment.MULTI_OBJECTIVE_ALGORITHM (checked by the tests)
 
 
 def experiments() -> dict[str, dict[str, Any]]:

@@ -40,42 +40,13 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState
 
 from hpo_lib.errors import ConfigError
-from hpo_lib.katib import experiment, space
+from hpo_lib.katib import experiment, settings, space
 
 ALGORITHM = experiment.MULTI_OBJECTIVE_ALGORITHM
-SAMPLERS = ("tpe", "nsga2")
+SAMPLERS = settings.MULTI_OBJECTIVE_SAMPLERS
 TOLD = ("Succeeded", "EarlyStopped")  # the Katib conditions whose observation is told (Katib's Optuna service)
 CONDITIONS = ("Created", "Running", "Succeeded", "Killed", "Failed", "MetricsUnavailable", "EarlyStopped", "Unknown")
-
-
-def _integer(text: str) -> int | None:
-    try:
-        return int(text)
-    except ValueError:
-        return None
-
-
-def _fraction(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if 0.0 <= value <= 1.0 else None
-
-
-# setting -> (the sampler it belongs to, or None for both; parser returning None when invalid; the rule in words)
-SETTINGS: dict[str, tuple[str | None, Any, str]] = {
-    "objectives": (None, str, "metric:direction pairs"),
-    "sampler": (None, lambda v: v if v in SAMPLERS else None, "tpe or nsga2"),
-    "random_state": (None, lambda v: n if (n := _integer(v)) is not None and n >= 0 else None, "an integer >= 0"),
-    "n_startup_trials": ("tpe", lambda v: n if (n := _integer(v)) is not None and n >= 0 else None, "an integer >= 0"),
-    "n_ei_candidates": ("tpe", lambda v: n if (n := _integer(v)) is not None and n >= 1 else None, "an integer >= 1"),
-    "population_size": ("nsga2", lambda v: n if (n := _integer(v)) is not None and n >= 2 else None, "an integer >= 2"),
-    "crossover_prob": ("nsga2", _fraction, "a number in [0, 1]"),
-    "mutation_prob": ("nsga2", _fraction, "a number in [0, 1]"),
-    "swapping_prob": ("nsga2", _fraction, "a number in [0, 1]"),
-}
-TPE_DEFAULTS = {"n_startup_trials": 10, "n_ei_candidates": 24}  # Optuna's (and Katib's multivariate-tpe)
+RULES = settings.MULTI_OBJECTIVE  # each setting's parser, rule, sampler and default
 
 
 @dataclass(frozen=True)
@@ -113,14 +84,14 @@ def sampler_settings(algorithm: Mapping[str, Any]) -> Sampler:
         raise ConfigError(problems[0])
     values = experiment.settings(algorithm)
     name = values.get("sampler", "tpe")
-    options: dict[str, Any] = {}
-    for setting, text in values.items():
-        owner, parse, _ = SETTINGS[setting]
-        if owner == name:
-            options[setting] = parse(text)
+    options = {
+        setting: RULES.settings[setting].value(text)
+        for setting, text in values.items()
+        if RULES.sampler_of.get(setting) == name
+    }
     if name == "tpe":
-        options = {**TPE_DEFAULTS, **options}
-    seed = int(values["random_state"]) if "random_state" in values else None
+        options = {**RULES.defaults, **options}
+    seed = RULES.settings["random_state"].value(values["random_state"]) if "random_state" in values else None
     return Sampler(name=name, seed=seed, options=options)
 
 
@@ -131,12 +102,12 @@ def settings_problems(algorithm: Mapping[str, Any]) -> list[str]:
     values = experiment.settings(algorithm)
     chosen = values.get("sampler", "tpe")
     for name, value in values.items():
-        if name not in SETTINGS:
-            problems.append(f"unknown setting {name} for {where}; it accepts {', '.join(SETTINGS)}")
+        if name not in RULES.settings:
+            problems.append(f"unknown setting {name} for {where}; it accepts {', '.join(RULES.settings)}")
             continue
-        owner, parse, rule = SETTINGS[name]
-        if parse(value) is None:
-            problems.append(f"{where} setting {name} = {value!r} must be {rule}")
+        owner = RULES.sampler_of.get(name)
+        if RULES.settings[name].value(value) is None:
+            problems.append(f"{where} setting {name} = {value!r} must be {RULES.settings[name].rule}")
         elif owner is not None and chosen in SAMPLERS and owner != chosen:
             problems.append(f"{where} setting {name} is for sampler {owner}, not {chosen}: drop it or set sampler")
     if not values.get(experiment.OBJECTIVES_SETTING, "").strip():

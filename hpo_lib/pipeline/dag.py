@@ -2,8 +2,9 @@
 
 Every component is a lightweight component on the trial image (which has ``hpo_lib`` and ``kfp`` installed), so
 nothing is pip-installed at run time; each body imports :mod:`hpo_lib.pipeline.steps` (and the renderers of
-:mod:`hpo_lib.results`) and calls one function, which is where the work and its tests live. The same components run
-on a cluster and under ``kfp.local.SubprocessRunner(use_venv=False)`` (``hpo pipeline run-local``).
+:mod:`hpo_lib.results`) and calls one step, which is where the work and its tests live. The pipeline's parameters
+default to :data:`hpo_lib.pipeline.settings.CLUSTER`. The same components run on a cluster and under
+``kfp.local.SubprocessRunner(use_venv=False)`` (``hpo pipeline run-local``, :mod:`hpo_lib.pipeline.local`).
 
 It lives in the package, so an installed ``hpo`` compiles and runs it without a checkout; ``pipelines/katib_hpo.py``
 re-exports it for those who compile from one. ``hpo pipeline compile`` (or ``python pipelines/katib_hpo.py``) writes
@@ -20,6 +21,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Ou
 
 from hpo_lib.errors import ConfigError
 from hpo_lib.katib import manifests
+from hpo_lib.pipeline.settings import CLUSTER
 
 IMAGE = f"{manifests.IMAGE}:{manifests.IMAGE_TAG}"
 COMPILED_NAME = "katib_hpo_pipeline.yaml"
@@ -76,7 +78,7 @@ def select_winners(
     pareto: bool,
     max_winners: int,
     include_early_stopped: bool,
-    n_seeds: int,
+    seeds: int,
     epochs: int,
     retrain_flags: str,
     selection: Output[Artifact],
@@ -94,7 +96,7 @@ def select_winners(
         pareto=pareto,
         max_winners=max_winners,
         include_early_stopped=include_early_stopped,
-        n_seeds=n_seeds,
+        seeds=seeds,
         epochs=epochs,
         retrain_flags=retrain_flags,
     )
@@ -139,7 +141,7 @@ def evaluate(
     from hpo_lib.pipeline import steps
     from hpo_lib.results import render
 
-    result = steps.summarize([m.path for m in models])
+    result = steps.evaluate([m.path for m in models])
     os.makedirs(summary.path, exist_ok=True)
     with open(os.path.join(summary.path, "summary.json"), "w") as handle:
         json.dump(result, handle, indent=2, default=str)
@@ -209,22 +211,22 @@ def katib_hpo(
     image: str = IMAGE,
     data: str = manifests.DATA_SPEC,
     tune_mode: str = "launch",
-    model_family: str = "lstm",
+    model_family: str = CLUSTER.model_family,
     experiment_yaml: str = "",
     experiment_name: str = "",
     namespace: str = "",
     trials_export: str = "",
-    timeout_s: int = 86400,
-    poll_s: float = 30.0,
-    top_k: int = 3,
-    pareto: bool = True,
-    max_winners: int = 6,
-    include_early_stopped: bool = False,
-    n_seeds: int = 3,
-    epochs: int = 0,
-    retrain_flags: str = "",
-    cost_bps: float = 5.0,
-    test_origins: int = 0,
+    timeout_s: int = CLUSTER.timeout_s,
+    poll_s: float = CLUSTER.poll_s,
+    top_k: int = CLUSTER.top_k,
+    pareto: bool = CLUSTER.pareto,
+    max_winners: int = CLUSTER.max_winners,
+    include_early_stopped: bool = CLUSTER.include_early_stopped,
+    seeds: int = CLUSTER.seeds,
+    epochs: int = CLUSTER.epochs,
+    retrain_flags: str = CLUSTER.retrain_flags,
+    cost_bps: float = CLUSTER.cost_bps,
+    test_origins: int = CLUSTER.test_origins,
     tracking_uri: str = "",
     mlflow_experiment: str = "",
     model_name: str = "",
@@ -247,7 +249,7 @@ def katib_hpo(
         pareto=pareto,
         max_winners=max_winners,
         include_early_stopped=include_early_stopped,
-        n_seeds=n_seeds,
+        seeds=seeds,
         epochs=epochs,
         retrain_flags=retrain_flags,
     ).set_display_name("select winners")

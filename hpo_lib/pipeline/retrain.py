@@ -23,7 +23,7 @@ per-epoch values are logged as ``insample_val_*`` and never used to judge the mo
 ``run`` records that epoch as ``kept_epoch`` beside ``epochs``, and the pipeline logs it as an MLflow parameter.
 
 The search-aware tests (SPA, Reality Check, Model Confidence Set) need several retrains; they are computed over
-the retrains of a pipeline run (:func:`hpo_lib.pipeline.steps.summarize`) from the per-day losses each
+the retrains of a pipeline run (:func:`hpo_lib.pipeline.steps.evaluate`) from the per-day losses each
 ``evaluation.json`` keeps under ``losses``.
 """
 
@@ -39,33 +39,35 @@ from typing import Any
 import numpy as np
 import torch
 
-from hpo_lib import data, models, train, trial
+from hpo_lib import data, models, train
 from hpo_lib.data import baselines, inference, scoring
 from hpo_lib.errors import ConfigError, DataError
+from hpo_lib.pipeline.settings import CLUSTER
+from hpo_lib.trial import assemble
+from hpo_lib.trial.flags import TrialArgs, parse_args, validate
 
 FILES = ("model.pt", "config.json", "history.json", "evaluation.json", "forecasts.csv", "input_example.npy")
 EXAMPLE_WINDOWS = 4  # the model's input example (for its MLflow signature): the last training windows
-QUARTER = 63  # trading days per quarter: test_origins=0 means one origin per quarter of the test split
 NESTED = {"return": ("zero", "train_mean"), "direction": ("train_prior",), "volatility": ("train_mean",)}
 R2_BENCHMARK = {"return": "train_mean", "direction": "train_prior", "volatility": "train_mean"}
 # (phase, epoch record, planned epochs): phase is "fit" for the retrain itself, "origin i/R" for a rolling refit
 EpochCallback = Callable[[str, Mapping[str, float], int], None]
 
 
-def retrain_args(flags: Sequence[str], **overrides: Any) -> trial.TrialArgs:
+def retrain_args(flags: Sequence[str], **overrides: Any) -> TrialArgs:
     """The trial's ``--name=value`` flags as :class:`~hpo_lib.trial.TrialArgs`, then ``overrides`` (field names).
 
     Arguments that are not ``--`` flags (a template's ``python -m hpo_lib.trial``) are ignored; an unknown flag or a
     bad value is a ConfigError naming it, as in the trial itself.
     """
-    args = trial.parse_args([f for f in flags if f.startswith("--")])
-    known = {f.name for f in fields(trial.TrialArgs)}
+    args = parse_args([f for f in flags if f.startswith("--")])
+    known = {f.name for f in fields(TrialArgs)}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ConfigError(f"unknown retrain override(s) {unknown}")
     values = {**asdict(args), **overrides}
-    result = trial.TrialArgs(**values)
-    trial.validate(result)
+    result = TrialArgs(**values)
+    validate(result)
     return result
 
 
@@ -288,39 +290,8 @@ def val_test_gap(tuning_metric: str, tuning_value: float | None, test_metrics: d
 
 
 # ----------------------------------------------------------------------------------------------- rolling origin
-def origin_splits(split: data.Split, n_origins: int, *, window: int, horizon: int) -> list[data.Split]:
-    """The rolling-origin test's splits: the test positions cut into ``n_origins`` consecutive blocks, and for each
-    block a training span that ends one purge gap before the block's first input row.
-
-    ``window`` is the split window (the longest lookback), so the gap is the same ``purge_gap(window, horizon)`` as
-    the single-window test's. Training samples are every position whose footprint (input window and label horizon)
-    lies in ``[split.train_rows[0], origin - gap)``; validation keeps ``split.val``, inside the training rows (an
-    in-sample monitor, as in the refit). The first block's split is the refit split itself, so its model is the
-    single-window retrain's. ``n_origins`` 0 means one origin per quarter (:data:`QUARTER` test days).
-
-    >>> s = data.refit_split(data.chronological_split(60, window=3, horizon=1, val_frac=0.2, test_frac=0.3,
-    ...     min_samples=1), window=3, horizon=1)
-    >>> s.train_rows, s.test.tolist()
-    ((0, 41), [47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58])
-    >>> [(int(o.train[-1]), o.train_rows, o.test.tolist()) for o in origin_splits(s, 2, window=3, horizon=1)]
-    [(39, (0, 41), [47, 48, 49, 50, 51, 52]), (45, (0, 47), [53, 54, 55, 56, 57, 58])]
-    """
-    test = np.asarray(split.test)
-    n = n_origins or max(1, round(len(test) / QUARTER))
-    if isinstance(n, bool) or n < 1 or n > len(test):
-        raise ConfigError(f"test_origins must be 0 (quarterly) or 1..{len(test)} (the test days), got {n_origins}")
-    gap = data.purge_gap(window, horizon)
-    start = split.train_rows[0]
-    out = []
-    for block in np.array_split(test, n):
-        stop = int(block[0]) - window + 1 - gap  # the block's first input row, minus the purge gap
-        train = np.arange(start + window - 1, stop - horizon, dtype=np.int64)
-        out.append(data.Split(train=train, val=split.val, test=block, train_rows=(start, stop), gap=gap))
-    return out
-
-
 def rolling_origin(
-    args: trial.TrialArgs,
+    args: TrialArgs,
     ds: data.Dataset,
     n_origins: int,
     *,
@@ -331,7 +302,8 @@ def rolling_origin(
     on_epoch: EpochCallback | None = None,
 ) -> dict[str, Any]:
     """The rolling-origin test of ``args`` on the refit dataset ``ds``: a refit at each origin of
-    :func:`origin_splits`, each forecasting only its own block; every baseline is refit at each origin too.
+    :func:`hpo_lib.data.rolling_origins`, each forecasting only its own block; every baseline is refit at each
+    origin too.
 
     Every test day thus gets a forecast from a model (and baselines) that never saw it. The blocks' forecasts are
     scored together on ``ds``'s test days by :func:`evaluate_test` (one scale for the whole period), and each
@@ -340,7 +312,7 @@ def rolling_origin(
     """
     if prices is None:
         prices = data.load_prices(args.data, cache_dir=args.cache_dir or None)
-    splits = origin_splits(ds.split, n_origins, window=args.split_window, horizon=ds.horizon)
+    splits = data.rolling_origins(ds.split, n_origins, window=args.split_window, horizon=ds.horizon)
     rows = data.build_features(prices)[0].index  # the dataset's rows, to date each training span's end
     forecast: list[np.ndarray] = []
     base: dict[str, list[np.ndarray]] = {}
@@ -395,13 +367,13 @@ def rolling_origin(
 
 
 def _fit(
-    args: trial.TrialArgs, ds: data.Dataset, *, on_epoch: EpochCallback | None = None, phase: str = "fit"
+    args: TrialArgs, ds: data.Dataset, *, on_epoch: EpochCallback | None = None, phase: str = "fit"
 ) -> tuple[torch.nn.Module, train.FitResult, np.ndarray]:
     """Train ``args`` on ``ds``'s training samples (no early stopping) and forecast its test split; each epoch's
     record goes to ``on_epoch`` as it ends."""
-    cfg = trial.setup(args)  # reseeds: every origin's model starts from the same initial weights
+    cfg = assemble.seeded_config(args)  # every origin's model starts from the same initial weights
     cfg.patience = cfg.epochs
-    model = trial.build_model(args, ds)
+    model = assemble.build_model(args, ds)
     history: list[dict[str, float]] = []
 
     def record(epoch: dict[str, float]) -> None:
@@ -411,18 +383,18 @@ def _fit(
 
     result = train.fit(model, ds, cfg, reporter=record)
     result.history = history
-    forecast = train.to_forecast(ds, train.predict(model, trial.split_x(ds, model, "test")))
+    forecast = train.to_forecast(ds, train.predict(model, assemble.inputs_on_device(ds, "test", result.device)))
     return model, result, forecast
 
 
 # ----------------------------------------------------------------------------------------------- retrain
 def retrain(
-    args: trial.TrialArgs,
+    args: TrialArgs,
     out_dir: str | Path,
     *,
-    cost_bps: float = 5.0,
+    cost_bps: float = CLUSTER.cost_bps,
     n_trials: int = 1,
-    test_origins: int = 1,
+    test_origins: int = CLUSTER.test_origins,
     on_epoch: EpochCallback | None = None,
 ) -> dict[str, Any]:
     """Train ``args`` on train + validation, score the test split, write :data:`FILES`.
@@ -431,10 +403,10 @@ def retrain(
     stop on; the weights kept are those of the epoch with the lowest in-sample validation loss, recorded as
     ``run.kept_epoch`` (see the module docstring). ``n_trials`` is the number of configurations the search tried
     (for the deflated Sharpe ratio). ``test_origins`` R > 1 adds the rolling-origin test under ``rolling`` (R - 1
-    more fits; 0 = one origin per quarter of test days). ``on_epoch`` gets every epoch's record as it ends (of the
-    retrain, then of each rolling refit). Returns the evaluation report, also written to ``evaluation.json`` with
-    the run's metadata; ``input_example.npy`` holds the last :data:`EXAMPLE_WINDOWS` training windows (the model's
-    input example: never a test row). One seed of :func:`retrain_seeds`.
+    more fits; 0 = one origin per quarter of test days; 1 = none). ``on_epoch`` gets every epoch's record as it
+    ends (of the retrain, then of each rolling refit). Returns the evaluation report, also written to
+    ``evaluation.json`` with the run's metadata; ``input_example.npy`` holds the last :data:`EXAMPLE_WINDOWS`
+    training windows (the model's input example: never a test row). One seed of :func:`retrain_seeds`.
     """
     callback = None if on_epoch is None else (lambda seed, phase, record, epochs: on_epoch(phase, record, epochs))
     return retrain_seeds(
@@ -447,17 +419,17 @@ SeedEpochCallback = Callable[[int, str, Mapping[str, float], int], None]
 
 
 def retrain_seeds(
-    args: trial.TrialArgs,
+    args: TrialArgs,
     out_dirs: Mapping[int, str | Path],
     *,
-    cost_bps: float = 5.0,
+    cost_bps: float = CLUSTER.cost_bps,
     n_trials: int = 1,
-    test_origins: int = 1,
+    test_origins: int = CLUSTER.test_origins,
     on_epoch: SeedEpochCallback | None = None,
 ) -> dict[int, dict[str, Any]]:
     """:func:`retrain` of ``args`` once per seed of ``out_dirs`` (seed -> its folder), all in this process: one data
     load, and the seeds trained together as replicas (:func:`hpo_lib.train.fit_replicas`, packed where
-    :func:`hpo_lib.train.plan` says so under ``args.pack``, else one after another).
+    :func:`hpo_lib.train.pack_groups` says so under ``args.pack``, else one after another).
 
     Each seed gets exactly the updates, kept epoch, files and report a lone :func:`retrain` with that seed would
     (``run.seed`` is its seed; ``run.train_time_s`` is the shared fit's). The rolling-origin refits run per seed,
@@ -466,12 +438,12 @@ def retrain_seeds(
     seeds = list(out_dirs)
     started = time.perf_counter()
     prices = data.load_prices(args.data, cache_dir=args.cache_dir or None)
-    ds = trial.load_dataset(args, prices=prices, refit=True)
-    cfg = trial.setup(args)
+    ds = assemble.load_dataset(args, prices=prices, refit=True)
+    cfg = assemble.configure(args)
     cfg.patience = cfg.epochs
-    replicas, built = trial.build_replicas(replace(args, seeds=1, seed=seeds[0]), [ds])
+    replicas, built = assemble.build_replicas(replace(args, seeds=1, seed=seeds[0]), [ds])
     for seed in seeds[1:]:
-        more, more_built = trial.build_replicas(replace(args, seeds=1, seed=seed), [ds])
+        more, more_built = assemble.build_replicas(replace(args, seeds=1, seed=seed), [ds])
         replicas, built = replicas + more, built + more_built
 
     def live(mean: dict[str, float]) -> None:  # one seed: its record is the mean, reported as its epoch ends
@@ -489,7 +461,7 @@ def retrain_seeds(
             for epoch in history:
                 on_epoch(seed, "fit", epoch, cfg.epochs)
         seed_args = replace(args, seed=seed)
-        forecast = train.to_forecast(ds, train.predict(model, trial.split_x(ds, model, "test")))
+        forecast = train.to_forecast(ds, train.predict(model, assemble.inputs_on_device(ds, "test", result.device)))
         report = evaluate_test(ds, forecast, cost_bps=cost_bps, results=base, n_trials=n_trials)
         report["run"] = {
             "model": args.model,
@@ -501,9 +473,9 @@ def retrain_seeds(
             "n_params": models.count_params(model),
             "model_size_mb": models.model_size_mb(model),
             "n_features": ds.n_features,
-            "n_outputs": trial.n_outputs(ds),
+            "n_outputs": assemble.n_outputs(ds),
             "window": args.seq_len,
-            "device": str(train.select_device(cfg.device)),
+            "device": str(result.device),
             "train_samples": int(len(ds.split.train)),
             "train_period": [str(d.date()) for d in _period(ds, "train")],
             "n_trials": int(n_trials),
@@ -535,7 +507,7 @@ def _insample(record: Mapping[str, float]) -> dict[str, float]:
 
 def _write_retrain(
     out: Path,
-    args: trial.TrialArgs,
+    args: TrialArgs,
     ds: data.Dataset,
     model: torch.nn.Module,
     history: list[dict[str, float]],
@@ -544,7 +516,7 @@ def _write_retrain(
     base: baselines.BaselineResults,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    trial.save_model(model, out, args)
+    assemble.save_model(model, out, args)
     (out / "history.json").write_text(json.dumps(history, indent=2))
     np.save(out / "input_example.npy", ds.x["train"][-EXAMPLE_WINDOWS:].astype(np.float32))
     (out / "evaluation.json").write_text(json.dumps(report, indent=2))

@@ -1,140 +1,42 @@
-"""What each step of the KFP pipeline does, as plain functions over folders (the components only call these).
+"""The six steps of the KFP pipeline, as plain functions over folders (each component of
+:mod:`hpo_lib.pipeline.dag` calls one of them):
 
-    prepare_data -> tune -> select_winners -> retrain (one per winner, its seeds together) -> summarize -> register
+    prepare_data -> tune -> select_winners -> run_retrain (one per winner, its seeds together) -> evaluate -> register
 
 Every step reads and writes files in folders (KFP artifacts on a cluster, temporary folders in the tests), so
-each one runs the same under KFP, under ``kfp.local`` and in a unit test. The pipeline definition itself lives in
-``pipelines/katib_hpo.py``; nothing here imports KFP.
-
-Progress: every step reports what it does through a :data:`ProgressCallback` (the step starting; each retrain's
-epochs as they end). Nothing here writes to a terminal: a caller passes a callback, or, across the processes of
-kfp's local runner, sets :data:`PROGRESS_ENV` to a file that the steps append JSON lines to and that
-:func:`follow_progress` reads back in the caller's process, for the face to show.
+each one runs the same under KFP, under ``kfp.local`` and in a unit test. The KFP definition that wires them is
+:mod:`hpo_lib.pipeline.dag` (``pipelines/katib_hpo.py`` only re-exports it); nothing here imports KFP. What they
+record is in :mod:`.records`, the evaluation's arithmetic in :mod:`.summary`, their knobs' defaults in
+:mod:`.settings`, and how they report progress (never to a terminal) in :mod:`.progress`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import logging
 import os
-import re
 import shlex
-import statistics
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hpo_lib.errors import ConfigError, ExperimentError, HpoError, NoWinnersError, first_line, redact
+from hpo_lib.errors import ConfigError, ExperimentError, HpoError, first_line, redact
 from hpo_lib.katib import client, manifests, space
 from hpo_lib.katib import experiment as katib_experiment
-from hpo_lib.pipeline import retrain
+from hpo_lib.katib.contract import SHELL_SAFE
+from hpo_lib.pipeline import records, retrain
+from hpo_lib.pipeline.progress import ProgressCallback, StepProgress, reporter
+from hpo_lib.pipeline.records import data_spec
+from hpo_lib.pipeline.settings import CLUSTER, PipelineSettings
+from hpo_lib.pipeline.summary import load_retrains, summarize
 from hpo_lib.results import render, tracking, winners
 
 log = logging.getLogger(__name__)
 
 TUNE_MODES = ("launch", "existing", "export")
-SHELL_SAFE = re.compile(r"[A-Za-z0-9:,=._/+-]+")  # characters `sh -c` passes through unquoted and unchanged
-PRICES_FILE = "prices.parquet"
-PROGRESS_ENV = "HPO_PROGRESS_FILE"  # a file the steps append their progress to (JSON lines), when set
-RUN_FLAGS_SKIPPED = ("output_dir", "cache_dir")  # a retrain's folders: paths of this run, not settings
-
-
-@dataclass(frozen=True)
-class StepProgress:
-    """What a step is doing: ``step`` started (``epoch`` 0), or a retrain's ``epoch`` of ``epochs`` ended.
-
-    ``item`` is the retrain's id; ``phase`` is ``fit`` for the retrain, ``origin i/R`` for a rolling-origin refit.
-    """
-
-    step: str
-    item: str = ""
-    phase: str = ""
-    epoch: int = 0
-    epochs: int = 0
-
-
-ProgressCallback = Callable[[StepProgress], None]
-
-
-def progress_to_file(path: str | Path) -> ProgressCallback:
-    """A callback that appends each report to ``path`` as one JSON line (one write: parallel steps never mix)."""
-
-    def report(progress: StepProgress) -> None:
-        line = (json.dumps(asdict(progress)) + "\n").encode()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
-
-    return report
-
-
-def _reporter(on_progress: ProgressCallback | None) -> ProgressCallback:
-    """``on_progress``; else a file reporter when :data:`PROGRESS_ENV` is set; else nothing. A report that cannot
-    be written costs the report, never the step."""
-    target = on_progress or (progress_to_file(os.environ[PROGRESS_ENV]) if os.environ.get(PROGRESS_ENV) else None)
-    if target is None:
-        return lambda progress: None
-
-    def report(progress: StepProgress) -> None:
-        try:
-            target(progress)
-        except OSError as exc:
-            log.debug("progress not reported: %s", exc)
-
-    return report
-
-
-@contextlib.contextmanager
-def follow_progress(path: str | Path, on_progress: ProgressCallback, *, interval_s: float = 0.5) -> Iterator[None]:
-    """Call ``on_progress`` in this process for every report the steps append to ``path`` while the block runs
-    (read every ``interval_s``, and once more at the end so that the last reports are not lost)."""
-    source = Path(path)
-    stop = threading.Event()
-    offset = 0
-
-    def drain() -> None:
-        nonlocal offset
-        try:
-            with source.open("rb") as handle:
-                handle.seek(offset)
-                chunk = handle.read()
-        except FileNotFoundError:
-            return
-        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits for the next read
-        offset += len(complete)
-        for line in complete.decode().splitlines():
-            with contextlib.suppress(ValueError, TypeError):
-                on_progress(StepProgress(**json.loads(line)))
-
-    def loop() -> None:
-        while not stop.wait(interval_s):
-            drain()
-
-    reader = threading.Thread(target=loop, name="pipeline-progress", daemon=True)
-    reader.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        reader.join()
-        drain()
-
-
-def _write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, indent=2, default=str))
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
 
 
 # ----------------------------------------------------------------------------------------------- 1. data
@@ -148,11 +50,11 @@ def prepare_data(
     """
     from hpo_lib import data
 
-    _reporter(on_progress)(StepProgress("prepare data"))
+    reporter(on_progress)(StepProgress("prepare data"))
     prices = data.load_prices(spec, cache_dir=cache_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data.to_long(prices).to_parquet(out / PRICES_FILE, index=False)
+    data.to_long(prices).to_parquet(out / records.PRICES_FILE, index=False)
     first = next(iter(prices.values()))
     meta = {
         "spec": spec,
@@ -161,17 +63,13 @@ def prepare_data(
         "first_date": str(first.index[0].date()),
         "last_date": str(first.index[-1].date()),
     }
-    _write_json(out / "data.json", meta)
+    records.write_json(out / "data.json", meta)
     return meta
-
-
-def data_spec(data_dir: str | Path) -> str:
-    return f"file:{Path(data_dir) / PRICES_FILE}"
 
 
 # ----------------------------------------------------------------------------------------------- 2. tune
 def experiment_doc(
-    *, experiment_yaml: str = "", model_family: str = "lstm", name: str = "", namespace: str = ""
+    *, experiment_yaml: str = "", model_family: str = CLUSTER.model_family, name: str = "", namespace: str = ""
 ) -> dict[str, Any]:
     """The Experiment to launch or read: ``experiment_yaml`` if given, else our manifest for ``model_family``.
 
@@ -212,12 +110,12 @@ def tune(
     mode: str,
     data: str,
     experiment_yaml: str = "",
-    model_family: str = "lstm",
+    model_family: str = CLUSTER.model_family,
     experiment_name: str = "",
     namespace: str = "",
     trials_export: str = "",
-    timeout_s: float = 86400,
-    poll_s: float = 30,
+    timeout_s: float = CLUSTER.timeout_s,
+    poll_s: float = CLUSTER.poll_s,
     api=None,
     on_progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
@@ -234,7 +132,7 @@ def tune(
     """
     if mode not in TUNE_MODES:
         raise ConfigError(f"tune_mode must be one of {', '.join(TUNE_MODES)}, got {mode!r}")
-    _reporter(on_progress)(StepProgress("tune"))
+    reporter(on_progress)(StepProgress("tune"))
     experiment = experiment_doc(
         experiment_yaml=experiment_yaml, model_family=model_family, name=experiment_name, namespace=namespace
     )
@@ -254,7 +152,7 @@ def tune(
                 f"{trials_export or 'none'} does not exist"
             )
         try:
-            trials = _read_json(path)
+            trials = records.read_json(path)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path} is not JSON: {exc}") from None
         trials = trials.get("items", []) if isinstance(trials, dict) else trials
@@ -279,8 +177,8 @@ def tune(
     if mode == "existing" and tuned_on and tuned_on != data:  # an export does not record `hpo tune --set data=`
         notes.append(f"the trials were tuned on --data={tuned_on}; the retrains use {data}")
     out = Path(out_dir)
-    _write_json(out / "experiment.json", experiment)
-    _write_json(out / "trials.json", trials)
+    records.write_json(out / "experiment.json", experiment)
+    records.write_json(out / "trials.json", trials)
     summary = {
         "mode": mode,
         "experiment": name,
@@ -293,7 +191,7 @@ def tune(
         "data": data,
         "notes": notes,
     }
-    _write_json(out / "tune.json", summary)
+    records.write_json(out / "tune.json", summary)
     return summary
 
 
@@ -302,38 +200,38 @@ def select_winners(
     trials_dir: str | Path,
     out_dir: str | Path,
     *,
-    top_k: int = 3,
-    pareto: bool = True,
-    max_winners: int = 0,
-    include_early_stopped: bool = False,
-    n_seeds: int = 3,
-    epochs: int = 0,
-    retrain_flags: str = "",
+    top_k: int = CLUSTER.top_k,
+    pareto: bool = CLUSTER.pareto,
+    max_winners: int = CLUSTER.max_winners,
+    include_early_stopped: bool = CLUSTER.include_early_stopped,
+    seeds: int = CLUSTER.seeds,
+    epochs: int = CLUSTER.epochs,
+    retrain_flags: str = CLUSTER.retrain_flags,
     on_progress: ProgressCallback | None = None,
 ) -> list[dict[str, Any]]:
-    """Pick the winners and return one retrain item per winner, with its ``seeds`` (0 .. n_seeds - 1), all retrained
-    in one process by :func:`run_retrain`; writes ``selection.json``.
+    """Pick the winners and return one retrain item per winner, with its ``seeds`` (0 .. seeds - 1), all retrained
+    in one process by :func:`run_retrain`; writes ``selection.json``. The settings are those of
+    :class:`~hpo_lib.pipeline.settings.PipelineSettings`, checked by it.
 
     Each item carries everything its retrain needs (the trial's flags included): in a local ``dsl.ParallelFor``,
     other task outputs passed beside the loop item arrive replaced by it (kfp 2.16-2.17), so nothing else is
     passed. ``epochs`` 0 keeps the template's ``--epochs``; ``retrain_flags`` (e.g. ``--threads=1``) come last.
     """
-    _reporter(on_progress)(StepProgress("select winners"))
-    if n_seeds < 1:
-        raise ConfigError(f"n_seeds must be at least 1, got {n_seeds}")
-    if epochs < 0:
-        raise ConfigError(f"epochs must be 0 (the experiment's) or more, got {epochs}")
+    reporter(on_progress)(StepProgress("select winners"))
+    PipelineSettings(
+        top_k=top_k, max_winners=max_winners, seeds=seeds, epochs=epochs, retrain_flags=retrain_flags
+    ).check()
     folder = Path(trials_dir)
-    tuned = _read_json(folder / "tune.json")
+    tuned = records.read_json(folder / "tune.json")
     if tuned["state"] == "Failed":
         raise ExperimentError(
             f"experiment {tuned['namespace']}/{tuned['experiment']} failed ({tuned['detail'] or 'no reason given'}; "
             f"{tuned['progress']}); its trials are saved in the tune step's artifact, but no winners are picked "
             f"from a failed experiment"
         )
-    experiment = _read_json(folder / "experiment.json")
+    experiment = records.read_json(folder / "experiment.json")
     objective, axes = winners.criteria(experiment)
-    trials = winners.parse_trials(_read_json(folder / "trials.json"))
+    trials = winners.parse_trials(records.read_json(folder / "trials.json"))
     selection = winners.select(
         trials,
         objective,
@@ -360,7 +258,7 @@ def select_winners(
                 "id": f"{w.rank:03d}-{w.trial.name}",
                 "experiment": tuned["experiment"],
                 "trial": w.trial.name,
-                "seeds": list(range(n_seeds)),
+                "seeds": list(range(seeds)),
                 "rank": w.rank,
                 "objective_metric": objective.metric,
                 "objective": w.objective,
@@ -373,7 +271,7 @@ def select_winners(
             }
         )
     out = Path(out_dir)
-    _write_json(out / "selection.json", {**selection.to_dict(), "tune": tuned, "items": len(items)})
+    records.write_json(out / "selection.json", {**selection.to_dict(), "tune": tuned, "items": len(items)})
     (out / "leaderboard.md").write_text(render.selection_markdown(selection, tuned))
     return items
 
@@ -384,8 +282,8 @@ def run_retrain(
     data_dir: str | Path,
     out_dir: str | Path,
     *,
-    cost_bps: float = 5.0,
-    test_origins: int = 1,
+    cost_bps: float = CLUSTER.cost_bps,
+    test_origins: int = CLUSTER.test_origins,
     tracking_uri: str | None = None,
     mlflow_experiment: str = "",
     on_progress: ProgressCallback | None = None,
@@ -394,7 +292,7 @@ def run_retrain(
     one data load, the seeds packed where the family packs); writes one folder per seed, ``<out_dir>/seed<s>/``,
     with the retrain files plus ``item.json`` (the item with that ``seed`` and the id ``<id>-seed<s>``).
 
-    ``test_origins`` R > 1 adds the rolling-origin test (0: one origin per quarter of test days); the item's
+    ``test_origins`` R > 1 adds the rolling-origin test (0: one origin per quarter of test days; 1: none); the item's
     ``n_trials`` deflates the Sharpe ratio. Returns each seed's scalar results for the step's metrics. Loop items
     pass through protobuf, so numbers may arrive as floats: they are cast back here.
 
@@ -406,7 +304,7 @@ def run_retrain(
     :func:`register` then logs the retrain afresh.
     """
     out = Path(out_dir)
-    report_progress = _reporter(on_progress)
+    report_progress = reporter(on_progress)
     report_progress(StepProgress("retrain", item=str(item["id"])))
     seeds = [int(s) for s in item["seeds"]]
     common = {k: v for k, v in item.items() if k != "seeds"}
@@ -417,7 +315,7 @@ def run_retrain(
     )
     uri = os.environ.get("MLFLOW_TRACKING_URI", "") if tracking_uri is None else tracking_uri
     experiment = mlflow_experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME", "") or str(item["experiment"])
-    params = {s: run_params(asdict(replace(args, seed=s)), data_dir) for s in seeds}
+    params = {s: records.run_params(asdict(replace(args, seed=s)), data_dir) for s in seeds}
     live = {s: _open_retrain_run(uri, experiment, per_seed[s], params[s], data_dir) if uri else None for s in seeds}
     live_epochs = {s: live[s] is not None for s in seeds}
 
@@ -452,7 +350,7 @@ def run_retrain(
     results = {}
     for seed in seeds:
         folder, seed_item, run, report = out / f"seed{seed}", per_seed[seed], live[seed], reports[seed]
-        scalars = scalar_results(seed_item, report)
+        scalars = records.scalar_results(seed_item, report)
         if run is not None:
             try:
                 model_uri = run.finish(
@@ -461,8 +359,8 @@ def run_retrain(
                     artifacts=[folder / "forecasts.csv"],
                     model=retrain.load_model(folder),
                     input_example=np.load(folder / "input_example.npy"),
-                    code_path=_package_copy(),
-                    requirements=_model_requirements(),
+                    code_path=records.package_copy(),
+                    requirements=records.model_requirements(),
                 )
                 seed_item.update(mlflow_run_id=run.run_id, mlflow_model_uri=model_uri, mlflow_tracking_uri=redact(uri))
                 seed_item["mlflow_experiment"] = experiment
@@ -473,34 +371,9 @@ def run_retrain(
                     seed_item["id"],
                     first_line(exc),
                 )
-        _write_json(folder / "item.json", seed_item)
+        records.write_json(folder / "item.json", seed_item)
         results[seed] = scalars
     return results
-
-
-def run_params(config: Mapping[str, Any], data_dir: str | Path) -> dict[str, str]:
-    """A retrain's settings as MLflow params under the trial's flag names (Katib's: ``batch-size``), the same
-    names as the tuning runs'; ``data`` is the spec the data was prepared from, not the prepared file's path."""
-    flags = [f"--{k.replace('_', '-')}={_flag_value(v)}" for k, v in config.items() if k not in RUN_FLAGS_SKIPPED]
-    params = tracking.flag_params(flags)
-    meta = Path(data_dir) / "data.json"
-    if meta.exists():
-        params["data"] = str(_read_json(meta)["spec"])
-    return params
-
-
-def _flag_value(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def dataset(data_dir: str | Path):
-    """The prepared data as an MLflow run input: its spec, the digest of the prepared file, its size and dates."""
-    folder = Path(data_dir)
-    meta = _read_json(folder / "data.json")
-    digest = hashlib.sha256((folder / PRICES_FILE).read_bytes()).hexdigest()[:8]
-    return tracking.dataset_input(
-        str(meta["spec"]), digest=digest, profile={k: v for k, v in meta.items() if k != "spec"}
-    )
 
 
 def _open_retrain_run(
@@ -512,204 +385,21 @@ def _open_retrain_run(
             uri,
             experiment_name=experiment,
             name=str(item["id"]),
-            tags=_retrain_tags(item),
+            tags=records.retrain_tags(item),
             params=params,
-            dataset=dataset(data_dir),
+            dataset=records.dataset(data_dir),
         )
     except Exception as exc:  # noqa: BLE001 - MLflow raises many types; the retrain goes on without a live run
         log.warning("MLflow: no live run for %s (%s); register logs it after the retrains", item["id"], first_line(exc))
         return None
 
 
-def _retrain_tags(item: Mapping[str, Any], champion_id: str | None = None) -> dict[str, str]:
-    tags = {
-        "hpo.kind": "retrain-run",
-        "hpo.trial": str(item["trial"]),
-        "hpo.rank": str(item["rank"]),
-        "hpo.seed": str(item["seed"]),
-        "hpo.top_k": str(item["top_k"]),
-        "hpo.pareto": str(item["pareto"]),
-    }
-    if champion_id is not None:
-        tags["hpo.champion"] = str(item["id"] == champion_id)
-    return tags
-
-
-def scalar_results(item: Mapping[str, Any], report: Mapping[str, Any]) -> dict[str, float]:
-    """The numbers of one retrain: test metrics, the bar, DM, backtest, val -> test gap (for KFP and MLflow)."""
-    ranking = report["ranking_metric"]
-    values: dict[str, float | None] = {f"test_{k}": v for k, v in report["model"].items()}
-    values[f"bar_test_{ranking}"] = report["baselines"][report["bar"]][ranking]
-    values["beats_bar"] = float(report["beats_bar"])
-    values["dm_statistic"] = report["dm"].get("statistic")
-    values["dm_p_value"] = report["dm"].get("p_value")
-    for name, result in (report.get("backtest") or {}).items():
-        if isinstance(result, dict):
-            prefix = "backtest" if name == "model" else name
-            for key in ("sharpe", "max_drawdown", "win_rate", "total_return"):
-                values[f"{prefix}_{key}"] = result[key]
-    values["tuning_objective"] = item.get("objective")
-    values["val_test_gap"] = retrain.val_test_gap(item["objective_metric"], item.get("objective"), report["model"])
-    values["train_time_s"] = report["run"]["train_time_s"]
-    values["kept_epoch"] = report["run"].get("kept_epoch")
-    values.update(inference_scalars(report.get("inference") or {}))
-    rolling = report.get("rolling")
-    if rolling:
-        values[f"rolling_test_{ranking}"] = rolling["model"][ranking]
-        values[f"rolling_bar_test_{ranking}"] = rolling["baselines"][rolling["bar"]][ranking]
-        values["rolling_dm_p_value"] = rolling["dm"].get("p_value")
-    return {k: float(v) for k, v in values.items() if v is not None}
-
-
-def inference_scalars(inference: Mapping[str, Any]) -> dict[str, float | None]:
-    """The headline numbers of :func:`hpo_lib.pipeline.retrain.inference_report` (absent ones left out)."""
-    values: dict[str, float | None] = {}
-    for name, interval in (inference.get("intervals") or {}).items():
-        values[f"{name}_ci_low"], values[f"{name}_ci_high"] = interval["low"], interval["high"]
-    for name, cw in (inference.get("clark_west") or {}).items():
-        values[f"clark_west_p_{name}"] = cw["p_value"]
-    values["oos_r2"] = (inference.get("oos_r2") or {}).get("r2")
-    values["pesaran_timmermann_p"] = (inference.get("pesaran_timmermann") or {}).get("p_value")
-    values["psr"] = (inference.get("psr") or {}).get("psr")
-    values["dsr"] = (inference.get("dsr") or {}).get("dsr")
-    return values
-
-
-# ----------------------------------------------------------------------------------------------- 5. summary
-def retrain_dirs(dirs: Sequence[str | Path]) -> list[Path]:
-    """The seed folders of :func:`run_retrain`'s outputs: a folder with an ``item.json`` is one, any other stands for
-    the seed folders in it (``seed<s>/``, in seed order)."""
-    found = []
-    for d in dirs:
-        folder = Path(d)
-        if (folder / "item.json").exists():
-            found.append(folder)
-        else:
-            seeds = sorted(folder.glob("seed*/item.json"), key=lambda p: int(p.parent.name.removeprefix("seed")))
-            found += [p.parent for p in seeds]
-    return found
-
-
-def load_retrains(dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
-    """Each retrained seed's folder, ``item.json`` and ``evaluation.json``, from winner or seed folders."""
-    runs = []
-    for folder in retrain_dirs(dirs):
-        runs.append(
-            {
-                "dir": str(folder),
-                "item": _read_json(folder / "item.json"),
-                "evaluation": _read_json(folder / "evaluation.json"),
-            }
-        )
-    return runs
-
-
-def summarize(dirs: Sequence[str | Path], *, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """Per winner: seed means and spreads on test; the champion; the verdict against the bar.
-
-    The champion is the retrained winner with the best *tuning* objective: the test split is not used to choose
-    it, so its test score is an honest estimate. Its first seed's run is the model that may be registered, and only
-    if that run beats the bar (the best baseline on test).
-    """
-    _reporter(on_progress)(StepProgress("evaluate"))
-    runs = load_retrains(dirs)
-    if not runs:
-        raise HpoError("no retrain results to summarize")
-    by_trial: dict[str, list[dict[str, Any]]] = {}
-    for run in sorted(runs, key=lambda r: (r["item"]["rank"], r["item"]["seed"])):
-        by_trial.setdefault(run["item"]["trial"], []).append(run)
-    rows = []
-    for trial_name, group in by_trial.items():
-        item, ranking = group[0]["item"], group[0]["evaluation"]["ranking_metric"]
-        tests = [r["evaluation"]["model"][ranking] for r in group]
-        scalars = [scalar_results(r["item"], r["evaluation"]) for r in group]
-        rows.append(
-            {
-                "trial": trial_name,
-                "rank": item["rank"],
-                "top_k": item["top_k"],
-                "pareto": item["pareto"],
-                "tuning_objective": item["objective"],
-                "seeds": [r["item"]["seed"] for r in group],
-                "test_mean": statistics.fmean(tests),
-                "test_sd": statistics.stdev(tests) if len(tests) > 1 else 0.0,
-                "test_min": min(tests),
-                "test_max": max(tests),
-                "beats_bar": sum(r["evaluation"]["beats_bar"] for r in group),
-                "bar": group[0]["evaluation"]["bar"],
-                "bar_test": group[0]["evaluation"]["baselines"][group[0]["evaluation"]["bar"]][ranking],
-                "dm_p_values": [s.get("dm_p_value") for s in scalars],
-                "sharpe_mean": _mean([s.get("backtest_sharpe") for s in scalars]),
-                "max_drawdown_mean": _mean([s.get("backtest_max_drawdown") for s in scalars]),
-                "win_rate_mean": _mean([s.get("backtest_win_rate") for s in scalars]),
-                "val_test_gap_mean": _mean([s.get("val_test_gap") for s in scalars]),
-                "train_time_s_mean": _mean([s.get("train_time_s") for s in scalars]),
-                "model_size_mb": group[0]["evaluation"]["run"]["model_size_mb"],
-            }
-        )
-    ordered = [r for group in by_trial.values() for r in group]
-    names = [r["item"]["id"] for r in ordered]
-    groups = [r["item"]["trial"] for r in ordered]
-    n_configurations = int(ordered[0]["item"]["n_trials"])
-    single = retrain.search_aware([r["evaluation"] for r in ordered], names, groups, n_configurations=n_configurations)
-    rolled = [r["evaluation"].get("rolling") for r in ordered]
-    rolling = (
-        retrain.search_aware([r for r in rolled if r], names, groups, n_configurations=n_configurations)
-        if all(rolled)
-        else None
-    )
-    beats_baselines, search_text = retrain.search_verdict(single, rolling)
-    champion_row = min(rows, key=lambda r: r["rank"])
-    champion_run = by_trial[champion_row["trial"]][0]
-    evaluation = champion_run["evaluation"]
-    ranking, bar = evaluation["ranking_metric"], evaluation["bar"]
-    model_value, bar_value = evaluation["model"][ranking], evaluation["baselines"][bar][ranking]
-    dm = evaluation["dm"]
-    item = champion_run["item"]
-    who = f"trial {item['trial']} (tuning rank {item['rank']}, seed {item['seed']})"
-    if "p_value" in dm:
-        significance = "significant" if dm["p_value"] < 0.05 else "not significant"
-        evidence = f"Diebold-Mariano p = {dm['p_value']:.3g} ({significance} at 5%, {dm['n']} test days)"
-    else:
-        evidence = f"no Diebold-Mariano test: {dm['error']}"
-    if evaluation["beats_bar"]:
-        verdict = (
-            f"{who} beats the best baseline ({bar}) on the test split: {ranking} {model_value:.5g} vs "
-            f"{bar_value:.5g} ({-evaluation['improvement']:+.2%}); {evidence}."
-        )
-    else:
-        verdict = (
-            f"No champion: {who}, the winner with the best tuning objective, does not beat the best baseline "
-            f"({bar}) on the test split ({ranking} {model_value:.5g} vs {bar_value:.5g}); {evidence}. "
-            f"Nothing is registered."
-        )
-    return {
-        "experiment": item["experiment"],
-        "objective_metric": item["objective_metric"],
-        "ranking_metric": ranking,
-        "n_trials": item["n_trials"],
-        "n_eligible": item["n_eligible"],
-        "n_winners": len(rows),
-        "n_retrains": len(runs),
-        "winners": rows,
-        "champion": {"dir": champion_run["dir"], "item": item},
-        "beats_bar": bool(evaluation["beats_bar"]),
-        "verdict": verdict,
-        "champion_scalars": scalar_results(item, evaluation),
-        "test_period": evaluation["test_period"],
-        "n_test": evaluation["n_test"],
-        "backtest": evaluation.get("backtest"),
-        "search": {"single": single, "rolling": rolling},
-        "beats_baselines": beats_baselines,
-        "search_verdict": search_text,
-        "inference": evaluation.get("inference"),
-        "rolling_origins": (evaluation.get("rolling") or {}).get("origins"),
-    }
-
-
-def _mean(values: Sequence[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.fmean(present) if present else None
+# ----------------------------------------------------------------------------------------------- 5. evaluate
+def evaluate(dirs: Sequence[str | Path], *, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """The retrains' test results summarised per winner, the champion and its verdict (:func:`.summary.summarize`)
+    from winner or seed folders of :func:`run_retrain`."""
+    reporter(on_progress)(StepProgress("evaluate"))
+    return summarize(load_retrains(dirs))
 
 
 # ----------------------------------------------------------------------------------------------- 6. MLflow
@@ -734,20 +424,20 @@ def register(
     Raises:
         TrackingError: the tracking server is unreachable or a write fails (the runs opened so far end FAILED).
     """
-    _reporter(on_progress)(StepProgress("register"))
+    reporter(on_progress)(StepProgress("register"))
     model_name = model_name or summary["experiment"]
     experiment = mlflow_experiment or summary["experiment"]
     runs = load_retrains(dirs)
     champion_id = summary["champion"]["item"]["id"]
     if summary["beats_bar"] and not any(r["item"]["id"] == champion_id for r in runs):
         raise HpoError(f"the champion {champion_id} is not among the {len(runs)} retrains given to register")
-    records: list[dict[str, Any]] = []
+    to_log: list[dict[str, Any]] = []
     for run in runs:
         item, evaluation, folder = run["item"], run["evaluation"], Path(run["dir"])
         champion = item["id"] == champion_id
         logged = item.get("mlflow_tracking_uri") == redact(uri) and item.get("mlflow_experiment") == experiment
         if logged and item.get("mlflow_run_id"):
-            records.append(
+            to_log.append(
                 {
                     "id": item["id"],
                     "champion": champion,
@@ -757,20 +447,23 @@ def register(
                 }
             )
             continue
-        config = _read_json(folder / "config.json")
-        history = _read_json(folder / "history.json")
+        config = records.read_json(folder / "config.json")
+        history = records.read_json(folder / "history.json")
         data_dir = Path(config["data"].removeprefix("file:")).parent
-        records.append(
+        to_log.append(
             {
                 "id": item["id"],
                 "champion": champion,
-                "tags": _retrain_tags(item, champion_id),
-                "params": run_params(config, data_dir),
-                "dataset": dataset(data_dir) if (data_dir / "data.json").exists() else None,
+                "tags": records.retrain_tags(item, champion_id),
+                "params": records.run_params(config, data_dir),
+                "dataset": records.dataset(data_dir) if (data_dir / "data.json").exists() else None,
                 "curves": [
                     (k, float(v), int(epoch["epoch"])) for epoch in history for k, v in epoch.items() if k != "epoch"
                 ],
-                "metrics": {**scalar_results(item, evaluation), "epochs_run": float(evaluation["run"]["epochs"])},
+                "metrics": {
+                    **records.scalar_results(item, evaluation),
+                    "epochs_run": float(evaluation["run"]["epochs"]),
+                },
                 "dicts": {"evaluation.json": evaluation},
                 "artifacts": [folder / "forecasts.csv"],
                 "model": retrain.load_model(folder),
@@ -796,88 +489,9 @@ def register(
         uri,
         experiment_name=experiment,
         parent=parent,
-        runs=records,
+        runs=to_log,
         register_as=model_name if summary["beats_bar"] else None,
         model_tags={"hpo.trial": summary["champion"]["item"]["trial"], "hpo.experiment": summary["experiment"]},
-        code_path=_package_copy(),
-        requirements=_model_requirements(),
+        code_path=records.package_copy(),
+        requirements=records.model_requirements(),
     ) | {"model_name": model_name}
-
-
-def _package_copy() -> str:
-    """hpo_lib's sources (no bytecode) in a temporary folder, to ship with each logged model."""
-    import shutil
-    import tempfile
-
-    package = Path(__file__).resolve().parents[1]  # hpo_lib/, found without importing the package's API
-    target = Path(tempfile.mkdtemp(prefix="hpo-model-code-")) / "hpo_lib"
-    shutil.copytree(package, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return str(target)
-
-
-def _model_requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name).split('+')[0]}" for name in ("torch", "numpy", "cloudpickle")]
-
-
-# ----------------------------------------------------------------------------------------------- local runs
-def _require_a_success(export: Path, manifest: str | Path) -> None:
-    """Refuse, in words that say so, an export in which no trial succeeded: nothing can be retrained from it.
-
-    The line counts the trials by condition, gives the first failure's reason, and says where the logs are.
-    """
-    try:
-        records = _read_json(export)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read the trials export {export}: {first_line(exc)}", settings=("trials",)) from None
-    if not isinstance(records, list):
-        raise ConfigError(f"the trials export {export} is not a list of trials", settings=("trials",))
-    conditions = [str(r.get("condition", "")) for r in records if isinstance(r, dict)]
-    if "Succeeded" in conditions:
-        return
-    counts = ", ".join(f"{conditions.count(c)} {c.lower() or 'unknown'}" for c in sorted(set(conditions)))
-    reasons = [str(r.get("failReason") or "") for r in records if isinstance(r, dict) and r.get("failReason")]
-    first = f"; the first failure: {reasons[0][:200]}" if reasons else ""
-    raise NoWinnersError(
-        f"no trial succeeded: {len(records)} trial(s) in {export} ({counts or 'none run'}){first}; each trial's "
-        f"output is in {export.parent}/trial-*/trial.log: fix the cause and run `hpo tune {manifest}` again"
-    )
-
-
-def local_arguments(
-    manifest: str | Path,
-    *,
-    state_dir: str | Path = ".hpo",
-    trials: str | Path | None = None,
-    data: str | None = None,
-    epochs: int = 0,
-) -> dict[str, Any]:
-    """Pipeline arguments that take the trials from ``hpo tune``'s export of ``manifest`` instead of Katib.
-
-    ``data`` and ``epochs`` default to what the local trials ran with (their ``config.json``), since ``--set``
-    overrides are not in the export; the trials folder defaults to ``<state_dir>/<namespace>.<name>/``.
-    """
-    doc = katib_experiment.load_experiment(manifest)
-    export = Path(trials) if trials else Path(state_dir) / katib_experiment.qualified_name(doc) / "trials.json"
-    if not export.exists():
-        raise ConfigError(
-            f"no trials export at {export}: run `hpo tune {manifest} --state-dir {state_dir}` first "
-            f"(or give the trials export)",
-            settings=("trials",),
-        )
-    _require_a_success(export, manifest)
-    configs = sorted(export.parent.glob("trial-*/config.json"))
-    config = _read_json(configs[0]) if configs else {}
-    data = data or config.get("data")
-    if not data:
-        raise ConfigError(
-            f"cannot tell which data the trials in {export.parent} used: give the data spec", settings=("data",)
-        )
-    return {
-        "tune_mode": "export",
-        "trials_export": str(export.resolve()),
-        "experiment_yaml": Path(manifest).read_text(),
-        "data": data,
-        "epochs": int(epochs or config.get("epochs") or 0),
-    }

@@ -29,8 +29,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpo_lib import metrics
+from hpo_lib import metrics, study_record
 from hpo_lib.results import render
+from hpo_lib.study_record import TrialRecord
 
 log = logging.getLogger(__name__)
 SLICE_PARAMS = 6  # slice plots of the most important parameters only: a dozen panels in a row are unreadable
@@ -49,7 +50,7 @@ def baseline_value(study: optuna.Study, objective_name: str) -> float | None:
         best = study.best_trial
     except ValueError:
         return None
-    value = best.user_attrs.get("observation", {}).get(name, {}).get("latest")
+    value = TrialRecord.from_frozen(best).latest(name)
     return float(value) if value is not None else None
 
 
@@ -123,7 +124,7 @@ def _plots(study: optuna.Study, objective_name: str) -> list[tuple[str, str, Cal
             )
         )
     if multi and complete:
-        names = [objective_name, *study.user_attrs.get("objective_names", [])[1:]]
+        names = [objective_name, *study.user_attrs.get(study_record.OBJECTIVE_NAMES, [])[1:]]
         target_names = names if len(names) == len(study.directions) else None
         plots.append(
             (

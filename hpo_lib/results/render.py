@@ -15,76 +15,32 @@ from typing import Any, cast
 import optuna
 from optuna.trial import TrialState
 
-from hpo_lib import metrics
+from hpo_lib import metrics, study_record
 from hpo_lib.results.tracking import ALIAS
 from hpo_lib.results.winners import Selection
-
-# the engine's record of each trial, in the study's user attributes (written by hpo_lib.engine, read here)
-INTERRUPTED_ATTR = "interrupted_trials"  # study (older versions): trials a killed engine left RUNNING
-INTERRUPTED_TRIAL_ATTR = "interrupted"  # trial: cut short from outside (Ctrl-C, SIGTERM, its engine killed)
-RERUN_ATTR = "rerun_of"  # trial: the number of the interrupted trial it re-runs with the same assignment
-EPOCHS_FLAG = "epochs"  # a trial's planned epochs, read from its argv to count what early stopping saved
-CONDITIONS = {
-    TrialState.COMPLETE: "Succeeded",
-    TrialState.PRUNED: "EarlyStopped",
-    TrialState.FAIL: "Failed",
-    TrialState.RUNNING: "Running",
-    TrialState.WAITING: "Created",
-}
-
-
-def katib_value(value: Any) -> str:
-    """Katib passes every assignment as a string; floats keep full precision."""
-    return repr(value) if isinstance(value, float) else str(value)
-
-
-def interrupted_numbers(study: optuna.Study) -> set[int]:
-    """The failed trials that were cut short from outside (and re-queued) rather than failing on their own."""
-    trials = study.get_trials(deepcopy=False)
-    rerun = {t.user_attrs.get(RERUN_ATTR) for t in trials} - {None}
-    legacy = set(study.user_attrs.get(INTERRUPTED_ATTR, []))
-    return {
-        t.number
-        for t in trials
-        if t.state == TrialState.FAIL
-        and (t.user_attrs.get(INTERRUPTED_TRIAL_ATTR) or t.number in rerun or t.number in legacy)
-    }
-
-
-def state_counts(study: optuna.Study) -> dict[str, int]:
-    """Trials that succeeded (``complete``), were early-stopped (``pruned``), failed on their own (``fail``) or
-    were interrupted from outside and re-queued (``interrupted``)."""
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    interrupted = len(interrupted_numbers(study))
-    return {
-        "complete": states.count(TrialState.COMPLETE),
-        "pruned": states.count(TrialState.PRUNED),
-        "fail": states.count(TrialState.FAIL) - interrupted,
-        "interrupted": interrupted,
-    }
+from hpo_lib.study_record import KILLED_ENGINE, TrialRecord, katib_value, tally, trial_name
 
 
 # ----------------------------------------------------------------------------------------------- local studies
 def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
     """Every trial in the shape of a Katib Trial CR (name, parameterAssignments, observation.metrics, condition)."""
     records = []
-    interrupted = set(study.user_attrs.get(INTERRUPTED_ATTR, []))
+    legacy = set(study.user_attrs.get(study_record.INTERRUPTED_TRIALS, []))
     for t in study.get_trials(deepcopy=False):
-        observation = t.user_attrs.get("observation", {})
+        r = TrialRecord.from_frozen(t)
         records.append(
             {
-                "name": f"{study.study_name.split('.', 1)[-1]}-{t.number:04d}",
-                "condition": CONDITIONS.get(t.state, str(t.state)),
-                "parameterAssignments": [{"name": k, "value": katib_value(v)} for k, v in t.params.items()],
+                "name": trial_name(study.study_name, r.number),
+                "condition": r.condition,
+                "parameterAssignments": [{"name": k, "value": katib_value(v)} for k, v in r.params.items()],
                 "observation": {
                     "metrics": [
                         {"name": k, "min": str(v["min"]), "max": str(v["max"]), "latest": str(v["latest"])}
-                        for k, v in observation.items()
+                        for k, v in r.observation.items()
                     ]
                 },
-                "epochsRun": t.user_attrs.get("epochs_run", 0),
-                "failReason": t.user_attrs.get("fail_reason", "")
-                or ("interrupted: the engine running it was killed" if t.number in interrupted else ""),
+                "epochsRun": r.epochs_run or 0,
+                "failReason": r.fail_reason or (KILLED_ENGINE if r.number in legacy else ""),
             }
         )
     return records
@@ -126,25 +82,15 @@ def export(study: optuna.Study, directory: Path) -> tuple[Path, Path]:
     return json_path, csv_path
 
 
-def _planned_epochs(trial: optuna.trial.FrozenTrial) -> int | None:
-    for arg in reversed(trial.user_attrs.get("argv", [])):
-        if arg.startswith(f"--{EPOCHS_FLAG}="):
-            try:
-                return int(arg.split("=", 1)[1])
-            except ValueError:
-                return None
-    return None
-
-
 def compute_summary(study: optuna.Study) -> dict[str, float]:
     """Epochs run, and the epochs early stopping saved: what pruned trials would have run to their --epochs."""
-    trials = study.get_trials(deepcopy=False)
-    run = sum(t.user_attrs.get("epochs_run", 0) for t in trials)
+    trials = [TrialRecord.from_frozen(t) for t in study.get_trials(deepcopy=False)]
+    run = sum(t.epochs_run or 0 for t in trials)
     saved = 0
     for t in trials:
-        planned = _planned_epochs(t)
-        if t.state == TrialState.PRUNED and planned:
-            saved += max(planned - t.user_attrs.get("epochs_run", 0), 0)
+        planned = t.planned_epochs
+        if t.state == "PRUNED" and planned:
+            saved += max(planned - (t.epochs_run or 0), 0)
     return {
         "epochs_run": float(run),
         "epochs_saved": float(saved),
@@ -152,7 +98,7 @@ def compute_summary(study: optuna.Study) -> dict[str, float]:
     }
 
 
-def _metric_text(observation: dict[str, Any], names: list[str]) -> str:
+def _metric_text(observation: Mapping[str, Mapping[str, float]], names: list[str]) -> str:
     parts = []
     for name in names:
         if name in observation:
@@ -161,11 +107,7 @@ def _metric_text(observation: dict[str, Any], names: list[str]) -> str:
 
 
 def _counts_line(study: optuna.Study) -> str:
-    counts = state_counts(study)
-    return (
-        f"{study.study_name}: {counts['complete']} succeeded, {counts['pruned']} early-stopped, {counts['fail']} failed"
-        + (f", {counts['interrupted']} interrupted and re-run" if counts["interrupted"] else "")
-    )
+    return tally(study).line(study.study_name)
 
 
 def _ranked(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
@@ -198,18 +140,18 @@ def leaderboard_html(study: optuna.Study, k: int = 10) -> str:
     parameter; the state counts above, the compute early stopping saved below."""
     multi = len(study.directions) > 1
     ranked = _ranked(study, k)
-    extra = [m for m in metrics.LEADERBOARD if any(m in t.user_attrs.get("observation", {}) for t in ranked)]
+    records = [TrialRecord.from_frozen(t) for t in ranked]
+    extra = [m for m in metrics.LEADERBOARD if any(m in r.observation for r in records)]
     params = sorted({name for t in ranked for name in t.params})
-    names = study.metric_names or study.user_attrs.get("objective_names") or []  # set by the engine
+    names = study.metric_names or study.user_attrs.get(study_record.OBJECTIVE_NAMES) or []  # set by the engine
     objectives = names if len(names) == len(study.directions) else ["objective"] * len(study.directions)
     head = ["rank", "trial", *objectives, "best naive baseline", "epochs", *extra, *params]
     rows = []
-    for rank, t in enumerate(ranked, start=1):
-        observation = t.user_attrs.get("observation", {})
+    for rank, (t, r) in enumerate(zip(ranked, records), start=1):
         cells = [str(rank), str(t.number), *(_fmt(v) for v in t.values)]
-        cells.append(_fmt(observation.get(metrics.BASELINE_OBJECTIVE, {}).get("latest")))
-        cells.append(str(t.user_attrs.get("epochs_run", "?")))
-        cells += [_fmt(observation.get(m, {}).get("latest"), 4) for m in extra]
+        cells.append(_fmt(r.latest(metrics.BASELINE_OBJECTIVE)))
+        cells.append("?" if r.epochs_run is None else str(r.epochs_run))
+        cells += [_fmt(r.latest(m), 4) for m in extra]
         cells += [_fmt(t.params[p], 4) if p in t.params else "" for p in params]  # the exports keep every digit
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     caption = f"Pareto front ({len(ranked)} trials)" if multi else f"top {len(ranked)} by the objective"
@@ -237,14 +179,14 @@ def leaderboard(study: optuna.Study, k: int = 5) -> str:
         lines.append(f"  top {len(ranked)} by the objective:")
     extra = list(metrics.LEADERBOARD)
     for rank, t in enumerate(ranked, start=1):
-        observation = t.user_attrs.get("observation", {})
-        base = observation.get(metrics.BASELINE_OBJECTIVE, {}).get("latest")
+        r = TrialRecord.from_frozen(t)
+        base = r.latest(metrics.BASELINE_OBJECTIVE)
         base_text = f" vs best naive baseline {base:.5g}" if base is not None else ""
         value = "(" + ", ".join(f"{v:.5g}" for v in t.values) + ")" if multi else f"{t.value:.5g}"
         params = " ".join(f"{name}={katib_value(v)}" for name, v in t.params.items())
         lines.append(
             f"  #{rank} trial {t.number}: objective {value}{base_text}, "
-            f"{t.user_attrs.get('epochs_run', '?')} epochs | {_metric_text(observation, extra)}"
+            f"{'?' if r.epochs_run is None else r.epochs_run} epochs | {_metric_text(r.observation, extra)}"
         )
         lines.append(f"      {params}")
     if not complete:

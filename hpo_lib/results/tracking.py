@@ -1,8 +1,9 @@
 """Every MLflow write of the project: local studies (a parent run per study, a nested run per trial) and the
 pipeline's retrains (a parent run, a nested run per retrain with its model, the champion in the registry).
 
-Runs end in one place each: :func:`run` is a context manager whose run ends FAILED when an exception escapes and
-FINISHED otherwise, so no run is left RUNNING by a failed write.
+Every run this module creates ends FINISHED (or its Katib status), or FAILED when one of its writes raises: each
+write to a new or reopened run happens inside :func:`ends_failed_on_error`, so no run is left RUNNING by a failed
+write. :func:`run` is the context manager for a run whose block the caller writes.
 
 The engine calls a :class:`StudyTracker` on its main thread, once per *finished* trial, so logging never sits in a
 trial's path: every trial's per-epoch metrics, parameters, state and output tail go to MLflow in a few batched
@@ -44,12 +45,13 @@ from pathlib import Path
 from typing import Any
 
 from hpo_lib.errors import ConfigError, TrackingError, first_line, redact
+from hpo_lib.study_record import EARLY_STOPPED, FAILED, SUCCEEDED
 
 log = logging.getLogger(__name__)
 
 PARENT_ATTR = "mlflow_parent_run_id"
 ALIAS = "champion"  # the registered model's alias that always points at the current champion
-STATUS = {"Succeeded": "FINISHED", "EarlyStopped": "KILLED", "Failed": "FAILED"}
+STATUS = {SUCCEEDED: "FINISHED", EARLY_STOPPED: "KILLED", FAILED: "FAILED"}  # Katib condition -> MLflow run status
 _BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch call
 # MLflow's defaults (7 retries, backoff factor 2, 120 s timeout) make one unreachable call last minutes
 HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
@@ -175,13 +177,20 @@ def dataset_input(spec: str, *, digest: str | None = None, profile: Mapping[str,
 def run(client, experiment: str, *, name: str, tags: Mapping[str, str]) -> Iterator[str]:
     """A new run, yielded as its id: FINISHED when the block ends, FAILED when an exception escapes it."""
     run_id = client.create_run(experiment, run_name=name, tags=_clean(tags)).info.run_id
-    try:
+    with ends_failed_on_error(client, run_id):
         yield run_id
+    client.set_terminated(run_id, status="FINISHED")
+
+
+@contextlib.contextmanager
+def ends_failed_on_error(client, run_id: str) -> Iterator[None]:
+    """Writes to a RUNNING run: when one raises, the run is ended FAILED and the error goes on."""
+    try:
+        yield
     except BaseException:
         with contextlib.suppress(Exception):  # the original error matters more than a failed status write
             client.set_terminated(run_id, status="FAILED")
         raise
-    client.set_terminated(run_id, status="FINISHED")
 
 
 def log_batch(
@@ -283,15 +292,17 @@ class StudyTracker:
             tags={"hpo.study": study_name, "hpo.kind": "study", **self._source},
         )
         self.parent_run_id = run.info.run_id
-        self._batch(run.info.run_id, params=params)
+        with ends_failed_on_error(self.client, self.parent_run_id):
+            self._batch(self.parent_run_id, params=params)
         return self.parent_run_id
 
     def close_study(self, summary: dict[str, float], leaderboard: str, failed: bool = False) -> None:
         """Summary metrics and the leaderboard on the parent run; FINISHED, or FAILED when the run was cut short."""
         if not self.parent_run_id:
             return
-        self._batch(self.parent_run_id, metrics=[(k, v, 0) for k, v in summary.items()])
-        self.client.log_text(self.parent_run_id, redact(leaderboard), "leaderboard.txt")
+        with ends_failed_on_error(self.client, self.parent_run_id):
+            self._batch(self.parent_run_id, metrics=[(k, v, 0) for k, v in summary.items()])
+            self.client.log_text(self.parent_run_id, redact(leaderboard), "leaderboard.txt")
         self.client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")
 
     # ------------------------------------------------------------------------------------------- trials
@@ -331,12 +342,13 @@ class StudyTracker:
         run_id = run.info.run_id
         now = _ms(None)
         metrics = [(metric, value, step) for metric, values in curves.items() for step, value in enumerate(values)]
-        fixed = flag_params(flags)
-        self._batch(run_id, params={**fixed, **params}, metrics=metrics, timestamp=now)
-        if fixed.get("data"):
-            log_inputs(self.client, run_id, [dataset_input(fixed["data"])])
-        if output_tail:
-            self.client.log_text(run_id, redact(output_tail), "output_tail.txt")
+        with ends_failed_on_error(self.client, run_id):
+            fixed = flag_params(flags)
+            self._batch(run_id, params={**fixed, **params}, metrics=metrics, timestamp=now)
+            if fixed.get("data"):
+                log_inputs(self.client, run_id, [dataset_input(fixed["data"])])
+            if output_tail:
+                self.client.log_text(run_id, redact(output_tail), "output_tail.txt")
         self.client.set_terminated(run_id, status=STATUS.get(condition, "FAILED"))
         return run_id
 
@@ -409,15 +421,11 @@ class RetrainRun:
             artifact_root = Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts"
         exp = experiment_id(client, uri, experiment_name, artifact_root)
         run_id = client.create_run(exp, run_name=name, tags=_clean({**source_tags(), **tags})).info.run_id
-        opened = cls(client, run_id)
-        try:
+        with ends_failed_on_error(client, run_id):
             log_batch(client, run_id, params=params)
             if dataset is not None:
                 log_inputs(client, run_id, [dataset])
-        except BaseException:
-            opened.fail()
-            raise
-        return opened
+        return cls(client, run_id)
 
     def log_epoch(self, record: Mapping[str, float], step: int) -> None:
         """One epoch's metrics at ``step``, in one call."""
@@ -434,13 +442,15 @@ class RetrainRun:
         code_path: str,
         requirements: Sequence[str],
     ) -> str:
-        """Metrics (at step 0), JSON files, artifacts and the model; FINISHED. Returns the model's URI."""
-        log_batch(self.client, self.run_id, metrics=[(k, v, 0) for k, v in metrics.items()])
-        for file, obj in dicts.items():
-            self.client.log_dict(self.run_id, obj, file)
-        for path in artifacts:
-            self.client.log_artifact(self.run_id, str(path))
-        model_uri = log_model(self.client, self.run_id, model, input_example, code_path, requirements)
+        """Metrics (at step 0), JSON files, artifacts and the model; FINISHED (FAILED when a write raises). Returns
+        the model's URI."""
+        with ends_failed_on_error(self.client, self.run_id):
+            log_batch(self.client, self.run_id, metrics=[(k, v, 0) for k, v in metrics.items()])
+            for file, obj in dicts.items():
+                self.client.log_dict(self.run_id, obj, file)
+            for path in artifacts:
+                self.client.log_artifact(self.run_id, str(path))
+            model_uri = log_model(self.client, self.run_id, model, input_example, code_path, requirements)
         self.client.set_terminated(self.run_id, status="FINISHED")
         return model_uri
 

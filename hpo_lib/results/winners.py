@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
-from hpo_lib import metrics
+from hpo_lib import metrics, study_record
 from hpo_lib.errors import ConfigError, NoWinnersError
 from hpo_lib.katib import contract
 from hpo_lib.katib import experiment as katib_experiment
@@ -46,7 +46,8 @@ def parse_trial(obj: Mapping[str, Any]) -> Trial:
     if "metadata" in obj and ("spec" in obj or "status" in obj):  # a Trial CR
         spec, status = obj.get("spec") or {}, obj.get("status") or {}
         name = (obj.get("metadata") or {}).get("name", "")
-        condition, reason = contract.condition(status.get("conditions") or [], contract.TRIAL_STATES) or ("Created", "")
+        found = contract.condition(status.get("conditions") or [], contract.TRIAL_STATES)
+        condition, reason = found or (study_record.CREATED, "")
         assignments, observation, epochs = spec.get("parameterAssignments"), status.get("observation"), None
     elif "name" in obj and "condition" in obj:  # the engine's export
         name, condition, reason = obj["name"], obj["condition"], obj.get("failReason", "")
@@ -57,7 +58,7 @@ def parse_trial(obj: Mapping[str, Any]) -> Trial:
         raise ConfigError("a trial has no name")
     params = {str(p["name"]): str(p.get("value", "")) for p in assignments or []}
     metrics = {
-        str(m["name"]): {k: contract.finite_number(m.get(k)) for k in ("min", "max", "latest")}
+        str(m["name"]): {k: contract.finite_number(m.get(k)) for k in contract.METRIC_STRATEGIES}
         for m in (observation or {}).get("metrics") or []
     }
     return Trial(
@@ -152,15 +153,15 @@ def pareto_front(points: list[tuple[float, ...]]) -> list[int]:
 
 
 def _skip_reason(trial: Trial, objective: Objective, include_early_stopped: bool) -> str | None:
-    if trial.condition in ("Failed", "Killed"):
+    if trial.condition in (study_record.FAILED, study_record.KILLED):
         return "failed"
-    if trial.condition == "MetricsUnavailable":
+    if trial.condition == study_record.METRICS_UNAVAILABLE:
         return "metrics unavailable"
-    if trial.condition in ("Running", "Created"):
+    if trial.condition in (study_record.RUNNING, study_record.CREATED):
         return "not finished"
-    if trial.condition == "EarlyStopped" and not include_early_stopped:
+    if trial.condition == study_record.EARLY_STOPPED and not include_early_stopped:
         return "early stopped"
-    if trial.condition not in ("Succeeded", "EarlyStopped"):
+    if trial.condition not in (study_record.SUCCEEDED, study_record.EARLY_STOPPED):
         return f"condition {trial.condition}"
     if trial.value(objective.metric, objective.strategy) is None:
         return "metrics unavailable"  # Succeeded in name, but the objective has no usable value

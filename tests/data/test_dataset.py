@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from hpo_lib import data
-from hpo_lib.errors import DataError
+from hpo_lib.errors import ConfigError, DataError
 from tests.conftest import prices_from_returns
 
 
@@ -196,6 +196,38 @@ def test_too_many_folds_names_rows_needed_and_there():
     with pytest.raises(DataError, match=r"leave the first fold 0 training rows, and it needs 300 .*"
                                          r"300 for the fitted baselines.*of the series' 1000 rows"):
         data.walk_forward(split, folds=8, window=10, horizon=1, min_train_rows=300)
+
+
+# ----------------------------------------------------------------------------------------------- rolling origins
+def assert_purged(split: data.Split, window: int, horizon: int) -> None:
+    """Every training sample's footprint ends a purge gap before the first test sample's window starts."""
+    last_label_row = int(split.train[-1]) + horizon
+    first_input_row = int(split.test[0]) - window + 1
+    assert first_input_row - last_label_row - 1 >= data.purge_gap(window, horizon)
+    assert split.train_rows[1] == first_input_row - data.purge_gap(window, horizon)
+
+
+@pytest.mark.parametrize("n_origins, sizes", [(1, [12]), (2, [6, 6]), (3, [4, 4, 4]), (5, [3, 3, 2, 2, 2])])
+def test_rolling_origins_cut_the_test_days_into_purged_blocks(n_origins, sizes):
+    refit = data.refit_split(data.chronological_split(60, window=3, horizon=1, val_frac=0.2, test_frac=0.3,
+                                                      min_samples=1), window=3, horizon=1)
+    splits = data.rolling_origins(refit, n_origins, window=3, horizon=1)
+    # the blocks partition the test days, in order, each forecast by a model trained up to its own origin
+    assert [len(s.test) for s in splits] == sizes
+    assert np.concatenate([s.test for s in splits]).tolist() == refit.test.tolist()
+    for s in splits:
+        assert_purged(s, window=3, horizon=1)
+    # the first origin's split is the refit itself; later origins train on more rows
+    assert splits[0].train.tolist() == refit.train.tolist() and splits[0].train_rows == refit.train_rows
+    assert all(a.train_rows[1] < b.train_rows[1] for a, b in zip(splits, splits[1:]))
+
+
+def test_rolling_origins_default_to_quarters_and_refuse_more_origins_than_days():
+    refit = data.refit_split(data.chronological_split(2000, window=10, horizon=1), window=10, horizon=1)
+    # 0 means one origin per 63 test days
+    assert len(data.rolling_origins(refit, 0, window=10, horizon=1)) == round(len(refit.test) / 63)
+    with pytest.raises(ConfigError, match="test_origins must be 0 \\(quarterly\\) or 1.."):
+        data.rolling_origins(refit, len(refit.test) + 1, window=10, horizon=1)
 
 
 def test_each_fold_is_scaled_on_its_own_training_rows_and_blind_to_later_rows(sp500):

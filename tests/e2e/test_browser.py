@@ -17,13 +17,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from hpo_lib.results import plots
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for_http
 from tests.results.test_plots import BASELINE, tuned_study
 
 pytestmark = pytest.mark.e2e
@@ -49,21 +48,6 @@ def browse(url: str, *, screenshot: Path, wait_ms: int = 15000, size: str = "140
     return results[0]
 
 
-def wait_for(url: str, server: subprocess.Popen, log: Path, timeout_s: float = 180) -> None:
-    import requests
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert server.poll() is None, f"the server exited: {log.read_text()[-2000:]}"
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer within {timeout_s} s: {log.read_text()[-2000:]}")
-
-
 def test_the_dashboard_shows_the_study_and_its_objective_by_name(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
@@ -75,7 +59,7 @@ def test_the_dashboard_shows_the_study_and_its_objective_by_name(tmp_path):
         server = subprocess.Popen([str(Path(sys.executable).parent / "hpo"), "dashboard", "--state-dir", str(state),
                                    "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(f"http://127.0.0.1:{port}/api/studies", server, log)
+        wait_for_http(f"http://127.0.0.1:{port}/api/studies", server, log=log)
         home = browse(f"http://127.0.0.1:{port}/dashboard", screenshot=tmp_path / "dashboard-home.png")
         study = browse(f"http://127.0.0.1:{port}/dashboard/studies/1", screenshot=tmp_path / "dashboard-study.png")
     finally:

@@ -20,11 +20,12 @@ network at all:
   environment, labels and history hold no credentials;
 * `hpo --help` and the data-prep Job's `hpo data fetch` command (with `--help`) run.
 
-Those are slow (the cpu image: about 5 minutes on a cold machine, a pip install of every pinned dependency), so
-marked e2e; each image is built once per session and reused while its inputs (Dockerfile, context, build.sh, base
-image) are unchanged. The bad-input tests at the end take seconds: no engine installed, a base image that is
-missing, a failing Dockerfile step. Everything with buildah needs root, buildah and debootstrap (`.ci/run` installs
-them) and skips with the reason otherwise.
+Those are slow (the cpu image: about 6 minutes on a loaded 2-core machine, a pip install of every pinned dependency),
+so marked e2e and image; each image is built once per run for every test and xdist worker (tests/e2e/conftest.py),
+and not again on this machine while what its build reads (Dockerfile, context, base image, build arguments, pip
+settings) is unchanged: build.sh keeps that digest on the image. The bad-input tests at the end take seconds: no
+engine installed, a base image that is missing, a failing Dockerfile step. Everything with buildah needs root,
+buildah and debootstrap (`.ci/run` installs them) and skips with the reason otherwise.
 """
 
 from __future__ import annotations
@@ -40,17 +41,13 @@ import pytest
 import yaml
 
 from hpo_lib.katib import contract, experiment
+from tests.e2e.conftest import BUILD, CUDA_OPT_IN, ROOT, buildah, needs_buildah
 
-ROOT = Path(__file__).resolve().parents[2]
-BUILD = ROOT / "trial_image" / "build.sh"
 MANIFESTS = ROOT / "manifests"
 EXPERIMENTS = sorted(MANIFESTS.glob("*-experiment.yaml"))
 DATA_PREP_JOB = MANIFESTS / "cluster" / "data-prep-job.yaml"
-# the cpu image's own tag: never replaces the image that `make image` built for pushing
-TEST_TAG = "localhost/katib-hpo/trial:test"
 # cpu: built here on the CPU stand-in; cuda: the image `make image` builds (its tag, its base), taken as it is
 FLAVOURS = ["cpu", "cuda"]
-CUDA_OPT_IN = "HPO_TEST_CUDA_IMAGE"
 # what the engine's `--set` overrides for a local run: offline sample data, 2 epochs; everything else is the manifest's
 OVERRIDES = {"data": "sample:sp500", "epochs": "2"}
 # sample parameter values: a list's first choice and a range's lower bound, except the largest batch (fewest steps)
@@ -60,20 +57,6 @@ PROMISED_GPUS = {"T4": (7, 5), "A100": (8, 0), "A10": (8, 6), "L4/L40S": (8, 9),
                  "B200": (10, 0), "RTX PRO 6000": (12, 0)}
 CREDENTIAL = re.compile(r"key|token|secret|passw(or)?d|credential", re.IGNORECASE)
 URL_WITH_PASSWORD = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
-
-_missing = [tool for tool in ("buildah", "debootstrap", "unshare") if shutil.which(tool) is None]
-needs_buildah = pytest.mark.skipif(
-    bool(_missing) or os.geteuid() != 0,
-    reason=f"{', '.join(_missing)} not installed: apt-get install -y --no-install-recommends buildah debootstrap "
-           "(.ci/run does)" if _missing else "building with buildah's chroot isolation and debootstrap needs root")
-
-
-def buildah(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-    """buildah on build.sh's store (~/.cache/katib-hpo/containers), not the system one."""
-    proc = subprocess.run([str(BUILD), "buildah", *args], capture_output=True, text=True, timeout=timeout)
-    if check:
-        assert proc.returncode == 0, f"buildah {' '.join(args[:3])} failed:\n{proc.stderr[-3000:]}"
-    return proc
 
 
 @pytest.fixture(scope="module", params=FLAVOURS)
@@ -85,26 +68,13 @@ def flavour(request) -> str:
 
 
 @pytest.fixture(scope="module")
-def image(flavour) -> str:
-    if flavour == "cuda":  # what `make image` built (make image-check builds it first); never rebuilt here
-        name = subprocess.run([str(BUILD), "image-name"], capture_output=True, text=True, check=True).stdout.strip()
-        assert buildah("inspect", "--type", "image", name, check=False).returncode == 0, f"{name}: run make image"
-        return name
-    env = {**os.environ, "HPO_IMAGE_ENGINE": "buildah"}  # buildah even where a Docker daemon answers
-    proc = subprocess.run([str(BUILD), "image", "--base", "stand-in", "--tag", TEST_TAG], capture_output=True,
-                          text=True, timeout=3000, env=env)
-    assert proc.returncode == 0, f"image build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    return TEST_TAG
+def image(flavour, trial_image) -> str:
+    return trial_image(flavour)
 
 
 @pytest.fixture(scope="module")
-def container(image) -> str:
-    """A working container of the image. Every run mounts its own /tmp and /data, and uid 10001 can write nowhere
-    else that a trial reads, so build.sh keeps it for the next session while the image is unchanged: with vfs
-    storage, creating one copies the whole image and removing it deletes that copy (minutes on a loaded machine)."""
-    proc = subprocess.run([str(BUILD), "run-container", image], capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout.strip()
+def container(image, image_container) -> str:
+    return image_container(image)
 
 
 @pytest.fixture
@@ -154,6 +124,7 @@ def trial_command(path: Path) -> tuple[list[str], dict[str, str], list[str], str
 
 
 @pytest.mark.e2e
+@pytest.mark.image
 @needs_buildah
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_manifest_trial_command_runs_in_the_image(container, mounts, path):
@@ -198,6 +169,7 @@ print(json.dumps({
 
 
 @pytest.mark.e2e
+@pytest.mark.image
 @needs_buildah
 @pytest.mark.parametrize("user", [None, "10001:10001"], ids=["image-user", "manifest-user"])
 def test_image_runs_unprivileged_and_cannot_write_the_data_or_the_app(container, mounts, user):
@@ -216,6 +188,7 @@ def test_image_runs_unprivileged_and_cannot_write_the_data_or_the_app(container,
 
 
 @pytest.mark.e2e
+@pytest.mark.image
 @needs_buildah
 def test_image_config_holds_no_credentials(image):
     info = json.loads(buildah("inspect", "--type", "image", image).stdout)
@@ -233,6 +206,7 @@ def test_image_config_holds_no_credentials(image):
 
 
 @pytest.mark.e2e
+@pytest.mark.image
 @needs_buildah
 def test_cli_help_and_data_prep_command_run_in_the_image(container, mounts):
     proc = run_in(container, ["hpo", "--help"], mounts)
@@ -260,6 +234,7 @@ print(json.dumps({
 
 
 @pytest.mark.e2e
+@pytest.mark.image
 @needs_buildah
 def test_image_holds_what_the_local_engine_runs(container, mounts, flavour):
     from packaging.utils import canonicalize_name
@@ -298,6 +273,7 @@ print(json.dumps({
 
 
 @pytest.mark.e2e
+@pytest.mark.image
 @needs_buildah
 @pytest.mark.parametrize("flavour", ["cuda"], indirect=True)
 def test_cuda_torch_loads_its_runtime_and_reports_no_gpu(container, mounts, flavour):

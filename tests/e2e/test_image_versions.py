@@ -12,9 +12,7 @@ Needs root, buildah, debootstrap (`.ci/run` installs them) and the package index
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from importlib import metadata
@@ -24,7 +22,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.e2e.test_image_build import BUILD, ROOT, needs_buildah
+from tests.e2e.conftest import ROOT, needs_buildah
 
 DOCKERFILE = ROOT / "trial_image" / "Dockerfile"
 # installed in the image but pinned by no one: the project itself (compared with .venv's), pip and setuptools
@@ -114,17 +112,11 @@ def drift(installed: Mapping[str, str], requires: Mapping[str, Sequence[str]], e
     return lines
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory) -> dict:
-    path = tmp_path_factory.mktemp("resolve") / "report.json"
-    proc = subprocess.run([str(BUILD), "resolve", str(path)], capture_output=True, text=True, timeout=2400)
-    assert proc.returncode == 0, f"build.sh resolve failed:\n{proc.stderr[-4000:]}"
-    return json.loads(path.read_text())
-
-
 @pytest.mark.e2e
+@pytest.mark.image
 @needs_buildah
-def test_the_gpu_image_resolves_to_what_the_local_engine_runs(report):
+def test_the_gpu_image_resolves_to_what_the_local_engine_runs(gpu_resolution):
+    report = gpu_resolution
     entries = {canonicalize_name(item["metadata"]["name"]): item for item in report["install"]}
     installed = {name: item["metadata"]["version"] for name, item in entries.items()}
     requires = {name: item["metadata"].get("requires_dist", []) for name, item in entries.items()}

@@ -13,16 +13,10 @@ the engine, MLflow, the exports, plots, dashboard and pipeline compiler are all 
 
 from __future__ import annotations
 
-import glob
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
-import time
-import tomllib
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -30,51 +24,11 @@ import pytest
 import yaml
 
 from hpo_lib.version import __version__
-from tests.conftest import BASE, FIXTURES, ROOT, free_port
+from tests.conftest import BASE, FIXTURES, ROOT, free_port, wait_for_http
+from tests.e2e.conftest import SUPPORTED, TORCH_HERE
+from tests.e2e.conftest import run_ok as _run
 
-pytestmark = pytest.mark.e2e
-
-SUPPORTED = ("3.11", "3.12", "3.13")
-TORCH_HERE = "3.11"  # the Python whose torch wheel lies on this machine
-
-
-def _interpreter(minor: str) -> str | None:
-    """A python3.X executable: on PATH, else one of pyenv's installed versions."""
-    candidates = [shutil.which(f"python{minor}")]
-    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
-    candidates += sorted(glob.glob(f"{root}/versions/{minor}.*/bin/python{minor}"), reverse=True)
-    for candidate in filter(None, candidates):
-        done = subprocess.run([candidate, "-c", "import sys, venv; print('%d.%d' % sys.version_info[:2])"],
-                              capture_output=True, text=True)
-        if done.returncode == 0 and done.stdout.strip() == minor:
-            return candidate
-    return None
-
-
-def _clean_env(venv: Path, home: Path) -> dict[str, str]:
-    """The environment of a user of the venv: its bin/ first on PATH, nothing of this checkout's Python."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "MLFLOW_", "HPO_"))}
-    env.update(PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", HPO_CACHE_DIR=str(home / "cache"),
-               MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1")
-    return env
-
-
-def _run(argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
-    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{' '.join(map(str, argv))} exited {done.returncode}:\n{done.stdout[-3000:]}\n" \
-                                 f"{done.stderr[-3000:]}"
-    return done
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> tuple[Path, str]:
-    """The wheel of this checkout, built once (pip wheel, isolated build); with the build's output."""
-    out = tmp_path_factory.mktemp("dist")
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(out), str(ROOT)],
-                          capture_output=True, text=True, timeout=600, cwd=out)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (path,) = out.glob("katib_hpo-*.whl")
-    return path, done.stdout + done.stderr
+pytestmark = [pytest.mark.e2e, pytest.mark.image]
 
 
 def test_the_wheel_builds_without_warnings_and_holds_the_whole_package(wheel):
@@ -95,46 +49,6 @@ def test_the_wheel_builds_without_warnings_and_holds_the_whole_package(wheel):
     assert not any(n.startswith(("tests/", "pipelines/", "bench/")) for n in names)
 
 
-def _dependencies(without_torch: bool) -> list[str]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = project["dependencies"] + project["optional-dependencies"]["local"]
-    return [d for d in wanted if not (without_torch and re.match(r"torch\b", d))]
-
-
-@pytest.fixture(scope="module")
-def installed(wheel, tmp_path_factory):
-    """``installed(minor)``: a fresh venv of that Python with the wheel (made once per module), or a skip."""
-    made: dict[str, tuple[Path, dict[str, str]]] = {}
-
-    def install(minor: str) -> tuple[Path, dict[str, str]]:
-        python = _interpreter(minor)
-        if python is None:
-            pytest.skip(f"no Python {minor} on this machine (PATH or pyenv)")
-        if minor not in made:
-            made[minor] = _install(python, minor, wheel[0], tmp_path_factory.mktemp(f"py{minor}"))
-        return made[minor]
-
-    return install
-
-
-def _install(python: str, minor: str, wheel: Path, work: Path) -> tuple[Path, dict[str, str]]:
-    """A fresh venv under ``work`` with the wheel and its pinned dependencies (torch only where its wheel lies)."""
-    venv = work / "venv"
-    subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=300)
-    env = _clean_env(venv, work)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-c", str(ROOT / "constraints.txt")]
-    if minor == TORCH_HERE:
-        _run([*pip, f"{wheel}[local]"], cwd=work, env=env, timeout=1800)
-    else:
-        _run([*pip, *_dependencies(without_torch=True)], cwd=work, env=env, timeout=1800)
-        _run([*pip, "--no-deps", str(wheel)], cwd=work, env=env)
-        check = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "check"], env=env, capture_output=True,
-                               text=True)
-        # every requirement is met but torch, left out on purpose (see the module docstring)
-        assert [line for line in check.stdout.splitlines() if "torch" not in line] == [], check.stdout
-    return venv, env
-
-
 def _scripted_manifest(folder: Path) -> Path:
     """conftest's scripted Experiment, its stand-in trial copied into ``folder`` (nothing read from the checkout)."""
     shutil.copy(FIXTURES / "scripted_trial.py", folder / "scripted_trial.py")
@@ -144,19 +58,6 @@ def _scripted_manifest(folder: Path) -> Path:
     path = folder / "scripted.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
-
-
-def _serves(process: subprocess.Popen, port: int, timeout_s: float = 120) -> str:
-    """The dashboard's front page, once it answers (fails when the server exits first)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()[1][-2000:]
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
-                return response.read().decode(errors="replace")
-        except OSError:  # refused while it starts; TimeoutError is an OSError
-            time.sleep(0.5)
-    raise AssertionError(f"hpo dashboard did not answer on port {port} within {timeout_s} s")
 
 
 @pytest.mark.parametrize("minor", SUPPORTED)
@@ -197,15 +98,16 @@ def test_pip_install_gives_a_working_hpo_for_every_subcommand(installed, tmp_pat
         run("tune", manifest, "--max-trials", "3", "--state-dir", "s", "--no-progress", "-v")
     assert "exported" in run("results", manifest, "--state-dir", "s")
     assert any(line.endswith("report.html") for line in run("report", manifest, "--state-dir", "s").splitlines())
-    port = free_port()
-    server = subprocess.Popen([hpo, "dashboard", "--state-dir", "s", "--port", str(port)], cwd=work, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    port, log = free_port(), work / "dashboard.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([hpo, "dashboard", "--state-dir", "s", "--port", str(port)], cwd=work, env=env,
+                                  stdout=out, stderr=subprocess.STDOUT)
     try:
         # optuna-dashboard answers on the studies the venv's hpo tune stored
-        assert "<html" in _serves(server, port).lower()
+        assert "<html" in wait_for_http(f"http://127.0.0.1:{port}/", server, log=log, timeout_s=120).lower()
     finally:
         server.terminate()
-        server.communicate(timeout=30)
+        server.wait(timeout=30)
     if minor == TORCH_HERE:
         out = run("pipeline", "run-local", manifest, "--state-dir", "s", "--max-winners", "1", "--seeds", "1",
                   "--test-origins", "1", "--epochs", "2", "--pipeline-root", "p", timeout=1200)

@@ -20,25 +20,20 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from hpo_lib.katib import manifests, service, suggestion
-from tests.e2e.test_image_build import BUILD, buildah, needs_buildah
+from tests.e2e.conftest import BUILD, SUGGESTION_TEST_TAG, buildah, needs_buildah
 from tests.katib.katib_messages import Client, experiment_message, history, pb, trial_message
 from tests.katib.test_suggestion import spec
 
-TAG = "localhost/katib-hpo/suggestion:test"  # never replaces the image `make suggestion-image` built for pushing
+TAG = SUGGESTION_TEST_TAG  # never replaces the image `make suggestion-image` built for pushing
 MAX_SIZE_MB = 600  # measured 337 MB on 3 December 2026; the GPU trial image is 6.2 GB
 
-pytestmark = [pytest.mark.e2e, needs_buildah]
+pytestmark = [pytest.mark.e2e, pytest.mark.image, needs_buildah]
 
 
 @pytest.fixture(scope="module")
-def container() -> str:
-    env = {**os.environ, "HPO_IMAGE_ENGINE": "buildah"}
-    proc = subprocess.run([str(BUILD), "suggestion-image", "--tag", TAG], capture_output=True, text=True,
-                          timeout=1800, env=env)
-    assert proc.returncode == 0, f"suggestion image build failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    proc = subprocess.run([str(BUILD), "run-container", TAG], capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout.strip()
+def container(suggestion_image, image_container) -> str:
+    """A working container of the image, built once per run (tests/e2e/conftest.py)."""
+    return image_container(suggestion_image)
 
 
 @pytest.fixture(scope="module")

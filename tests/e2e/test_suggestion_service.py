@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from hpo_lib import engine
 from hpo_lib.engine import sampling
-from hpo_lib.engine.study import TOLD_ATTR
+from hpo_lib.engine.katib_view import TOLD_ATTR
 from hpo_lib.katib import experiment, suggestion
 from tests.conftest import manifest, options, states
 

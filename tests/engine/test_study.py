@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from hpo_lib import engine
-from hpo_lib.engine.study import GRACE_S
 from hpo_lib.errors import ConfigError, ExperimentFailed
-from hpo_lib.katib import experiment as katib_experiment
-from tests.conftest import BASE, OBJECTIVES_ANNOTATION, manifest, multi_manifest, options, states
+from tests.conftest import manifest, multi_manifest, options, states
 
 
 # ------------------------------------------------------------------------------------------------ stopping
@@ -84,41 +80,6 @@ def test_hanging_trial_is_ended_at_its_deadline(tmp_path):
     assert states(study) == [TrialState.FAIL]
     assert "deadline" in study.trials[0].user_attrs["fail_reason"]
 @pytest.mark.usefixtures("start")  # warm-forked and cold trials alike
-def test_resume_keeps_finished_trials_and_reruns_interrupted_ones_without_taking_budget(tmp_path):
-    path = manifest(tmp_path, maxTrialCount=2)
-    engine.run(path, options(tmp_path, curves="1"))
-    storage = f"sqlite:///{tmp_path / 'state' / 'studies.db'}"
-    killed = optuna.load_study(study_name="local.scripted", storage=storage)
-    orphan = killed.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # a trial a kill -9 left RUNNING
-    resumed = engine.run(manifest(tmp_path, maxTrialCount=4, maxFailedTrialCount=1), options(tmp_path, curves="1"))
-    # the two finished trials are still there, the orphan is failed as interrupted and re-run with its parameters;
-    # it takes no budget (4 succeed) and does not count as a failure (maxFailedTrialCount 1 is not reached)
-    trials = resumed.get_trials()
-    assert [t.state for t in trials].count(TrialState.COMPLETE) == 4 and len(trials) == 5
-    assert trials[2].state == TrialState.FAIL and trials[2].user_attrs["interrupted"] is True
-    rerun = [t for t in trials if t.user_attrs.get("rerun_of") == orphan.number]
-    assert len(rerun) == 1 and rerun[0].params == orphan.params and rerun[0].state == TrialState.COMPLETE
-    assert engine.tally(resumed).failed == 0 and engine.tally(resumed).interrupted == 1
-
-
-def test_a_running_trial_of_a_live_engine_is_never_taken_over(tmp_path):
-    path = manifest(tmp_path, maxTrialCount=2)
-    engine.run(path, options(tmp_path, curves="1"))
-    storage = f"sqlite:///{tmp_path / 'state' / 'studies.db'}"
-    other = optuna.load_study(study_name="local.scripted", storage=storage)
-    alive = other.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    alive.set_user_attr("engine", {"host": "another-machine", "pid": 1, "started": 1})
-    alive.set_user_attr("heartbeat", __import__("time").time())  # its engine stamped it just now
-    # an engine on another machine with a fresh heartbeat: nothing is recovered
-    assert engine.recover_orphans(other) == []
-    # the same trial with a stale heartbeat has lost its engine: recovered and queued again
-    alive.set_user_attr("heartbeat", __import__("time").time() - 2 * GRACE_S)
-    assert engine.recover_orphans(other) == [alive.number]
-    queued = other.get_trials()[-1]
-    assert queued.state == TrialState.WAITING and queued.system_attrs["fixed_params"] == alive.params
-    # a second engine racing for the same orphan does not queue it twice
-    assert engine.recover_orphans(other) == []
-@pytest.mark.usefixtures("start")  # warm-forked and cold trials alike
 def test_two_parallel_trials_on_sqlite(tmp_path):
     study = engine.run(manifest(tmp_path, maxTrialCount=4, parallelTrialCount=2), options(tmp_path, curves="1"))
     # two processes at once on one SQLite file: every trial succeeds, none hits a lock
@@ -162,31 +123,6 @@ def test_invalid_manifests_are_refused_with_the_rule(tmp_path, change, message):
         engine.run(manifest(tmp_path, **change), options(tmp_path))
 
 
-# ------------------------------------------------------------------------------------------------ objectives
-# These test hpo_lib.katib.experiment.objectives and belong in tests/katib/test_experiment.py once that file exists.
-def test_objectives_annotation_adds_objectives_after_katibs():
-    doc = {"metadata": {"annotations": {OBJECTIVES_ANNOTATION: "val_loss:minimize, val_rmse:maximize"}},
-           "spec": BASE["spec"]}
-    # Katib's objective first, with its strategy; the annotation's extra objective after it
-    assert [(o.metric, o.direction, o.strategy) for o in katib_experiment.objectives(doc)] == [
-        ("val_loss", "minimize", "min"), ("val_rmse", "maximize", "min")]
-    # without the annotation, Katib's one objective
-    assert len(katib_experiment.objectives({"metadata": {}, "spec": BASE["spec"]})) == 1
-
-
-@pytest.mark.parametrize("annotation, message", [
-    ("train_time_s:minimize", "not in additionalMetricNames"),
-    ("val_loss:maximize", "which the manifest says to minimize"),
-    ("val_rmse", "is not METRIC:minimize"),
-    ("val_rmse:minimize,val_rmse:maximize", "listed twice"),
-])
-def test_bad_objectives_annotation_is_refused(annotation, message):
-    doc = {"metadata": {"annotations": {OBJECTIVES_ANNOTATION: annotation}}, "spec": BASE["spec"]}
-    # an annotation Katib's metrics collector could not serve is refused with the reason
-    with pytest.raises(ConfigError, match=message):
-        katib_experiment.objectives(doc)
-
-
 # ------------------------------------------------------------------------------------------------ multi-objective
 @pytest.mark.usefixtures("start")  # warm-forked and cold trials alike
 def test_multi_objective_study_has_a_pareto_front_and_keeps_katibs_medianstop(tmp_path):
@@ -216,67 +152,6 @@ def test_nsga2_runs_a_multi_objective_study(tmp_path):
     # the chosen sampler drives the study to the end of its budget
     assert isinstance(study.sampler.inner, optuna.samplers.NSGAIISampler)
     assert states(study) == [TrialState.COMPLETE] * 2
-
-
-# ------------------------------------------------------------------------------------------------ storage faults
-def test_unwritable_storage_is_one_clear_error(tmp_path):
-    blocker = tmp_path / "not-a-folder"
-    blocker.write_text("a file where the storage folder should be")
-    opts = options(tmp_path)
-    opts.storage = f"sqlite:///{blocker / 'studies.db'}"
-    # a storage that cannot be opened is one ConfigError naming it
-    with pytest.raises(ConfigError, match="cannot open study storage"):
-        engine.run(manifest(tmp_path), opts)
-
-
-def test_locked_storage_is_one_clear_error(tmp_path):
-    path = manifest(tmp_path)
-    engine.run(path, options(tmp_path, curves="1"))  # the database exists with the study in it
-    holder = sqlite3.connect(tmp_path / "state" / "studies.db", timeout=0)
-    holder.execute("BEGIN EXCLUSIVE")
-    try:
-        opts = options(tmp_path)
-        opts.max_trials = 5
-        # another writer holding the database is one ConfigError saying it is locked
-        with pytest.raises(ConfigError, match="locked"):
-            engine.run(path, opts)
-    finally:
-        holder.rollback()
-        holder.close()
-
-
-# ------------------------------------------------------------------------------------------------ what the sampler sees
-def _history(study, told_as_complete: bool):
-    """Ten trials; every third one early-stopped with an observed value, told as Katib tells it or as PRUNED."""
-    from hpo_lib.engine.study import TOLD_ATTR
-
-    x = optuna.distributions.FloatDistribution(0, 1)
-    for i in range(10):
-        value = (i * 0.37) % 1.0
-        trial = optuna.trial.create_trial(params={"x": value}, distributions={"x": x},
-                                          value=value if told_as_complete or i % 3 else None,
-                                          state=TrialState.COMPLETE if told_as_complete or i % 3 else
-                                          TrialState.PRUNED,
-                                          intermediate_values={0: value}, user_attrs={TOLD_ATTR: [value]})
-        study.add_trial(trial)
-    return {"x": x}
-
-
-def test_the_sampler_sees_early_stopped_trials_as_katibs_service_tells_them():
-    from hpo_lib.engine.study import KatibTells
-
-    katib = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=3, n_startup_trials=5))
-    ours = optuna.create_study(sampler=KatibTells(optuna.samplers.TPESampler(seed=3, n_startup_trials=5)))
-    plain = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=3, n_startup_trials=5))
-    space = _history(katib, told_as_complete=True)
-    _history(ours, told_as_complete=False)
-    _history(plain, told_as_complete=False)
-    # with early-stopped trials stored as PRUNED, the wrapped sampler suggests exactly what Katib's service would
-    # (which told them COMPLETE with their observed value); the bare sampler, which ranks PRUNED last, does not
-    suggested = [study.ask(space).params["x"] for study in (katib, ours, plain)]
-    assert suggested[0] == suggested[1] != suggested[2]
-    # the user still sees them as early-stopped
-    assert [t.state for t in ours.trials].count(TrialState.PRUNED) == 4
 
 
 # ------------------------------------------------------------------------------------------------ Katib's shapes

@@ -94,7 +94,7 @@ def test_a_worker_that_dies_is_replaced_and_its_trial_reported(tmp_path):
         if progress.running and not killed:
             for proc in Path("/proc").iterdir():
                 try:
-                    if proc.name.isdigit() and os.readlink(proc / "fd" / "2").endswith(engine.study.WARM_LOG):
+                    if proc.name.isdigit() and os.readlink(proc / "fd" / "2").endswith(engine.process.WARM_LOG):
                         if str(tmp_path) in os.readlink(proc / "fd" / "2"):
                             os.kill(int(proc.name), signal.SIGKILL)
                             killed.append(int(proc.name))

@@ -251,7 +251,7 @@ def test_dockerignore_keeps_out(path):
     assert dockerignored(path)
 
 
-@pytest.mark.parametrize("path", ["pyproject.toml", "constraints.txt", "README.md", "hpo_lib/trial.py"])
+@pytest.mark.parametrize("path", ["pyproject.toml", "constraints.txt", "README.md", "hpo_lib/trial/__init__.py"])
 def test_dockerignore_sends_what_the_dockerfile_copies(path):
     assert not dockerignored(path)
 

@@ -88,3 +88,11 @@ def test_json_metrics_lines_are_read_as_katibs_file_collector_reads_them():
     assert parse_json_metrics_line("   ", ["val_loss"]) is None
     with pytest.raises(ValueError, match="JSON object"):
         parse_json_metrics_line("val_loss=1", ["val_loss"])
+
+
+def test_every_shell_safe_character_is_one_sh_c_leaves_alone():
+    safe = [chr(c) for c in range(32, 127) if contract.SHELL_SAFE.fullmatch(chr(c))]
+    # the allow-list a tool writes trial arguments with never admits a character lint's S-SHELL reports
+    assert safe and not any(contract.SHELL_META.search(c) for c in safe)
+    # and what sh re-parses is outside it
+    assert not any(contract.SHELL_SAFE.fullmatch(c) for c in "&;|<>$()`'\"\\ *?")

@@ -1,15 +1,19 @@
-"""Offline Experiment validation: a valid manifest passes clean, and each rule fires on a minimal mutation."""
+"""Offline Experiment validation: a valid manifest passes clean, each rule fires on a minimal mutation, and
+Experiments in the shapes of Katib's shipped examples validate as Katib treats them."""
 
 from __future__ import annotations
 
 import ast
 import copy
+import importlib
 import inspect
+import pkgutil
 import re
 
 import pytest
 import yaml
 
+from hpo_lib import cli
 from hpo_lib.errors import ConfigError
 from hpo_lib.katib import lint
 from hpo_lib.katib.lint import Finding, validate_experiment, validate_file
@@ -390,10 +394,12 @@ def test_every_rule_has_a_row():
 
 
 def _emitted_rule_ids() -> dict[str, set[str]]:
-    """Rule id -> severities, read from lint's source: the first argument of every ``out.error``/``out.warning``."""
-    tree = ast.parse(inspect.getsource(lint))
+    """Rule id -> severities, read from the source of every module of the lint package: the first argument of every
+    ``out.error``/``out.warning``."""
+    names = [f"{lint.__name__}.{m.name}" for m in pkgutil.iter_modules(lint.__path__)]
+    modules = [lint, *map(importlib.import_module, names)]
     emitted: dict[str, set[str]] = {}
-    for node in ast.walk(tree):
+    for node in (n for module in modules for n in ast.walk(ast.parse(inspect.getsource(module)))):
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                 and node.func.attr in ("error", "warning") and isinstance(node.func.value, ast.Name)
                 and node.func.value.id == "out"):
@@ -523,6 +529,150 @@ def test_hpo_manifests_validate_reports_what_the_suggestion_service_refuses(tmp_
     assert out.rstrip().endswith("INVALID (1 finding(s))")
     # the committed manifest itself is clean
     assert cli.main(["manifests", "validate", str(lint_root() / "cnn-lstm-pareto-experiment.yaml")]) == 0
+
+
+# ------------------------------------------------------------------------------------------------ Katib's shapes
+# Experiments of our own in the shapes of Katib's shipped examples: what Katib runs validates; what it rejects
+# does not; names Kubernetes would refuse are refused.
+
+
+def doc_errors(doc) -> list[str]:
+    return [str(f) for f in validate_experiment(copy.deepcopy(doc)) if f.severity == "error"]
+
+
+def job(container: dict) -> dict:
+    return {"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec": {
+        "containers": [container], "restartPolicy": "Never"}}}}
+
+
+def nas(algorithm: str, args: list[str], references: list[str]) -> dict:
+    """A NAS Experiment shaped like Katib's nas/darts-*.yaml and nas/enas-*.yaml: quoted placeholders."""
+    placeholders = [f"${{trialParameters.p{i}}}" for i in range(len(references))]
+    return {
+        "apiVersion": "kubeflow.org/v1beta1", "kind": "Experiment",
+        "metadata": {"namespace": "kubeflow", "name": f"{algorithm}-shape"},
+        "spec": {
+            "parallelTrialCount": 1, "maxTrialCount": 2, "maxFailedTrialCount": 1,
+            "objective": {"type": "maximize", "objectiveMetricName": "Validation-Accuracy"},
+            "algorithm": {"algorithmName": algorithm},
+            "nasConfig": {"graphConfig": {"numLayers": 2}, "operations": [
+                {"operationType": "separable_convolution", "parameters": [
+                    {"name": "filter_size", "parameterType": "categorical", "feasibleSpace": {"list": ["3", "5"]}}]}]},
+            "trialTemplate": {
+                "primaryContainerName": "trainer",
+                "trialParameters": [{"name": f"p{i}", "description": f"NAS input {ref}", "reference": ref}
+                                    for i, ref in enumerate(references)],
+                "trialSpec": job({"name": "trainer", "image": "example.org/nas-trial:1",
+                                  "command": ["python3", "-u", "train_nas.py",
+                                              *(a.format(*placeholders) for a in args)]}),
+            },
+        },
+    }
+
+
+DARTS = nas("darts", ['--algorithm-settings="{0}"', '--search-space="{1}"', '--num-layers="{2}"'],
+            ["algorithm-settings", "search-space", "num-layers"])
+ENAS = nas("enas", ['--architecture="{0}"', '--nn_config="{1}"'], ["architecture", "nn_config"])
+
+
+@pytest.mark.parametrize("doc", [DARTS, ENAS], ids=["darts", "enas"])
+def test_nas_examples_quoted_arguments_are_not_shell_errors(doc):
+    # "${trialParameters.x}" in double quotes is what sh -c should see: no S-SHELL, no error at all
+    assert doc_errors(doc) == []
+
+
+def test_an_unquoted_space_still_is_a_shell_error():
+    doc = copy.deepcopy(DARTS)
+    doc["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["command"].append(
+        "--note=two words")
+    assert any("S-SHELL" in e for e in doc_errors(doc))
+
+
+XGBOOST_LIKE = yaml.safe_load("""
+apiVersion: kubeflow.org/v1beta1
+kind: Experiment
+metadata: {namespace: kubeflow, name: boosted-shape}
+spec:
+  objective:
+    type: maximize
+    objectiveMetricName: valid_1 auc
+    additionalMetricNames: [training auc]
+  metricsCollectorSpec:
+    source:
+      filter:
+        metricsFormat: ['(\\w+\\s\\w+)\\s:\\s((-?\\d+)(\\.\\d+)?)']
+  algorithm: {algorithmName: random}
+  parallelTrialCount: 1
+  maxTrialCount: 2
+  maxFailedTrialCount: 1
+  parameters:
+    - {name: lr, parameterType: double, feasibleSpace: {min: "0.01", max: "0.1"}}
+  trialTemplate:
+    primaryContainerName: trainer
+    trialParameters:
+      - {name: learningRate, description: Learning rate, reference: lr}
+    trialSpec:
+      apiVersion: batch/v1
+      kind: Job
+      spec:
+        template:
+          spec:
+            restartPolicy: Never
+            containers:
+              - name: trainer
+                image: example.org/boost:1
+                command: [python3, boost.py, "--learning_rate=${trialParameters.learningRate}"]
+""")
+
+
+def test_metric_names_with_spaces_pass_under_their_own_metrics_format():
+    # the collector's own regex captures "valid_1 auc": S4 applies only to Katib's default filter
+    assert doc_errors(XGBOOST_LIKE) == []
+    doc = copy.deepcopy(XGBOOST_LIKE)
+    del doc["spec"]["metricsCollectorSpec"]
+    assert any(e.startswith("error S4") for e in doc_errors(doc))
+
+
+def file_json(filter_value) -> dict:
+    doc = copy.deepcopy(XGBOOST_LIKE)
+    doc["spec"]["objective"] = {"type": "maximize", "objectiveMetricName": "accuracy"}
+    source = {"fileSystemPath": {"kind": "File", "path": "/var/log/metrics.json", "format": "JSON"}}
+    if filter_value is not None:
+        source["filter"] = filter_value
+    doc["spec"]["metricsCollectorSpec"] = {"collector": {"kind": "File"}, "source": source}
+    return doc
+
+
+@pytest.mark.parametrize("filter_value, rejected", [(None, False), ({}, True), ({"metricsFormat": ["(a)(b)"]}, True)])
+def test_a_json_file_collector_rejects_any_filter_as_katib_does(filter_value, rejected):
+    # Katib's webhook rejects a JSON File collector with a filter, even an empty one
+    assert any("must not set a filter" in e for e in doc_errors(file_json(filter_value))) is rejected
+
+
+@pytest.mark.parametrize("key, value", [
+    ("name", "a/../../escape"), ("name", "UPPER"), ("name", "trailing-"), ("namespace", "../../x"),
+    ("namespace", "a.b"), ("namespace", "n" * 64),
+])
+def test_names_kubernetes_rejects_are_refused_naming_value_and_rule(key, value):
+    doc = copy.deepcopy(XGBOOST_LIKE)
+    doc["metadata"][key] = value
+    found = [e for e in doc_errors(doc) if f"metadata.{key} {value!r}" in e and "DNS-1123" in e]
+    # one finding names the value, the rule and a fix
+    assert len(found) == 1
+
+
+@pytest.mark.parametrize("key, value", [("name", "a.b-1"), ("namespace", "team-1"), ("name", "x" * 40)])
+def test_valid_kubernetes_names_pass(key, value):
+    doc = copy.deepcopy(XGBOOST_LIKE)
+    doc["metadata"][key] = value
+    assert doc_errors(doc) == []
+
+
+@pytest.mark.parametrize("doc", [DARTS, ENAS, XGBOOST_LIKE], ids=["darts", "enas", "boosted"])
+def test_hpo_manifests_validate_accepts_katib_shaped_examples(tmp_path, doc):
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert cli.main(["manifests", "validate", str(path)]) == 0
 
 
 def lint_root():

@@ -87,10 +87,18 @@ def test_substitution_matches_katib_and_names_missing_values():
 
 
 def _trial_argv(path: Path, tmp_path: Path) -> tuple[list[str], dict, list[str]]:
-    """The manifest's exact command and args with sample values substituted, pointed at local data."""
+    """The manifest's exact command and args with sample values substituted, pointed at local data.
+
+    Each parameter takes its list's first choice or its range's lower bound, except the batch size: its largest
+    choice, the fewest steps per epoch (as the image's test does), since every value is a valid assignment.
+    """
     doc = load(path)
     assignments = {p["name"]: (p["feasibleSpace"].get("list") or [p["feasibleSpace"]["min"]])[0]
                    for p in doc["spec"]["parameters"]}
+    batches = next((p["feasibleSpace"].get("list") for p in doc["spec"]["parameters"] if p["name"] == "batch-size"),
+                   None)
+    if batches:
+        assignments["batch-size"] = max(batches, key=int)
     local = {"data": "sample:sp500", "epochs": "2", "output-dir": str(tmp_path), "cache-dir": str(tmp_path)}
     command = experiment.trial_command(doc, assignments, local)
     argv = [shutil.which(command.argv[0], path=os.path.dirname(sys.executable)), *command.argv[1:]]

@@ -10,7 +10,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from hpo_lib.engine import sampling
-from hpo_lib.engine.study import TOLD_ATTR, KatibTells
+from hpo_lib.engine.katib_view import TOLD_ATTR, KatibTells
 from hpo_lib.errors import ConfigError
 from hpo_lib.katib import service, space, suggestion
 from tests.katib.katib_messages import (

@@ -154,17 +154,6 @@ def test_parameters_and_nas_the_service_cannot_search_are_refused():
     assert "needs at least one parameter" in suggestion.spec_problems(empty)[0]
 
 
-def test_the_engine_reads_objectives_from_the_setting_and_refuses_a_second_declaration():
-    doc = {"metadata": {}, "spec": spec()}
-    # the setting declares the study's objectives, strategies from metricStrategies (Katib's default otherwise)
-    assert [(o.metric, o.direction) for o in experiment.objectives(doc)] == [
-        ("val_loss", "minimize"), ("train_time_s", "minimize"), ("val_dir_acc", "maximize")]
-    doc["metadata"]["annotations"] = {experiment.OBJECTIVES_ANNOTATION: "val_loss:minimize"}
-    # declared twice (setting and the deprecated annotation): refused, naming both
-    with pytest.raises(ConfigError, match="both declare objectives"):
-        experiment.objectives(doc)
-
-
 def test_the_shipped_pareto_experiment_is_the_seed_use_case():
     doc = manifests.pareto_experiment()
     # the rendered manifest uses this module's algorithm name and three objectives, as the engine reads them

@@ -1,5 +1,5 @@
 """The final retrain: every epoch on train + validation, the one look at test (bar, DM, backtest), the saved model,
-and the trial's own flags."""
+the trial's own flags, and seeds retrained together in one process (per seed, a lone retrain's numbers)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from hpo_lib import data
 from hpo_lib.data import inference
 from hpo_lib.errors import ConfigError
-from hpo_lib.pipeline import retrain, steps
+from hpo_lib.pipeline import records, retrain, steps
 from tests.conftest import ar1_returns, prices_from_returns
-from tests.pipeline.conftest import SIGNAL_FLAGS
+from tests.pipeline.conftest import SIGNAL_FLAGS, item
 
 
 # ----------------------------------------------------------------------------------------------- retrain
@@ -70,37 +70,6 @@ def test_nested_tests_and_intervals_see_the_predictable_signal(retrained):
 
 
 # ----------------------------------------------------------------------------------------------- rolling origin
-def assert_purged(split: data.Split, window: int, horizon: int) -> None:
-    """Every training sample's footprint ends a purge gap before the first test sample's window starts."""
-    last_label_row = int(split.train[-1]) + horizon
-    first_input_row = int(split.test[0]) - window + 1
-    assert first_input_row - last_label_row - 1 >= data.purge_gap(window, horizon)
-    assert split.train_rows[1] == first_input_row - data.purge_gap(window, horizon)
-
-
-@pytest.mark.parametrize("n_origins, sizes", [(1, [12]), (2, [6, 6]), (3, [4, 4, 4]), (5, [3, 3, 2, 2, 2])])
-def test_origin_splits_cut_the_test_days_into_purged_blocks(n_origins, sizes):
-    refit = data.refit_split(data.chronological_split(60, window=3, horizon=1, val_frac=0.2, test_frac=0.3,
-                                                      min_samples=1), window=3, horizon=1)
-    splits = retrain.origin_splits(refit, n_origins, window=3, horizon=1)
-    # the blocks partition the test days, in order, each forecast by a model trained up to its own origin
-    assert [len(s.test) for s in splits] == sizes
-    assert np.concatenate([s.test for s in splits]).tolist() == refit.test.tolist()
-    for s in splits:
-        assert_purged(s, window=3, horizon=1)
-    # the first origin's split is the refit itself; later origins train on more rows
-    assert splits[0].train.tolist() == refit.train.tolist() and splits[0].train_rows == refit.train_rows
-    assert all(a.train_rows[1] < b.train_rows[1] for a, b in zip(splits, splits[1:]))
-
-
-def test_origin_splits_default_to_quarters_and_refuse_more_origins_than_days():
-    refit = data.refit_split(data.chronological_split(2000, window=10, horizon=1), window=10, horizon=1)
-    # 0 means one origin per 63 test days
-    assert len(retrain.origin_splits(refit, 0, window=10, horizon=1)) == round(len(refit.test) / 63)
-    with pytest.raises(ConfigError, match="test_origins must be 0 \\(quarterly\\) or 1.."):
-        retrain.origin_splits(refit, len(refit.test) + 1, window=10, horizon=1)
-
-
 def test_rolling_origin_forecasts_every_test_day_from_a_model_that_never_saw_it(retrained):
     report = json.loads((retrained[0] / "evaluation.json").read_text())
     rolling = report["rolling"]
@@ -126,7 +95,7 @@ def test_the_saved_model_reproduces_the_evaluated_forecasts(retrained, signal_da
 
     folder = retrained[0]
     model = retrain.load_model(folder)
-    args = retrain.retrain_args(SIGNAL_FLAGS, data=steps.data_spec(signal_data))
+    args = retrain.retrain_args(SIGNAL_FLAGS, data=records.data_spec(signal_data))
     ds = data.prepare(data.load_prices(args.data), window=args.seq_len, split_window=args.split_window, refit=True)
     with torch.no_grad():
         forecast = ds.target_scaler.inverse(model(torch.from_numpy(ds.x["test"])).numpy()[:, 0])
@@ -199,3 +168,47 @@ def test_retrain_args_apply_overrides_after_the_flags_and_validate_the_result():
     # the merged arguments are checked like a trial's: --seq-len may not exceed --split-window
     with pytest.raises(ConfigError, match="--seq-len=120 exceeds --split-window=90"):
         retrain.retrain_args(["--seq-len=20"], seq_len=120)
+
+
+# ----------------------------------------------------------------------------------------------- seeds together
+SEED_FLAGS = ["--hidden-size=8", "--num-layers=1", "--seq-len=5", "--split-window=10", "--epochs=2", "--lr=0.003",
+              "--batch-size=128", "--optimizer=adam", "--threads=1", "--dropout=0.1"]
+SEEDS = (0, 1, 2)
+
+
+@pytest.mark.parametrize("family", ["mlp", "lstm", "gru", "cnn-lstm"])
+def test_seeds_retrained_together_match_lone_retrains(family, signal_data, tmp_path):
+    # seeds retrained together in one process: per seed the same numbers as a lone retrain with that seed
+    args = retrain.retrain_args([f"--model={family}", *SEED_FLAGS], data=records.data_spec(signal_data),
+                                eval_test=True)
+    together = retrain.retrain_seeds(args, {s: tmp_path / "together" / f"seed{s}" for s in SEEDS}, test_origins=1)
+    for seed in SEEDS:
+        alone = retrain.retrain(retrain.retrain_args([f"--model={family}", *SEED_FLAGS, f"--seed={seed}"],
+                                                     data=records.data_spec(signal_data), eval_test=True),
+                                tmp_path / "alone" / f"seed{seed}", test_origins=1)
+        mine, lone = together[seed], alone
+        # each seed's report is its own: its seed, its kept epoch, its test metrics and per-day losses
+        assert mine["run"]["seed"] == seed and mine["run"]["kept_epoch"] == lone["run"]["kept_epoch"]
+        assert mine["model"] == pytest.approx(lone["model"], rel=1e-4, abs=1e-7)
+        np.testing.assert_allclose(mine["losses"]["model"], lone["losses"]["model"], rtol=1e-4, atol=1e-9)
+        # the written history has today's keys and, timing aside, the lone retrain's values
+        ours, theirs = (json.loads((tmp_path / side / f"seed{seed}" / "history.json").read_text())
+                        for side in ("together", "alone"))
+        assert [set(h) for h in ours] == [set(h) for h in theirs]
+        for a, b in zip(ours, theirs):
+            assert {k: v for k, v in a.items() if k != "train_time_s"} == pytest.approx(
+                {k: v for k, v in b.items() if k != "train_time_s"}, rel=1e-4, abs=1e-7)
+        # every seed's folder holds the files a lone retrain writes
+        assert {p.name for p in (tmp_path / "together" / f"seed{seed}").iterdir()} >= set(retrain.FILES)
+
+
+def test_the_retrain_step_writes_one_folder_per_seed_that_the_summary_reads(signal_data, tmp_path):
+    by_seed = steps.run_retrain(item("t-two", 1, [0, 1], 0.6, SIGNAL_FLAGS + ["--epochs=2"]), signal_data,
+                                tmp_path / "winner", test_origins=1)
+    # one task, two seeds: each has its scalars, its folder and its own item (seed, id)
+    assert sorted(by_seed) == [0, 1] and all("test_loss" in v for v in by_seed.values())
+    saved = [json.loads((tmp_path / "winner" / f"seed{s}" / "item.json").read_text()) for s in (0, 1)]
+    assert [(i["seed"], i["id"]) for i in saved] == [(0, "001-t-two-seed0"), (1, "001-t-two-seed1")]
+    # the evaluate step takes the winner's folder and sees its two seeds
+    summary = steps.evaluate([tmp_path / "winner"])
+    assert summary["n_retrains"] == 2 and summary["winners"][0]["seeds"] == [0, 1]

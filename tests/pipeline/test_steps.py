@@ -3,8 +3,10 @@ inputs, and one end-to-end local run against a real MLflow server. The retrain i
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
+import io
 import json
 import os
 import re
@@ -12,6 +14,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +26,10 @@ from hpo_lib import cli, data
 from hpo_lib.errors import ConfigError, TrackingError
 from hpo_lib.katib import client as katib_client
 from hpo_lib.katib import manifests
-from hpo_lib.pipeline import retrain, steps
+from hpo_lib.pipeline import local, records, retrain, steps
+from hpo_lib.pipeline.progress import PROGRESS_ENV, StepProgress, follow_progress
 from hpo_lib.results import render, tracking
-from tests.conftest import ROOT, FakeApi, fixture, free_port
+from tests.conftest import ROOT, FakeApi, fixture, free_port, wait_for_http
 
 
 def load_definition():
@@ -161,7 +166,7 @@ def tuned_dir(tmp_path) -> Path:
 
 
 def test_select_emits_one_self_contained_item_per_winner_with_its_seeds(tuned_dir, tmp_path):
-    items = steps.select_winners(tuned_dir, tmp_path / "sel", top_k=2, n_seeds=2, epochs=5,
+    items = steps.select_winners(tuned_dir, tmp_path / "sel", top_k=2, seeds=2, epochs=5,
                                     retrain_flags="--threads=2")
     # 3 winners (top-2 + the Pareto-only one), each retrained with its 2 seeds in one task
     assert [(i["trial"].rsplit("-", 1)[1], i["seeds"]) for i in items] == [
@@ -178,7 +183,7 @@ def test_select_emits_one_self_contained_item_per_winner_with_its_seeds(tuned_di
 
 
 def test_k_beyond_the_usable_trials_is_noted_in_the_leaderboard(tuned_dir, tmp_path):
-    items = steps.select_winners(tuned_dir, tmp_path / "sel", top_k=10, pareto=False, n_seeds=1)
+    items = steps.select_winners(tuned_dir, tmp_path / "sel", top_k=10, pareto=False, seeds=1)
     # every usable trial is a winner, and the leaderboard says k was cut
     assert len(items) == 5
     assert "top-k asked for 10 trials but only 5 are usable" in (tmp_path / "sel" / "leaderboard.md").read_text()
@@ -187,7 +192,7 @@ def test_k_beyond_the_usable_trials_is_noted_in_the_leaderboard(tuned_dir, tmp_p
 @pytest.mark.parametrize("kwargs, message", [
     ({"retrain_flags": "--colour=blue"}, "unknown flag --colour"),
     ({"retrain_flags": "threads=2"}, "retrain_flags must be --name=value flags"),
-    ({"n_seeds": 0}, "n_seeds must be at least 1"),
+    ({"seeds": 0}, "seeds must be at least 1"),
     ({"epochs": -1}, "epochs must be 0"),
 ])
 def test_bad_winner_arguments_fail_before_any_retrain(tuned_dir, tmp_path, kwargs, message):
@@ -205,7 +210,7 @@ def test_the_champion_is_chosen_by_tuning_rank_not_by_test(retrained, tmp_path):
     report = json.loads((dirs[1] / "evaluation.json").read_text())
     report["model"]["loss"] = 0.01
     (dirs[1] / "evaluation.json").write_text(json.dumps(report))
-    summary = steps.summarize(dirs)
+    summary = steps.evaluate(dirs)
     assert summary["champion"]["item"]["trial"] == "t-best"
     assert summary["beats_bar"] and summary["verdict"].startswith("trial t-best (tuning rank 1, seed 0) beats")
     assert (summary["n_trials"], summary["n_eligible"], summary["n_winners"], summary["n_retrains"]) == (7, 5, 2, 2)
@@ -216,7 +221,7 @@ def test_the_champion_is_chosen_by_tuning_rank_not_by_test(retrained, tmp_path):
 
 
 def test_the_summary_tests_the_retrains_knowing_the_search(retrained):
-    summary = steps.summarize(retrained)
+    summary = steps.evaluate(retrained)
     single, rolling = summary["search"]["single"], summary["search"]["rolling"]
     # SPA and the Reality Check run over both retrains against the bar, with the 7 configurations tried named
     assert single["spa"]["n_models"] == 2 and single["spa"]["n_configurations"] == 7
@@ -234,7 +239,7 @@ def test_the_summary_tests_the_retrains_knowing_the_search(retrained):
 
 
 def test_without_a_rolling_origin_test_the_verdict_is_not_established(retrained):
-    single = steps.summarize(retrained)["search"]["single"]
+    single = steps.evaluate(retrained)["search"]["single"]
     beats, text = retrain.search_verdict(single, None)
     # the rule asks for the rolling-origin test; without it the answer is not yes
     assert not beats and text.startswith("not established: no rolling-origin test was run (test_origins=1)")
@@ -247,7 +252,7 @@ def test_a_champion_that_loses_to_the_baseline_is_said_plainly(retrained, tmp_pa
     report = json.loads((dirs[0] / "evaluation.json").read_text())
     report["beats_bar"], report["model"]["loss"] = False, 9.0
     (dirs[0] / "evaluation.json").write_text(json.dumps(report))
-    summary = steps.summarize(dirs)
+    summary = steps.evaluate(dirs)
     # no champion, and the verdict says so and that nothing is registered
     assert not summary["beats_bar"]
     assert summary["verdict"].startswith("No champion: trial t-best") and "Nothing is registered." in summary["verdict"]
@@ -260,7 +265,7 @@ def test_register_logs_every_retrain_and_aliases_a_winning_champion(retrained, t
     from mlflow import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    summary = steps.summarize(retrained)
+    summary = steps.evaluate(retrained)
     result = steps.register(retrained, summary, uri=uri, model_name="syn-model", run_name="run-1")
     client = MlflowClient(uri)
     # one parent run and one nested run per retrain, with params, per-epoch curves and test metrics
@@ -291,10 +296,10 @@ def test_a_retrain_run_is_open_while_it_trains_and_nested_by_register(signal_dat
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    seen: list[steps.StepProgress] = []
+    seen: list[StepProgress] = []
     during: dict[str, object] = {}
 
-    def on_progress(progress: steps.StepProgress) -> None:
+    def on_progress(progress: StepProgress) -> None:
         seen.append(progress)
         if progress.epoch == 3:  # mid-training: what a user opening the MLflow UI now would see
             (run,) = client.search_runs([client.get_experiment_by_name("syn-exp").experiment_id])
@@ -303,9 +308,9 @@ def test_a_retrain_run_is_open_while_it_trains_and_nested_by_register(signal_dat
 
     folder = tmp_path / "retrain"
     steps.run_retrain(item("t-live", 1, 0, 0.6, SIGNAL_FLAGS + ["--epochs=5"]), signal_data, folder,
-                      tracking_uri=uri, on_progress=on_progress)
+                      test_origins=1, tracking_uri=uri, on_progress=on_progress)
     # the step says it started, then reports every epoch of the fit as it ends
-    assert seen[0] == steps.StepProgress("retrain", item="001-t-live")
+    assert seen[0] == StepProgress("retrain", item="001-t-live")
     assert [(p.phase, p.epoch, p.epochs) for p in seen[1:]] == [("fit", e, 5) for e in range(1, 6)]
     # while it trained, its MLflow run was already RUNNING with the epochs so far
     assert during == {"status": "RUNNING", "steps": [1, 2, 3]}
@@ -326,7 +331,7 @@ def test_a_retrain_run_is_open_while_it_trains_and_nested_by_register(signal_dat
     assert info.saved_input_example_info is not None
 
     # register nests the live run under the pipeline's parent instead of logging it again
-    summary = steps.summarize([folder])
+    summary = steps.evaluate([folder])
     result = steps.register([folder], summary, uri=uri, model_name="syn-live")
     assert result["runs"]["001-t-live-seed0"]["run_id"] == logged["mlflow_run_id"]
     assert client.get_run(logged["mlflow_run_id"]).data.tags["mlflow.parentRunId"] == result["parent_run_id"]
@@ -337,11 +342,11 @@ def test_a_retrain_run_is_open_while_it_trains_and_nested_by_register(signal_dat
 
 def test_the_steps_report_across_processes_through_the_progress_file(tmp_path, monkeypatch):
     path = tmp_path / "progress.jsonl"
-    monkeypatch.setenv(steps.PROGRESS_ENV, str(path))
-    seen: list[steps.StepProgress] = []
-    script = ("from hpo_lib.pipeline import steps; r = steps._reporter(None); "
-              "[r(steps.StepProgress('retrain', item='a', phase='fit', epoch=e, epochs=3)) for e in (1, 2, 3)]")
-    with steps.follow_progress(path, seen.append, interval_s=0.1):
+    monkeypatch.setenv(PROGRESS_ENV, str(path))
+    seen: list[StepProgress] = []
+    script = ("from hpo_lib.pipeline import progress; r = progress.reporter(None); "
+              "[r(progress.StepProgress('retrain', item='a', phase='fit', epoch=e, epochs=3)) for e in (1, 2, 3)]")
+    with follow_progress(path, seen.append, interval_s=0.1):
         # another process (as kfp's local runner starts each step) reports through the file the environment names
         subprocess.run([sys.executable, "-c", script], check=True, env=os.environ)
         steps.prepare_data("sample:sp500", tmp_path / "data")
@@ -353,7 +358,7 @@ def test_retrain_params_use_the_trials_flag_names(signal_data):
     config = {"model": "mlp", "batch_size": 64, "bidirectional": False, "output_dir": "/x", "cache_dir": "",
               "data": "file:/prepared/prices.parquet"}
     # the trial's flag names (Katib's); booleans as the flags spell them; the data spec it was prepared from
-    assert steps.run_params(config, signal_data) == {
+    assert records.run_params(config, signal_data) == {
         "model": "mlp", "batch-size": "64", "bidirectional": "false",
         "data": json.loads((signal_data / "data.json").read_text())["spec"]}
 
@@ -363,7 +368,7 @@ def test_a_losing_champion_registers_nothing(retrained, tmp_path):
     from mlflow.exceptions import MlflowException
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    summary = {**steps.summarize(retrained), "beats_bar": False, "verdict": "No champion: test says so."}
+    summary = {**steps.evaluate(retrained), "beats_bar": False, "verdict": "No champion: test says so."}
     result = steps.register(retrained, summary, uri=uri, model_name="syn-loser")
     client = MlflowClient(uri)
     # no version is registered, and no champion alias exists
@@ -383,7 +388,7 @@ def test_unreachable_mlflow_is_a_clear_error_and_keeps_the_results(retrained):
     # an unreachable server is one clear error that says where the results still are
     with pytest.raises(TrackingError, match=f"MLflow at {uri} is unreachable.*retrain results are still "
                                                      f"in the pipeline's artifacts"):
-        steps.register(retrained, steps.summarize(retrained), uri=uri)
+        steps.register(retrained, steps.evaluate(retrained), uri=uri)
     assert time.monotonic() - started < 15 and {p.name for p in retrained[0].iterdir()} == before
 
 
@@ -434,10 +439,10 @@ def test_local_arguments_take_data_and_epochs_from_the_local_trials(tmp_path):
     (folder / "trial-0000").mkdir(parents=True)
     (folder / "trials.json").write_text(json.dumps([{"name": "lstm-tiny-0000", "condition": "Succeeded"}]))
     (folder / "trial-0000" / "config.json").write_text(json.dumps({"data": "sample:nasdaq", "epochs": 4}))
-    arguments = steps.local_arguments(manifest, state_dir=tmp_path / "state")
+    arguments = local.local_arguments(manifest, state_dir=tmp_path / "state")
     # `hpo tune --set data=... --set epochs=...` is not in the export: the trials' own config tells
     assert (arguments["data"], arguments["epochs"], arguments["tune_mode"]) == ("sample:nasdaq", 4, "export")
-    assert steps.local_arguments(manifest, state_dir=tmp_path / "state", data="sample:sp500",
+    assert local.local_arguments(manifest, state_dir=tmp_path / "state", data="sample:sp500",
                                     epochs=9)["epochs"] == 9
 
 
@@ -459,11 +464,24 @@ def test_run_local_on_a_study_whose_trials_all_failed_says_no_trial_succeeded(tm
     assert "cannot tell which data" not in err
 
 # ----------------------------------------------------------------------------------------------- end to end
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real `mlflow server` on 127.0.0.1 with a SQLite backend and a local artifact root."""
+@dataclass(frozen=True)
+class LocalRun:
+    """One `hpo tune` + `hpo pipeline run-local` of the tiny manifest against a real MLflow server."""
+
+    url: str  # the MLflow server
+    root: Path  # the pipeline root
+    out: str  # what the two commands printed
+    summary: dict
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory) -> Iterator[LocalRun]:
+    """A real `mlflow server` (SQLite backend, local artifacts) and one local pipeline run against it, shared by the
+    end-to-end tests below: tune the tiny manifest, then run the pipeline on its export (2 winners x 2 seeds)."""
+    tmp_path = tmp_path_factory.mktemp("local-run")
     port = free_port()
-    log = open(tmp_path / "mlflow-server.log", "w")
+    log_path = tmp_path / "mlflow-server.log"
+    log = open(log_path, "w")
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
          f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "server-artifacts"),
@@ -471,7 +489,25 @@ def mlflow_server(tmp_path):
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        yield server, url
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            # a loaded CI machine may answer one model upload slower than the product's 20 s default: a live run
+            # given up there is logged again by register (the fallback), which is not what these tests are about
+            monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")
+            manifest = tiny_manifest(tmp_path / "tiny.yaml")
+            state, printed = tmp_path / "state", io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                # the embedded engine tunes while the server starts; its export is what the pipeline reads
+                assert cli.main(["tune", str(manifest), "--set", "data=sample:sp500", "--set", "epochs=2", "--set",
+                                 "threads=1", "--state-dir", str(state), "--no-progress", "--no-tracking"]) == 0
+                wait_for_http(f"{url}/health", server, log=log_path)
+                printed.seek(0)
+                printed.truncate()
+                # the pipeline runs locally against the server from that export
+                assert cli.main(["pipeline", "run-local", str(manifest), "--state-dir", str(state), "--top-k", "2",
+                                 "--no-pareto", "--seeds", "2", "--tracking-uri", url, "--model-name", "lstm-tiny",
+                                 "--pipeline-root", str(tmp_path / "root")]) == 0
+            summary_path = next((tmp_path / "root").glob("katib-hpo-*/evaluate/summary/summary.json"))
+            yield LocalRun(url, tmp_path / "root", printed.getvalue(), json.loads(summary_path.read_text()))
     finally:
         os.killpg(server.pid, 15)
         try:
@@ -482,67 +518,41 @@ def mlflow_server(tmp_path):
         log.close()
 
 
-def wait_healthy(server: subprocess.Popen, url: str, timeout_s: float = 180) -> None:
-    import requests
+def _retrain_runs(run: LocalRun):
+    """The pipeline's parent retrain run and its child runs, in MLflow."""
+    from mlflow import MlflowClient
 
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert server.poll() is None, "mlflow server exited early"
-        try:
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"mlflow server at {url} not healthy after {timeout_s} s")
+    client = MlflowClient(run.url)
+    experiment = client.get_experiment_by_name("lstm-tiny")
+    parents = client.search_runs([experiment.experiment_id], filter_string="tags.`hpo.kind` = 'retrain'")
+    children = [] if len(parents) != 1 else client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")
+    return client, parents, children
 
 
 @pytest.mark.e2e
-def test_local_pipeline_against_a_real_mlflow_server(tmp_path, mlflow_server, retrained, capsys, monkeypatch):
-    import mlflow.pytorch
-    import torch
-    from mlflow import MlflowClient
-
-    server, url = mlflow_server
-    # a loaded CI machine may answer one model upload slower than the product's 20 s default: a live run given up
-    # there is logged again by register (the fallback), which is not what this test is about
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")
-    manifest = tiny_manifest(tmp_path / "tiny.yaml")
-    state = tmp_path / "state"
-    # the embedded engine tunes while the server starts; its export is what the pipeline reads
-    assert cli.main(["tune", str(manifest), "--set", "data=sample:sp500", "--set", "epochs=2", "--set", "threads=1",
-                     "--state-dir", str(state), "--no-progress", "--no-tracking"]) == 0
-    wait_healthy(server, url)
-    capsys.readouterr()
-    # the pipeline runs locally against the server from that export
-    assert cli.main(["pipeline", "run-local", str(manifest), "--state-dir", str(state), "--top-k", "2",
-                     "--no-pareto", "--seeds", "2", "--tracking-uri", url, "--model-name", "lstm-tiny",
-                     "--pipeline-root", str(tmp_path / "root")]) == 0
-    out = capsys.readouterr().out
-    summary_path = next((tmp_path / "root").glob("katib-hpo-*/evaluate/summary/summary.json"))
-    summary = json.loads(summary_path.read_text())
+def test_a_local_run_shows_each_step_and_every_retrains_epochs(local_run):
     # 2 winners x 2 seeds, 2 epochs each (the trials' --epochs), selected from the 3 local trials
+    summary = local_run.summary
     assert (summary["n_winners"], summary["n_retrains"], summary["n_trials"]) == (2, 4, 3)
-    assert summary["verdict"] in out
+    assert summary["verdict"] in local_run.out
     # the terminal showed each step as it started and every retrain's epochs, not one line and then silence
     for step in ("prepare data", "tune", "select winners", "retrain", "evaluate", "register"):
-        assert f"step: {step}" in out
+        assert f"step: {step}" in local_run.out
     # (the rolling-origin refits report their own epochs, with "(origin i/R)" after them)
-    assert len(re.findall(r"retrain \S+-seed\d: epoch 2/2$", out, flags=re.M)) == 4
-    assert re.search(r"retrain \S+-seed\d: epoch 2/2 \(origin 2/\d+\)$", out, flags=re.M)
+    assert len(re.findall(r"retrain \S+-seed\d: epoch 2/2$", local_run.out, flags=re.M)) == 4
+    assert re.search(r"retrain \S+-seed\d: epoch 2/2 \(origin 2/\d+\)$", local_run.out, flags=re.M)
 
-    client = MlflowClient(url)
-    experiment = client.get_experiment_by_name("lstm-tiny")
-    parents = client.search_runs([experiment.experiment_id], filter_string="tags.`hpo.kind` = 'retrain'")
+
+@pytest.mark.e2e
+def test_a_local_run_logs_a_finished_run_per_retrain_under_one_parent(local_run):
+    client, parents, children = _retrain_runs(local_run)
     # one parent retrain run, with one finished child run per winner and seed
     assert len(parents) == 1
-    parent = parents[0]
-    children = client.search_runs([experiment.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
     # each was opened by its retrain, before training, so before the register step opened the parent
-    log = (tmp_path / "root" / "run-local.log").read_text()
-    assert all(r.info.start_time < parent.info.start_time for r in children), \
+    log = (local_run.root / "run-local.log").read_text()
+    assert all(r.info.start_time < parents[0].info.start_time for r in children), \
         [line for line in log.splitlines() if "MLflow:" in line]
     for run in children:
         # params, per-epoch curves, test metrics beside the bar, and the evaluation report as an artifact
@@ -550,33 +560,52 @@ def test_local_pipeline_against_a_real_mlflow_server(tmp_path, mlflow_server, re
         assert [m.step for m in client.get_metric_history(run.info.run_id, "insample_val_loss")] == [1, 2]
         assert {"test_loss", "bar_test_loss", "dm_p_value", "backtest_sharpe", "val_test_gap"} <= set(run.data.metrics)
         assert "evaluation.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+@pytest.mark.e2e
+def test_the_local_champion_is_registered_only_if_it_beats_the_bar(local_run):
+    client, parents, children = _retrain_runs(local_run)
     champion = next(r for r in children if r.data.tags["hpo.champion"] == "True")
-    mlflow.set_tracking_uri(url)
-    if summary["beats_bar"]:
-        # registered and aliased only because it beats the best baseline on test
-        version = client.get_model_version_by_alias("lstm-tiny", "champion")
-        assert version.run_id == champion.info.run_id
-        model = mlflow.pytorch.load_model("models:/lstm-tiny@champion")
-    else:
-        # said plainly, and nothing registered
-        assert "No champion" in summary["verdict"] and "Nothing is registered" in summary["verdict"]
-        assert parent.data.tags["hpo.registered"].startswith("nothing")
-        assert not client.search_registered_models(filter_string="name = 'lstm-tiny'")
-        model = mlflow.pytorch.load_model(f"runs:/{champion.info.run_id}/model")
+    beats = local_run.summary["beats_bar"]
+    # the registry follows the verdict: a version aliased to the champion's run exactly when it beats the bar
+    versions = client.search_model_versions("name = 'lstm-tiny'")
+    assert [v.run_id for v in versions] == ([champion.info.run_id] if beats else [])
+    # and the parent run and the verdict say which it was
+    assert parents[0].data.tags["hpo.registered"].startswith("nothing") is not beats
+    assert ("Nothing is registered" in local_run.summary["verdict"]) is not beats
+
+
+@pytest.mark.e2e
+def test_the_local_champion_loads_back_over_http_and_predicts_what_it_evaluated(local_run):
+    import mlflow.pytorch
+    import torch
+
+    _, _, children = _retrain_runs(local_run)
+    champion = next(r for r in children if r.data.tags["hpo.champion"] == "True")
+    mlflow.set_tracking_uri(local_run.url)
+    model = mlflow.pytorch.load_model(f"runs:/{champion.info.run_id}/model")
     # the model loads back over HTTP as the original class and predicts what the retrain evaluated
-    folder = Path(summary["champion"]["dir"])
+    folder = Path(local_run.summary["champion"]["dir"])
     ds = data.prepare(data.load_prices("sample:sp500"), window=20, split_window=90, refit=True)
     with torch.no_grad():
         forecast = ds.target_scaler.inverse(model(torch.from_numpy(ds.x["test"])).numpy()[:, 0])
     saved = np.loadtxt(folder / "forecasts.csv", delimiter=",", skiprows=1, usecols=2)
     np.testing.assert_allclose(forecast, saved, rtol=1e-4, atol=1e-9)
 
-    # a tiny model on daily index returns rarely beats the best naive baseline, so the alias is also exercised over
-    # HTTP with retrains that do (the AR(1) ones): the same register step, the same server
-    result = steps.register(retrained, steps.summarize(retrained), uri=url, model_name="syn-model")
-    version = client.get_model_version_by_alias("syn-model", "champion")
+
+@pytest.mark.e2e
+def test_a_winning_champion_is_registered_and_loads_by_its_alias_over_http(local_run, retrained):
+    import mlflow.pytorch
+    import torch
+    from mlflow import MlflowClient
+
+    # a tiny model on daily index returns rarely beats the best naive baseline, so the alias is exercised over HTTP
+    # with retrains that do (the AR(1) ones): the same register step, the same server
+    result = steps.register(retrained, steps.evaluate(retrained), uri=local_run.url, model_name="syn-model")
+    version = MlflowClient(local_run.url).get_model_version_by_alias("syn-model", "champion")
     assert str(version.version) == result["registered_version"]
     x = torch.randn(3, 5, 8)
     # the registered model loads back over HTTP and predicts what the retrain's own model does
+    mlflow.set_tracking_uri(local_run.url)
     torch.testing.assert_close(mlflow.pytorch.load_model("models:/syn-model@champion")(x),
                                retrain.load_model(retrained[0])(x))

@@ -8,6 +8,7 @@ import optuna
 import pytest
 
 from hpo_lib import engine
+from hpo_lib.engine import recovery
 from hpo_lib.results import render
 from tests.conftest import manifest, multi_manifest, options
 
@@ -50,7 +51,8 @@ def test_leaderboard_of_a_multi_objective_study_lists_the_pareto_front(tmp_path)
     assert board.index("objective (1, 2)") < board.index("objective (3, 6)")
 
 
-def test_trial_records_say_why_an_interrupted_trial_failed(tmp_path):
+def test_trial_records_say_why_an_interrupted_trial_failed(tmp_path, monkeypatch):
+    monkeypatch.setattr(recovery, "GRACE_S", 1.0)  # the unstamped orphan counts as lost after 1 s, not a minute
     engine.run(manifest(tmp_path, maxTrialCount=1), options(tmp_path, curves="1"))
     killed = optuna.load_study(study_name="local.scripted", storage=f"sqlite:///{tmp_path / 'state' / 'studies.db'}")
     killed.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # a trial a kill -9 left RUNNING

@@ -100,6 +100,46 @@ def test_a_failed_retrain_write_leaves_no_run_running_and_is_one_tracking_error(
     assert "hpo.registered" not in by_kind["retrain"].data.tags
 
 
+class _FailingWrites:
+    """The real client, except that the named writes raise (the run's status writes still work)."""
+
+    def __init__(self, client, *failing: str) -> None:
+        self.client, self.failing = client, failing
+
+    def __getattr__(self, name):
+        if name in self.failing:
+            def refuse(*args, **kwargs):
+                raise OSError(f"{name} failed")
+            return refuse
+        return getattr(self.client, name)
+
+
+def test_a_failed_write_to_a_study_or_trial_run_leaves_no_run_running(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = tracking.StudyTracker(uri, "x", artifact_root=tmp_path / "mlartifacts")
+    real = tracker.client
+    # the study's parameters cannot be written: the error comes out, and the new parent run ends FAILED
+    tracker.client = _FailingWrites(real, "log_batch")
+    with pytest.raises(OSError, match="log_batch failed"):
+        tracker.open_study("local.x", {}, params={"algorithm": "tpe"})
+    assert real.get_run(tracker.parent_run_id).info.status == "FAILED"
+    # a trial whose output tail cannot be written: its nested run ends FAILED, not RUNNING
+    tracker.client = real
+    tracker.open_study("local.x", {}, params={})
+    tracker.client = _FailingWrites(real, "log_text")
+    with pytest.raises(OSError, match="log_text failed"):
+        tracker.log_trial(number=0, name="t0", condition="Succeeded", params={}, curves={"val_loss": [1.0]},
+                          tags={}, output_tail="last lines")
+    (trial_run,) = [r for r in real.search_runs([tracker.experiment_id]) if r.data.tags.get("hpo.kind") == "trial"]
+    assert trial_run.info.status == "FAILED"
+    # closing the study when its leaderboard cannot be written: the parent run ends FAILED too
+    with pytest.raises(OSError, match="log_text failed"):
+        tracker.close_study({"trials_complete": 1.0}, "leaderboard")
+    assert real.get_run(tracker.parent_run_id).info.status == "FAILED"
+    # nothing this tracker created is left RUNNING
+    assert {r.info.status for r in real.search_runs([tracker.experiment_id])} == {"FAILED"}
+
+
 # ------------------------------------------------------------------------------------------------ local studies
 def _runs(tmp_path, kind: str):
     client = mlflow_client(f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}")
