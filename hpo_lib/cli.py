@@ -525,21 +525,8 @@ def _quiet_libraries(args_need_optuna: bool) -> None:
 # the API's argument -> this command's flag, where the names differ by more than "--" and dashes
 _FLAG_OF = {"trial_timeout_s": "--trial-timeout"}
 # the API's arguments that are flags of a command here (an API message opens with the argument's name)
-_API_ARGUMENTS = (
-    "state_dir",
-    "max_trials",
-    "parallel",
-    "trial_timeout_s",
-    "top",
-    "output",
-    "top_k",
-    "max_winners",
-    "seeds",
-    "epochs",
-    "test_origins",
-    "cost_bps",
-    "pipeline_root",
-)
+_API_ARGUMENTS = ("state_dir", "max_trials", "parallel", "trial_timeout_s", "top", "output", "top_k", "max_winners",
+                  "seeds", "epochs", "test_origins", "cost_bps", "pipeline_root")  # fmt: skip
 
 
 @contextlib.contextmanager

@@ -495,8 +495,7 @@ _NUMBERISH = re.compile(r"[-+]?(\.?\d[\d_]*\.?\d*|\.\d+)([eE][-+]?\d+)?|[-+]?\.(
 
 
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = "'" if _NUMBERISH.fullmatch(value) else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="'" if _NUMBERISH.fullmatch(value) else None)
 
 
 _Dumper.add_representer(str, _represent_str)
