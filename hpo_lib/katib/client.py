@@ -17,6 +17,7 @@ from typing import Any
 
 from hpo_lib.errors import ConfigError, ExperimentError
 from hpo_lib.katib import contract
+from hpo_lib.study_record import FAILED, SUCCEEDED
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def wait_for_experiment(
             log.warning("reading experiment %s/%s failed (%s); retrying", namespace, name, last_error)
         if last is not None:
             state, _ = experiment_state(last)
-            if state in ("Succeeded", "Failed"):
+            if state in (SUCCEEDED, FAILED):
                 return last
         remaining = deadline - clock()
         if remaining <= 0:

@@ -40,8 +40,7 @@ INSTALL_HINT = f"pip install --no-deps {KATIB_SDK}=={KATIB_SDK_VERSION} grpcio g
 PARAMETER_TYPES = {1: "double", 2: "int", 3: "discrete", 4: "categorical"}
 DISTRIBUTIONS = {1: "uniform", 2: "logUniform", 3: "normal", 4: "logNormal"}
 OBJECTIVE_TYPES = {1: "minimize", 2: "maximize"}
-CONDITIONS = dict(enumerate(("Created", "Running", "Succeeded", "Killed", "Failed", "MetricsUnavailable")))
-CONDITIONS.update({6: "EarlyStopped", 7: "Unknown"})
+CONDITIONS = dict(enumerate(suggestion.CONDITIONS))  # TrialStatus.TrialConditionType -> its name
 
 
 def api() -> Any:

@@ -41,11 +41,13 @@ from optuna.trial import TrialState
 
 from hpo_lib.errors import ConfigError
 from hpo_lib.katib import experiment, settings, space
+from hpo_lib.study_record import CREATED, EARLY_STOPPED, FAILED, KILLED, METRICS_UNAVAILABLE, RUNNING, SUCCEEDED
 
 ALGORITHM = experiment.MULTI_OBJECTIVE_ALGORITHM
 SAMPLERS = settings.MULTI_OBJECTIVE_SAMPLERS
-TOLD = ("Succeeded", "EarlyStopped")  # the Katib conditions whose observation is told (Katib's Optuna service)
-CONDITIONS = ("Created", "Running", "Succeeded", "Killed", "Failed", "MetricsUnavailable", "EarlyStopped", "Unknown")
+TOLD = (SUCCEEDED, EARLY_STOPPED)  # the Katib conditions whose observation is told (Katib's Optuna service)
+# in the order of the Suggestion API's TrialStatus.TrialConditionType enum (0 .. 7)
+CONDITIONS = (CREATED, RUNNING, SUCCEEDED, KILLED, FAILED, METRICS_UNAVAILABLE, EARLY_STOPPED, "Unknown")
 RULES = settings.MULTI_OBJECTIVE  # each setting's parser, rule, sampler and default
 
 
@@ -63,7 +65,7 @@ class TrialRecord:
     """One trial as Katib's suggestion controller sends it: assignments, last condition, objective values."""
 
     assignments: Mapping[str, str]  # parameter -> value as text (what Katib substitutes into the trial)
-    condition: str = "Succeeded"  # Katib's last condition, one of CONDITIONS
+    condition: str = SUCCEEDED  # Katib's last condition, one of CONDITIONS
     values: Sequence[float] | None = None  # one per objective, in order; None: no (usable) observation
 
 
@@ -190,7 +192,7 @@ def propose(setup: Setup, trials: Sequence[TrialRecord], count: int) -> list[dic
         raise ConfigError(f"the number of suggestions must be at least 0, got {count}")
     proposals: list[dict[str, str]] = []
     for _ in range(count):
-        pending = [TrialRecord(p, condition="Running") for p in proposals]
+        pending = [TrialRecord(p, condition=RUNNING) for p in proposals]
         proposals.append(_propose_one(setup, [*trials, *pending]))
     return proposals
 

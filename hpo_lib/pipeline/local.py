@@ -20,6 +20,7 @@ from hpo_lib.errors import ConfigError, HpoError, NoWinnersError, first_line
 from hpo_lib.katib import experiment as katib_experiment
 from hpo_lib.pipeline.progress import PROGRESS_ENV, ProgressCallback, follow_progress
 from hpo_lib.pipeline.settings import PipelineSettings
+from hpo_lib.study_record import SUCCEEDED
 
 LOG_FILE = "run-local.log"  # in the pipeline root: every step's output, as kfp's local runner echoes it
 OUTPUTS = ("summary", "leaderboard", "report", "registry")  # the pipeline's outputs, by name
@@ -116,7 +117,7 @@ def _require_a_success(export: Path, manifest: str | Path) -> None:
     if not isinstance(records, list):
         raise ConfigError(f"the trials export {export} is not a list of trials", settings=("trials",))
     conditions = [str(r.get("condition", "")) for r in records if isinstance(r, dict)]
-    if "Succeeded" in conditions:
+    if SUCCEEDED in conditions:
         return
     counts = ", ".join(f"{conditions.count(c)} {c.lower() or 'unknown'}" for c in sorted(set(conditions)))
     reasons = [str(r.get("failReason") or "") for r in records if isinstance(r, dict) and r.get("failReason")]

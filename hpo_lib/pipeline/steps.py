@@ -33,6 +33,7 @@ from hpo_lib.pipeline.records import data_spec
 from hpo_lib.pipeline.settings import CLUSTER, PipelineSettings
 from hpo_lib.pipeline.summary import load_retrains, summarize
 from hpo_lib.results import render, tracking, winners
+from hpo_lib.study_record import FAILED, SUCCEEDED
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def tune(
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path} is not JSON: {exc}") from None
         trials = trials.get("items", []) if isinstance(trials, dict) else trials
-        state, detail, counts = "Succeeded", f"exported by the embedded engine to {path}", f"{len(trials)} trials"
+        state, detail, counts = SUCCEEDED, f"exported by the embedded engine to {path}", f"{len(trials)} trials"
     else:
         api = api or client.connect()
         if mode == "launch":  # tuning and retraining read the same series
@@ -167,7 +168,7 @@ def tune(
         else:
             live = client.get_experiment(api, name, ns)
         state, _ = client.experiment_state(live)
-        if state not in ("Succeeded", "Failed"):
+        if state not in (SUCCEEDED, FAILED):
             live = client.wait_for_experiment(api, name, ns, timeout_s=timeout_s, poll_s=poll_s)
         experiment = {**experiment, "spec": live.get("spec") or experiment["spec"], "status": live.get("status")}
         trials = client.list_trials(api, name, ns)
@@ -223,7 +224,7 @@ def select_winners(
     ).check()
     folder = Path(trials_dir)
     tuned = records.read_json(folder / "tune.json")
-    if tuned["state"] == "Failed":
+    if tuned["state"] == FAILED:
         raise ExperimentError(
             f"experiment {tuned['namespace']}/{tuned['experiment']} failed ({tuned['detail'] or 'no reason given'}; "
             f"{tuned['progress']}); its trials are saved in the tune step's artifact, but no winners are picked "
