@@ -86,24 +86,30 @@ def pipeline_lines(terminal: TextIO, intro: str = "") -> Callable[[StepProgress]
     five lines per retrain and phase, and its last epoch)."""
     seen: set[str] = set()
 
+    def write(line: str) -> None:
+        # not print(): kfp's local runner swaps builtins.print for an indenting one while a step runs (this runs on
+        # the progress thread meanwhile), and that one writes its indent to sys.stdout, not to ``terminal``
+        terminal.write(line + "\n")
+        terminal.flush()
+
     def show(progress: StepProgress) -> None:
         if intro and not seen:
-            print(intro, file=terminal, flush=True)
+            write(intro)
         if progress.step != "retrain":
             if progress.step not in seen:
                 seen.add(progress.step)
-                print(f"step: {progress.step}", file=terminal, flush=True)
+                write(f"step: {progress.step}")
             return
         if "retrain" not in seen:
             seen.add("retrain")
-            print("step: retrain (two at a time)", file=terminal, flush=True)
+            write("step: retrain (two at a time)")
         if not progress.epoch:
-            print(f"  retrain {progress.item}: started", file=terminal, flush=True)
+            write(f"  retrain {progress.item}: started")
             return
         every = max(1, progress.epochs // 5)
         if progress.epoch % every == 0 or progress.epoch == progress.epochs:
             phase = "" if progress.phase == "fit" else f" ({progress.phase})"
             line = f"  retrain {progress.item}: epoch {progress.epoch}/{progress.epochs}{phase}"
-            print(line, file=terminal, flush=True)
+            write(line)
 
     return show

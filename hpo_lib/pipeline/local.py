@@ -8,6 +8,7 @@ and :func:`run` hands each report to the caller's callback in this process. Noth
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
@@ -71,6 +72,7 @@ def run(
     try:
         with contextlib.ExitStack() as stack:
             stack.enter_context(_environment(environment))
+            stack.enter_context(_print_kept())
             if on_progress is not None:
                 stack.enter_context(follow_progress(progress_path, on_progress))
             if not echo_steps:
@@ -84,6 +86,19 @@ def run(
             f"{message} The task's error is {where}; the finished steps' artifacts are under {pipeline_root}/"
         ) from None
     return {name: Path(task.outputs[name].path) for name in OUTPUTS}
+
+
+@contextlib.contextmanager
+def _print_kept() -> Iterator[None]:
+    """``builtins.print`` as it was before the block, whatever kfp left there. kfp's local runner indents each step's
+    echo by swapping ``builtins.print`` for the step's run, and runs a ParallelFor's iterations on a thread pool, so two
+    retrains' swaps can end out of order and leave this process's ``print`` prefixing four spaces for good
+    (kfp 2.17 ``logging_utils.indented_print`` under ``enhanced_dag_orchestrator``)."""
+    kept = builtins.print
+    try:
+        yield
+    finally:
+        builtins.print = kept
 
 
 @contextlib.contextmanager

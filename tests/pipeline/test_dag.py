@@ -54,3 +54,24 @@ def test_compile_to_a_folder_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err == f"hpo: error: cannot write the compiled pipeline to {tmp_path}: it is a folder; give a .yaml file " \
                   "path\n"
+
+
+def test_a_local_run_leaves_print_as_it_found_it(tmp_path, monkeypatch):
+    # kfp's local runner swaps builtins.print per step and runs a ParallelFor's retrains on threads, so its swaps can
+    # end out of order and leave print indenting; the run puts print back whatever kfp left
+    import builtins
+    from types import SimpleNamespace
+
+    from hpo_lib.pipeline import local
+
+    def leaky_kfp(**_):
+        inner = builtins.print
+        builtins.print = lambda *args, **kwargs: inner("    ", *args, **kwargs)
+        return SimpleNamespace(outputs={name: SimpleNamespace(path=str(tmp_path / name)) for name in local.OUTPUTS})
+
+    monkeypatch.setattr(dag, "run_local", leaky_kfp)
+    before = builtins.print
+    outputs = local.run({"tracking_uri": "file:/nowhere", "mlflow_experiment": ""}, pipeline_root=tmp_path,
+                        on_progress=lambda progress: None)
+    assert builtins.print is before
+    assert set(outputs) == set(local.OUTPUTS)
