@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 TOOLS_VENV  ?= .tools-venv
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
 
-.PHONY: install tools lint lint-py test test-fast test-images demo bench results lock clean help image suggestion-image image-base ray-venv
+.PHONY: install tools lint lint-py test test-fast test-images demo demo-full bench results lock clean help image suggestion-image image-base ray-venv docs
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -20,7 +20,7 @@ install: $(STAMP)  ## create .venv and install hpo_lib with pinned dependencies
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,local,postgres,suggestion]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,local,postgres,suggestion,docs]'
 	$(PY) -m pip install --quiet --no-deps -c constraints.txt kubeflow-katib
 	@touch $@
 
@@ -55,14 +55,41 @@ test-fast: $(STAMP)  ## the inner loop: the suite without the e2e tests (process
 test-images: $(STAMP)  ## the tests that build the images, resolve the GPU image or install the wheel (CI runs them after test)
 	$(PY) -m pytest -q -m image $(XDIST)
 
+# `make demo`: the LSTM manifest a cluster runs, end to end on this machine in about 5 minutes on 2 cores: tune it
+# (the median stopping rule stops trials), report, then the pipeline (winners, retrains, test, verdict); it prints
+# the time it took. The sampled architectures stay as drawn (up to 256 x 4 bidirectional over 90 days), so the data
+# shrinks instead: the bundled S&P 500 sample from mid-2016, 30 % validation and 30 % test (the shortest window its
+# 90-day inputs allow), one fold, one seed, 8 epochs. The trials run one at a time: Katib's medianstop gives a trial
+# a rule only if 5 trials (min_trials_required) had succeeded when it was created, and checks it at its 5th epoch
+# (start_step), so of 8 trials the last 3 are checked, each with 3 epochs left to save. The retrains get the same
+# data, target and splits (run-local carries them over from the tuned trials' config.json).
+# `make demo-full` is the longer run (2012 on, 2 folds, 2 trials at a time, 3 seeds): a much longer wait.
 DEMO_STATE ?= local_outputs/demo
-demo: $(STAMP)  ## the main job: tune the LSTM manifest locally on bundled S&P 500 data (minutes on 2 cores)
-	$(VENV)/bin/hpo tune manifests/lstm-experiment.yaml --state-dir $(DEMO_STATE) \
-	  --set data=sample:sp500,start=2012-01-01 --set epochs=6 --set threads=1 --set folds=2 --set seeds=1 \
-	  --max-trials 8 --parallel 2
-	$(VENV)/bin/hpo report manifests/lstm-experiment.yaml --state-dir $(DEMO_STATE)
-	$(VENV)/bin/hpo pipeline run-local manifests/lstm-experiment.yaml --state-dir $(DEMO_STATE) \
-	  --max-winners 2 --seeds 3 --test-origins 2 --pipeline-root $(DEMO_STATE)/pipeline
+DEMO_FULL_STATE ?= local_outputs/demo-full
+demo: STATE = $(DEMO_STATE)
+demo: DEMO_TUNE = --set data=sample:sp500,start=2016-06-01 --set val-frac=0.3 --set test-frac=0.3 --set epochs=8 \
+  --set folds=1 --set seeds=1 --set threads=1 --max-trials 8 --parallel 1
+demo: DEMO_PIPELINE = --max-winners 2 --seeds 2 --test-origins 2 --retrain-flags=--threads=1
+demo-full: STATE = $(DEMO_FULL_STATE)
+demo-full: DEMO_TUNE = --set data=sample:sp500,start=2012-01-01 --set epochs=6 --set threads=1 --set folds=2 \
+  --set seeds=1 --max-trials 8 --parallel 2
+demo-full: DEMO_PIPELINE = --max-winners 2 --seeds 3 --test-origins 2
+# each command is echoed as it starts; the last line is the wall time of the three
+DEMO_RUN = @start=$$(date +%s); set -e; run() { echo "+ $$*"; "$$@"; }; \
+  run $(VENV)/bin/hpo tune manifests/lstm-experiment.yaml --state-dir $(STATE) $(DEMO_TUNE); \
+  run $(VENV)/bin/hpo report manifests/lstm-experiment.yaml --state-dir $(STATE); \
+  run $(VENV)/bin/hpo pipeline run-local manifests/lstm-experiment.yaml --state-dir $(STATE) \
+    --pipeline-root $(STATE)/pipeline $(DEMO_PIPELINE); \
+  s=$$(( $$(date +%s) - start )); echo "$@ finished in $$((s / 60)) min $$((s % 60)) s"
+
+demo: $(STAMP)  ## the main job in about 5 min on 2 cores: tune the LSTM manifest (early stops), report, pipeline
+	$(DEMO_RUN)
+
+demo-full: $(STAMP)  ## the demo on more data, folds, seeds and trials at once: closer to a real study, far longer
+	$(DEMO_RUN)
+
+docs: $(STAMP)  ## build the documentation site into local_outputs/site/ (mkdocs build --strict; `.venv/bin/mkdocs serve` to browse)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 BENCH_OUT ?= local_outputs/bench
 BENCHES   := trial_loop engine_overhead early_stopping samplers multiobjective gpu_throughput packing

@@ -96,6 +96,15 @@ class TuneResult:
         return self.study.best_trial
 
     @property
+    def best_params(self) -> dict[str, Any] | None:
+        """The parameters of :attr:`best_trial`, numeric categoricals as numbers (``{"hidden-size": 128}``, not
+        ``"128"``); None when :attr:`best_trial` is."""
+        from hpo_lib.results import render
+
+        best = self.best_trial
+        return None if best is None else {k: render.typed_value(v) for k, v in best.params.items()}
+
+    @property
     def best_trials(self) -> list[optuna.trial.FrozenTrial]:
         """The Pareto front of a multi-objective study; ``[best_trial]`` (or ``[]``) of a single-objective one."""
         if len(self.study.directions) > 1:
@@ -338,7 +347,8 @@ def write_report(
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial in Katib's words: the Trial name, its condition (``Succeeded``, ``EarlyStopped``,
-    ``Failed``, ...), the epochs it ran, each parameter (Optuna's typed value) and, for each metric Katib observed,
+    ``Failed``, ...), the epochs it ran, each parameter (Optuna's typed value; a categorical whose choices are all
+    numbers, ``"16"`` and ``"128"``, as numbers, so that it sorts as one) and, for each metric Katib observed,
     ``<metric>_min``, ``<metric>_max`` and ``<metric>_latest`` as numbers; trials that never reported a metric
     have NaN there. The same records as ``trials.json``, the columns of ``trials.csv`` and more.
     """
@@ -364,7 +374,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
                 row[f"{metric}_{key}"] = float(observed[key])
         row["fail_reason"] = katib["failReason"]  # with the reason of a trial an older engine left RUNNING
         rows.append(row)
-    frame = pd.DataFrame(rows)
+    frame = render.typed_columns(pd.DataFrame(rows), prefix="param_")
     return frame.set_index("number") if rows else frame
 
 
@@ -451,7 +461,8 @@ def run_pipeline(
         cost_bps: backtest cost per unit traded. test_origins: the rolling-origin test's refits (0: quarterly).
         tracking_uri: MLflow (default ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<state_dir>/mlflow.db``); the
             retrains log to it live, as they train.
-        mlflow_experiment, model_name: default the Experiment's name.
+        mlflow_experiment: the MLflow experiment (default: the Experiment's name).
+        model_name: the registered model's name (default: the Experiment's name).
         pipeline_root: where kfp writes every step's artifacts, and ``run-local.log``, the steps' output.
         on_progress: called in this process with each step's :class:`~hpo_lib.pipeline.progress.StepProgress`
             (a step starting, a retrain's epoch ending).

@@ -28,18 +28,20 @@ def manifest_file(manifest: Manifest, state_dir: Path) -> Path:
     """The file of a manifest given as a path, as YAML text or as a dict (text and dicts are written to
     ``<state_dir>/manifests/<name>-<digest>.yaml``, one file per distinct content). Invalid YAML, a document that
     is no Experiment or a dict YAML cannot hold is refused in one line; the Experiment's rules are checked by
-    whoever loads the file."""
-    import yaml
-
-    from hpo_lib.katib import experiment
-
+    whoever loads the file. A path that is missing or a folder is refused before anything heavy is imported."""
     if isinstance(manifest, os.PathLike) or (isinstance(manifest, str) and "\n" not in manifest):
         if not os.fspath(manifest):
             raise ConfigError("manifest must be a path, YAML text or a dict, got an empty string")
         path = Path(manifest)
         if path.is_dir():
             raise ConfigError(f"manifest {path} is a folder: give the Experiment's YAML file")
+        if not path.exists():
+            raise ConfigError(f"manifest {path} does not exist")
         return path
+    import yaml
+
+    from hpo_lib.katib import experiment
+
     if isinstance(manifest, str):
         text = manifest
         doc = experiment.parse_experiment(text, "manifest text")
@@ -62,8 +64,10 @@ def manifest_file(manifest: Manifest, state_dir: Path) -> Path:
     try:
         folder.mkdir(exist_ok=True)
         if not path.exists() or path.read_text() != text:
-            path.write_text(text)
-    except OSError as exc:
+            from hpo_lib import fileio
+
+            fileio.write_text(path, text)
+    except OSError as exc:  # (a failed write is fileio's one-line WriteError, an HpoError)
         raise ConfigError(f"cannot write the manifest to {path}: {exc.strerror or first_line(exc)}") from None
     return path
 

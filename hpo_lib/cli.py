@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import logging
 import sys
-from collections.abc import Iterator, Sequence
-from typing import NoReturn
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NoReturn
 
-from hpo_lib import api, cli_progress
+from hpo_lib import api, cli_commands, cli_progress
+from hpo_lib.cli_parser import SHELLS, Parser, completion
 from hpo_lib.engine.options import MO_SAMPLERS, PRUNERS, WARM_STARTS
-from hpo_lib.errors import ConfigError, RedactingFilter, exit_now, first_line, redact, run_main
+from hpo_lib.errors import ConfigError, RedactingFilter, exit_now, redact, run_main
 from hpo_lib.pipeline.settings import LAPTOP
 from hpo_lib.version import __version__
 
@@ -35,15 +39,14 @@ commands:
   manifests     render, drift-check and validate the Katib Experiment manifests and cluster resources
   katib suggestion-service  serve Katib's Suggestion gRPC API for algorithm katib-hpo-multiobjective
   pipeline      the KFP pipeline (tune -> winners -> GPU retrains -> test evaluation -> MLflow): compile, run-local
+  completion    print the shell completion script: hpo completion bash > ~/.local/share/bash-completion/completions/hpo
 
 Run `hpo COMMAND --help` for the options of a command.
 """
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hpo", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = Parser(prog="hpo", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and retries")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -95,7 +98,7 @@ def _build_parser() -> argparse.ArgumentParser:
     tune.add_argument(
         "--trial-timeout", type=float, default=None, help="seconds per trial (default: the Job's activeDeadlineSeconds)"
     )
-    tune.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    tune.add_argument("--no-progress", action="store_true", help="no progress (bar or lines)")
     tune.add_argument(
         "--tracking-uri",
         default=None,
@@ -291,28 +294,15 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     service.add_argument("--port", type=int, default=6789, help="port to listen on (default 6789, Katib's; 0: any)")
     service.add_argument("--host", default="[::]", help="address to listen on (default [::], every interface)")
+    shell = commands.add_parser(
+        "completion",
+        help="print the shell completion script of hpo",
+        description="Print the completion script of hpo for a shell. bash: hpo completion bash > "
+        '~/.local/share/bash-completion/completions/hpo; zsh: hpo completion zsh > "${fpath[1]}/_hpo"',
+    )
+    shell.add_argument("shell", choices=SHELLS, help="the shell")
     _verbose_after_the_command(parser)
     return parser
-
-
-def _katib_suggestion_service(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
-    from hpo_lib.katib import service
-
-    running = service.serve(args.port, host=args.host)
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())  # the pod's stop: finish in-flight calls
-    print(f"hpo: katib-hpo-multiobjective suggestion service listening on {args.host}:{running.port}", file=sys.stderr)
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        running.stop(grace_s=5)
-    return 0
 
 
 def _verbose_after_the_command(parser: argparse.ArgumentParser) -> None:
@@ -329,42 +319,6 @@ def _verbose_after_the_command(parser: argparse.ArgumentParser) -> None:
                         help="log progress and retries",
                     )
                     _verbose_after_the_command(sub)
-
-
-def _manifests(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from hpo_lib.katib import manifests
-
-    root = Path(args.root) if hasattr(args, "root") else None
-    if args.manifests_command == "render":
-        assert root is not None  # render and check always have --root
-        written = manifests.write(root)
-        print(f"rendered {len(manifests.render())} files under {root}/ ({len(written)} changed)")
-        return 0
-    if args.manifests_command == "check":
-        assert root is not None  # render and check always have --root
-        drifted = manifests.drift(root)
-        if drifted:
-            print(
-                f"hpo: error: {len(drifted)} manifest(s) differ from the code: {', '.join(drifted)}; "
-                f"run `hpo manifests render`",
-                file=sys.stderr,
-            )
-            return 1
-        print(f"{len(manifests.render())} manifests under {root}/ match the code")
-        return 0
-    from hpo_lib.katib import lint, suggestion
-
-    failed = False
-    for file in args.files:
-        findings = lint.validate_file(file, extra=suggestion.lint_findings)
-        errors = [f for f in findings if f.severity == "error" or args.strict]
-        failed |= bool(errors)
-        for finding in findings:
-            print(f"{file}: {finding}")
-        print(f"{file}: {'INVALID' if errors else 'ok'} ({len(findings)} finding(s))")
-    return 1 if failed else 0
 
 
 def _pipeline(args: argparse.Namespace) -> int:
@@ -416,7 +370,7 @@ def _tune(args: argparse.Namespace) -> int:
         if not sep or not name:
             raise ConfigError(f"--set expects FLAG=VALUE, got {item!r}")
         overrides[name] = value
-    with cli_progress.ProgressBar(enabled=not args.no_progress) as bar:
+    with cli_progress.TuneProgress(enabled=not args.no_progress) as bar:
         result = api.tune(
             args.manifest,
             overrides=overrides,
@@ -438,6 +392,10 @@ def _tune(args: argparse.Namespace) -> int:
     if result.tracking_uri is not None:
         experiment = result.study.study_name.split(".", 1)[-1]
         print(f"MLflow runs: {redact(result.tracking_uri)} (experiment {experiment})")
+        from hpo_lib.results.tracking import runs_url  # a server's page of the runs (MLflow 3.17 needs the link's type)
+
+        if link := runs_url(result.tracking_uri, experiment):
+            print(f"  open {link}")
     print(
         f"next: hpo report {args.manifest} --state-dir {args.state_dir}   |   "
         f"hpo dashboard --state-dir {args.state_dir}"
@@ -461,51 +419,6 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dashboard(args: argparse.Namespace) -> int:
-    import socket
-
-    if not 0 < args.port < 65536:
-        raise ConfigError(f"--port must be between 1 and 65535, got {args.port}")
-    try:
-        import optuna_dashboard
-    except ImportError:
-        raise ConfigError(
-            "optuna-dashboard is not installed: pip install 'katib-hpo[local]' (make install does)"
-        ) from None
-    from pathlib import Path
-
-    from hpo_lib import engine
-
-    options = engine.TuneOptions(storage=args.storage, state_dir=Path(args.state_dir), tracking=False)
-    if options.storage is None and not options.study_db.exists():
-        raise ConfigError(f"no studies under {args.state_dir}/: run `hpo tune MANIFEST` first")
-    storage = options.storage_url
-    try:  # the port is checked before "on http://..." is printed: a taken one is one line, not a crash after it
-        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
-            probe.bind((args.host, args.port))
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot listen on {args.host}:{args.port}: {exc.strerror or first_line(exc)} (another server holds the "
-            "port, or the address is not this machine's); pick another with --port"
-        ) from None
-    print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {redact(storage)} (Ctrl-C stops it)", flush=True)
-    try:
-        optuna_dashboard.run_server(storage, host=args.host, port=args.port)
-    except OSError as exc:  # the port was taken in the instant between the check and the server's bind
-        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or first_line(exc)}") from None
-    return 0
-
-
-def _data_fetch(args: argparse.Namespace) -> int:
-    from hpo_lib import data
-
-    path, prices = data.fetch(args.spec, cache_dir=args.cache_dir, refresh=args.refresh)
-    for ticker, frame in prices.items():
-        print(f"{ticker}: {len(frame)} rows, {frame.index[0].date()} .. {frame.index[-1].date()}")
-    print(f"cached at {path}" if path else "bundled or local data: nothing to cache")
-    return 0
-
-
 def _quiet_libraries(args_need_optuna: bool) -> None:
     """Without -v, only warnings: no Optuna/MLflow INFO lines or SQLAlchemy deprecation noise around our output."""
     import os
@@ -516,10 +429,34 @@ def _quiet_libraries(args_need_optuna: bool) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*noload.* loader strategy is deprecated")
     warnings.filterwarnings("ignore", category=FutureWarning, module="mlflow")
-    if args_need_optuna:
-        import optuna
+    if args_need_optuna:  # once Optuna is imported: a refusal before that (a missing file) stays fast
+        _after_import("optuna", lambda optuna: optuna.logging.set_verbosity(optuna.logging.WARNING))
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+def _after_import(name: str, then: Callable[[Any], None]) -> None:
+    """Call ``then(module)`` once ``name`` is imported: now if it is, else right after its first import (Optuna
+    sets its own log level as it loads, ~1 s that a command refused before needing it should not pay)."""
+    if name in sys.modules:
+        then(sys.modules[name])
+        return
+
+    class Hook(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+            if fullname != name:
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(name)  # the finders after this one
+            if spec is not None and spec.loader is not None:
+                loader, load = spec.loader, spec.loader.exec_module
+
+                def exec_module(module: Any) -> None:
+                    load(module)
+                    then(module)
+
+                loader.exec_module = exec_module  # type: ignore[method-assign]  # this module's loader only
+            return spec
+
+    sys.meta_path.insert(0, Hook())
 
 
 # the API's argument -> this command's flag, where the names differ by more than "--" and dashes
@@ -565,19 +502,24 @@ def _dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
             handler.addFilter(RedactingFilter())
     if not args.verbose:
         _quiet_libraries(args.command in ("tune", "results", "report", "dashboard"))
-    if args.command == "data" and args.data_command == "fetch":
-        return _data_fetch(args)
-    with _worded_as_flags():
-        if args.command == "tune":
-            return _tune(args)
-        if args.command in ("results", "report", "dashboard"):
-            return {"results": _results, "report": _report, "dashboard": _dashboard}[args.command](args)
-        if args.command == "pipeline" and args.pipeline_command:
-            return _pipeline(args)
-    if args.command == "katib" and args.katib_command == "suggestion-service":
-        return _katib_suggestion_service(args)
-    if args.command == "manifests" and args.manifests_command:
-        return _manifests(args)
+    if args.command == "completion":
+        print(completion(parser, args.shell), end="")
+        return 0
+    subcommand = getattr(args, f"{args.command}_command", None)  # `data fetch`, `pipeline run-local`, ...
+    with cli_commands.extras_named(f"{args.command} {subcommand}" if subcommand else str(args.command)):
+        if args.command == "data" and args.data_command == "fetch":
+            return cli_commands.data_fetch(args)
+        with _worded_as_flags():
+            if args.command == "tune":
+                return _tune(args)
+            if args.command in ("results", "report", "dashboard"):
+                return {"results": _results, "report": _report, "dashboard": cli_commands.dashboard}[args.command](args)
+            if args.command == "pipeline" and args.pipeline_command:
+                return _pipeline(args)
+        if args.command == "katib" and args.katib_command == "suggestion-service":
+            return cli_commands.katib_suggestion_service(args)
+        if args.command == "manifests" and args.manifests_command:
+            return cli_commands.manifests(args)
     parser.print_help() if args.command is None else parser.parse_args([args.command, "--help"])
     return 2
 

@@ -62,6 +62,10 @@ class TrackingError(HpoError):
     """MLflow cannot be reached or refuses a write; what was computed stays in its folders."""
 
 
+class WriteError(HpoError):
+    """A file the user reads cannot be written (a full disk, no permission); its previous version is kept."""
+
+
 EXIT_BAD_INPUT = 2  # argparse's code for a usage error; every HpoError ends with it
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
@@ -107,13 +111,30 @@ def first_line(exc: BaseException, *, default: str | None = None) -> str:
     return redact(text.splitlines()[0]) if text else (type(exc).__name__ if default is None else default)
 
 
+def cause_line(exc: BaseException) -> str:
+    """The first line of the innermost cause of ``exc`` (a store's own words, e.g. ``database or disk is full``),
+    redacted: no SQL statement, no parameters, no traceback. A library's wrapper says less than what it wraps. Only
+    explicit causes (``raise ... from``) are followed: an exception merely raised while another was handled (its
+    ``__context__``, e.g. in a ``finally``) has a cause of its own."""
+    seen = [exc]
+    nearer = exc.__cause__
+    while nearer is not None and nearer not in seen:
+        seen.append(nearer)
+        nearer = nearer.__cause__
+    for cause in reversed(seen):
+        text = first_line(cause, default="")
+        if text:
+            return text
+    return type(exc).__name__
+
+
 # a URL's password (scheme://user:PASSWORD@host): RFC 3986 forbids an unescaped / ? # @ in it
 _URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*):(?P<secret>[^/?#@\s]+)@")
+# the words that make a key, a flag or a parameter a secret's name
+_SECRET_WORDS = r"password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key|credentials?|signature|sig|auth"
 # a secret passed as key=value (a URL query, a data spec option, a flag): the value up to the next separator
-_KEY_SECRET = re.compile(
-    r"(?P<head>(?i:\b[\w.\-]*(?:password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key|credentials?|"
-    r"signature|sig|auth)[\w\-]*)=)(?P<secret>[^&\s,;'\"]+)"
-)
+_KEY_SECRET = re.compile(rf"(?P<head>(?i:\b[\w.\-]*(?:{_SECRET_WORDS})[\w\-]*)=)(?P<secret>[^&\s,;'\"]+)")
+_SECRET_NAME = re.compile(rf"(?i:{_SECRET_WORDS})")
 # an HTTP URL's lone userinfo (https://TOKEN@host) is how a token travels without a password
 _HTTP_TOKEN = re.compile(r"(?P<head>\bhttps?://)(?P<secret>[^:/?#@\s]+)@", re.IGNORECASE)
 REDACTED = "***"
@@ -134,6 +155,23 @@ def redact(text: str) -> str:
     text = _URL_PASSWORD.sub(lambda m: f"{m['head']}:{REDACTED}@", text)
     text = _HTTP_TOKEN.sub(lambda m: f"{m['head']}{REDACTED}@", text)
     return _KEY_SECRET.sub(lambda m: f"{m['head']}{REDACTED}", text)
+
+
+def redact_value(name: str, value: str) -> str:
+    """A stored ``name -> value`` pair's value (an MLflow param or tag, a flag's value): all of it hidden when the
+    name is a secret's (``api-key``, ``db_password``), else :func:`redact` of it."""
+    return REDACTED if value and _SECRET_NAME.search(name) else redact(value)
+
+
+def redact_argv(argv: Sequence[str]) -> list[str]:
+    """A command line as it may be stored: each argument through :func:`redact` (``--api-key=***``), and the value
+    after a bare secret flag hidden too (``--api-key ***``)."""
+    out: list[str] = []
+    for arg in argv:
+        previous = out[-1] if out else ""
+        secret_flag = previous.startswith("-") and "=" not in previous and _SECRET_NAME.search(previous)
+        out.append(REDACTED if secret_flag and not arg.startswith("-") else redact(arg))
+    return out
 
 
 class RedactingFilter(logging.Filter):

@@ -486,6 +486,7 @@ def fit_replicas(
     pack: str = "auto",
     primary: int = -1,
     keep: str = "mean",
+    each: Callable[[dict[str, float], list[dict[str, float]]], Any] | None = None,
 ) -> FitResult:
     """Train every replica (a model per fold and seed, each built by the caller under its own seed) epoch by epoch.
 
@@ -495,7 +496,8 @@ def fit_replicas(
     every replica's weights at that epoch are kept (``FitResult.replicas``), and ``FitResult.state_dict`` is replica
     ``primary``'s; with ``keep="each"`` every replica keeps its own lowest-validation-loss epoch instead, the epoch
     it would keep trained alone. Replicas pack where :func:`pack_groups` says so; the numbers are those of each
-    replica trained alone.
+    replica trained alone. ``each``, if given, gets the epoch's record and every replica's own record (replica
+    order) as the epoch ends, before ``reporter``.
     Raises TrainingError if a loss is not finite, ConfigError if the replicas would not fit in the device's memory.
     """
     device = select_device(cfg.device)
@@ -524,6 +526,8 @@ def fit_replicas(
         history.append(record)
         for i, (loss, scores) in enumerate(results):
             per_replica[i].append({"epoch": epoch, "train_loss": loss, **{VAL + k: v for k, v in scores.items()}})
+        if each is not None:
+            each(record, [own[-1] for own in per_replica])
         improved = val["loss"] < best_val_loss
         if improved:
             best_epoch, best_val_loss, best_val = epoch, val["loss"], val

@@ -6,6 +6,8 @@ import copy
 import importlib.util
 import json
 import logging
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -40,6 +42,32 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def start_mlflow_server(folder: Path) -> tuple[subprocess.Popen, str, Path]:
+    """A real ``mlflow server`` (SQLite store and artifacts under ``folder``) starting on a free local port in a
+    session of its own: the process, its URL and its log. Wait for ``<url>/health`` before using it (a caller can
+    do other work meanwhile); end it with :func:`stop_server`."""
+    port = free_port()
+    log_path = folder / "mlflow-server.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
+             f"sqlite:///{folder / 'server.db'}", "--artifacts-destination", str(folder / "server-artifacts"),
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return server, f"http://127.0.0.1:{port}", log_path
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    """SIGTERM to the server's session, SIGKILL 3 s later: a graceful uvicorn shutdown can take 10 s, and the
+    store is thrown away anyway."""
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
 
 
 def wait_for_http(url: str, process: subprocess.Popen | None = None, *, log: Path | None = None,
@@ -182,6 +210,10 @@ XDIST_GROUPS = {
     "tests/e2e/test_image_build.py": "buildah",
     "tests/e2e/test_image_versions.py": "buildah",
     "tests/e2e/test_suggestion_image.py": "buildah",
+    # modules whose module-scoped fixture is minutes of work (a local pipeline run, the packing benchmark): one
+    # worker runs all their tests, so that it is set up once, not once per worker
+    "tests/pipeline/test_local_run.py": "local-run",
+    "tests/bench/test_packing.py": "packing",
 }
 
 

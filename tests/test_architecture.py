@@ -208,9 +208,9 @@ def test_the_code_keeps_the_declared_architecture():
 
 
 def test_the_graph_sees_lazy_and_main_block_imports():
-    # cli imports the engine only inside functions, and the trial's __main__ block calls its own main
+    # the CLI's commands import the engine only inside functions, and the trial's __main__ block calls its own main
     graph = import_graph(ROOT, SCANNED)
-    assert "hpo_lib.engine" in graph["hpo_lib.cli"]
+    assert "hpo_lib.engine" in graph["hpo_lib.cli_commands"]
     assert "hpo_lib.results.tracking" in graph["hpo_lib.engine.mlflow_runs"]  # a lazy import inside a function
     assert not any(t.startswith("hpo_lib.cli") for t in graph["hpo_lib.trial"])
 

@@ -235,10 +235,60 @@ CASES = [
          "no trial succeeded: 2 trial(s) in"),
     Case("pipeline --top-k 0", lambda t, m: ["pipeline", "run-local", LSTM, "--top-k", "0"],
          "--top-k must be at least 1, got 0"),
+    # inputs past their bounds (hpo_lib/limits.py): one line naming the limit and the variable that raises it
+    Case("yaml alias bomb", lambda t, m: tune_file(t, _bomb(t)), "with its aliases expanded is 490,329,"),
+    Case("manifest over the size limit", lambda t, m: m.setenv("HPO_LIMIT_MANIFEST_BYTES", "1000") or tune(t),
+         "bytes, over the limit of 1,000 bytes (etcd stores a Kubernetes object of at most 1.5 MiB"),
+    Case("a categorical list over the limit", lambda t, m: tune_file(t, _long_list(t)),
+         "is 10,001 values, over the limit of 10,000 values"),
+    Case("a --set value over 128 KiB", lambda t, m: tune(t, "--set", "data=sample:sp500?x=" + "a" * 140_000),
+         "bytes, over the limit of 131,072 bytes (Linux refuses to start a process with one argument"),
+    Case("a data file over the row limit",
+         lambda t, m: m.setenv("HPO_LIMIT_DATA_ROWS", "100") or fetch(csv(t, frame())),
+         "is 300 rows, over the limit of 100 rows"),
+    Case("an infinite price", lambda t, m: fetch(csv(t, frame().assign(Close=lambda f: f.Close.where(f.index != 7,
+                                                                                                  np.inf)))),
+         "1 row(s) with an infinite price, first on"),
+    Case("a one-row csv", lambda t, m: ["trial", "--epochs=1", f"--data=file:{sp500_rows(t, 1)}"],
+         "series too short: short has 1 rows and needs at least"),
+    Case("a state folder linked outside", lambda t, m: _linked_state(t), "is a symbolic link to"),
     # credentials in a data spec
     Case("a token in a data spec", lambda t, m: ["data", "fetch", f"nosuch:SPY?token={SECRET}"],
          "'nosuch:SPY?token=***'"),
 ]
+
+
+def tune_file(tmp: Path, path: Path) -> list[str]:
+    return ["tune", str(path), "--state-dir", str(tmp / "s"), "--no-progress", "--no-tracking"]
+
+
+def _bomb(tmp: Path) -> Path:
+    from tests.test_fileio import bomb
+
+    path = tmp / "bomb.yaml"
+    path.write_text(manifest(tmp).read_text() + bomb())
+    return path
+
+
+def _long_list(tmp: Path) -> Path:
+    import yaml
+
+    doc = yaml.safe_load(manifest(tmp).read_text())
+    doc["spec"]["parameters"].append({"name": "choice", "parameterType": "categorical",
+                                      "feasibleSpace": {"list": [f"v{i}" for i in range(10_001)]}})
+    path = tmp / "long.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _linked_state(tmp: Path) -> list[str]:
+    from hpo_lib.katib import experiment
+
+    outside = tmp / "outside"
+    outside.mkdir()
+    (tmp / "s").mkdir()
+    (tmp / "s" / experiment.qualified_name(experiment.load_experiment(manifest(tmp)))).symlink_to(outside)
+    return tune(tmp)
 
 
 def _truncated_parquet(tmp: Path) -> Path:
@@ -500,3 +550,49 @@ def test_permission_cases_as_another_user(nobody_folder, setup, says):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert says.format(folder=folder) in proc.stderr
+
+
+def test_no_secret_is_stored_in_any_file_a_run_writes(tmp_path, monkeypatch):
+    """`--set api-key=...` and a token in a data spec: the study database, MLflow's database and artifacts, the
+    export and the trial folders hold neither secret (each stored copy of the command line and the flags is redacted
+    as printed output is)."""
+    from hpo_lib import engine
+    from tests.conftest import options
+
+    monkeypatch.chdir(tmp_path)  # MLflow's artifacts land under the test's folder too
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    opts = options(tmp_path, **{"api-key": SECRET, "data": f"yahoo:SPY?start=2020-01-01&token={SECRET}"})
+    opts.tracking = True  # MLflow in sqlite:///<state>/mlflow.db: params, tags and the flags logged as params
+    study = engine.run(manifest(tmp_path, maxTrialCount=1), opts)
+    stored = study.get_trials()[0].user_attrs["argv"]
+    assert stored[-2:] == ["--api-key=***", "--data=yahoo:SPY?start=2020-01-01&token=***"]
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "trials.json" for p in written)
+    (mlflow_db,) = [p for p in written if p.name == "mlflow.db"]
+    assert b"api-key" in mlflow_db.read_bytes() and b"set.api-key" in mlflow_db.read_bytes()  # the flags were logged
+    assert [p for p in written if SECRET.encode() in p.read_bytes()] == []
+
+
+def test_a_trials_config_json_keeps_no_secret(tmp_path):
+    import dataclasses
+    import json
+
+    import torch
+
+    from hpo_lib.trial import assemble
+    from hpo_lib.trial.flags import parse_args
+
+    args = dataclasses.replace(parse_args(["--epochs=1"]), data=f"file:/data/prices.csv?token={SECRET}")
+    assemble.save_model(torch.nn.Linear(1, 1), tmp_path, args)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["data"] == "file:/data/prices.csv?token=***" and config["epochs"] == 1
+    assert SECRET not in (tmp_path / "config.json").read_text()
+
+
+def test_a_stored_command_line_hides_each_form_of_a_secret():
+    from hpo_lib.errors import redact_argv, redact_value
+
+    assert redact_argv(["hpo", "trial", f"--api-key={SECRET}", "--password", SECRET, "--lr", "0.1"]) == [
+        "hpo", "trial", "--api-key=***", "--password", "***", "--lr", "0.1"]
+    assert (redact_value("set.api-key", SECRET), redact_value("lr", "0.1")) == ("***", "0.1")
+

@@ -24,7 +24,8 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /opt/hpo/src
-COPY pyproject.toml constraints.txt README.md LICENSE ./
+COPY pyproject.toml constraints.txt LICENSE ./
+COPY docs/pypi.md docs/
 COPY trial_image/suggestion-requirements.txt ./
 COPY hpo_lib/ hpo_lib/
 

@@ -407,7 +407,7 @@ def prepare(
         if len(features) < needed:
             ticker = next(iter(prices))
             raise DataError(
-                f"series too short: {ticker} has {len(features) + WARMUP_ROWS} rows and needs at least "
+                f"series too short: {ticker} has {len(prices[ticker])} rows and needs at least "
                 f"{needed + WARMUP_ROWS}: {WARMUP_ROWS} of feature warm-up, two purge gaps of "
                 f"{purge_gap(split_window, horizon)} rows, and 30 samples of {split_window}-row windows with a "
                 f"{horizon}-day horizon in each of train, validation ({val_frac:.0%}) and test ({test_frac:.0%}); "

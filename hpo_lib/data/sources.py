@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl
 
 import pandas as pd
 
+from hpo_lib import limits
 from hpo_lib.errors import DataError, first_line
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,7 @@ def _read_file(path: Path) -> Prices:
     suffix = path.suffix.lower()
     if suffix not in (".parquet", ".pq", ".csv", ".txt"):
         raise DataError(f"data file {path} must be .csv or .parquet")
+    _check_size(path, parquet=suffix in (".parquet", ".pq"))
     frame = _read_table(path, parquet=suffix in (".parquet", ".pq"))
     if frame.empty:
         raise DataError(f"data file {path} has no rows")
@@ -198,6 +200,42 @@ def _read_file(path: Path) -> Prices:
     if "Ticker" not in frame.columns:
         frame["Ticker"] = path.stem
     return _from_long(frame)
+
+
+def _check_size(path: Path, *, parquet: bool) -> None:
+    """Refuse a file over :data:`~hpo_lib.limits.DATA_FILE_BYTES` or :data:`~hpo_lib.limits.DATA_ROWS` before it is
+    parsed: the rows are counted from the Parquet footer, or as a CSV's line ends read a block at a time (memory
+    stays one block, whatever the file's size)."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return  # _read_table words why it cannot be read
+    limits.DATA_FILE_BYTES.check(f"data file {path}", size, DataError)
+    rows = _parquet_rows(path) if parquet else _csv_lines(path)
+    if rows is not None:
+        limits.DATA_ROWS.check(f"data file {path}", rows, DataError)
+
+
+def _parquet_rows(path: Path) -> int | None:
+    try:
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except Exception:  # noqa: BLE001 - a corrupt file: _read_table words it
+        return None
+
+
+def _csv_lines(path: Path, block: int = 1 << 20) -> int | None:
+    """The data rows of a CSV (its line ends, less the header's), counted without parsing (the size limit, checked
+    before, bounds the time: about a second a GiB)."""
+    lines = 0
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(block):
+                lines += chunk.count(b"\n")
+    except OSError:
+        return None
+    return max(0, lines - 1)
 
 
 def _read_table(path: Path, *, parquet: bool) -> pd.DataFrame:
@@ -442,6 +480,13 @@ def validate_prices(prices: Prices) -> Prices:
             raise DataError(
                 f"{ticker}: {int(nan.sum())} row(s) with NaN prices, first on {pd.Timestamp(first).date()}"
                 f"; clean the series or drop those rows"
+            )
+        infinite = frame[["Open", "High", "Low", "Close"]].isin([float("inf"), float("-inf")]).any(axis=1)
+        if infinite.any():
+            first = frame.index[infinite.to_numpy()][0]
+            raise DataError(
+                f"{ticker}: {int(infinite.sum())} row(s) with an infinite price, first on "
+                f"{pd.Timestamp(first).date()}; clean the series or drop those rows"
             )
         nonpositive = (frame[["Open", "High", "Low", "Close"]] <= 0).any(axis=1)
         if nonpositive.any():

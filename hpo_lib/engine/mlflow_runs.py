@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from hpo_lib import study_record
 from hpo_lib.engine.options import TuneOptions
 from hpo_lib.engine.process import Running
+from hpo_lib.errors import TrackingError, cause_line, redact
 from hpo_lib.katib.experiment import Objective
 from hpo_lib.results import render
 from hpo_lib.study_record import tally
@@ -40,20 +41,24 @@ def open_parent(
     from hpo_lib.results import tracking
 
     spec = doc["spec"]
-    run_id = tracker.open_study(
-        study.study_name,
-        study.user_attrs,
-        params={
-            "manifest": str(path),
-            "algorithm": spec["algorithm"]["algorithmName"],
-            "early_stopping": (spec.get("earlyStopping") or {}).get("algorithmName", "none"),
-            "pruner": options.pruner,
-            "objectives": ",".join(f"{o.metric}:{o.direction}" for o in goals),
-            "max_trials": options.max_trials or spec.get("maxTrialCount"),
-            "parallel": options.parallel or spec.get("parallelTrialCount"),
-            **{f"set.{k}": v for k, v in options.overrides.items()},
-        },
-    )
+    params = {
+        "manifest": str(path),
+        "algorithm": spec["algorithm"]["algorithmName"],
+        "early_stopping": (spec.get("earlyStopping") or {}).get("algorithmName", "none"),
+        "pruner": options.pruner,
+        "objectives": ",".join(f"{o.metric}:{o.direction}" for o in goals),
+        "max_trials": options.max_trials or spec.get("maxTrialCount"),
+        "parallel": options.parallel or spec.get("parallelTrialCount"),
+        **{f"set.{k}": v for k, v in options.overrides.items()},
+    }
+    try:
+        run_id = tracker.open_study(study.study_name, study.user_attrs, params=params)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many types (its SQL among them); the user reads one line
+        raise TrackingError(
+            f"MLflow tracking at {redact(tracker.uri)} cannot record the study: {cause_line(exc)}; free space, point "
+            "the tracking URI elsewhere, or turn tracking off",
+            settings=("tracking_uri", "no_tracking"),
+        ) from None
     study.set_user_attr(tracking.PARENT_ATTR, run_id)
     return tracker
 
@@ -76,7 +81,7 @@ def close_parent(tracker, study: optuna.Study, completed: bool) -> None:
     try:
         tracker.close_study(summary, render.leaderboard(study), failed=not completed)
     except Exception as exc:  # noqa: BLE001 - tracking must never cost the study
-        log.warning("MLflow: could not close the study run: %s", exc)
+        log.warning("MLflow at %s: could not close the study run: %s", redact(tracker.uri), cause_line(exc))
 
 
 def log_trial(tracker, study: optuna.Study, state: Running, condition: str, tail: str) -> None:
@@ -94,7 +99,13 @@ def log_trial(tracker, study: optuna.Study, state: Running, condition: str, tail
             tags={"hpo.output_dir": str(state.output_dir)},
             output_tail=tail,
             started=state.started_wall,
+            flags=state.argv,  # the fixed flags (model, epochs, data, folds...) beside the searched ones
         )
         trial.set_user_attr(study_record.MLFLOW_RUN_ID, run_id)
     except Exception as exc:  # noqa: BLE001
-        log.warning("MLflow: could not log trial %d (%s); the study goes on", trial.number, exc)
+        log.warning(
+            "MLflow at %s: could not log trial %d (%s); the study goes on",
+            redact(tracker.uri),
+            trial.number,
+            cause_line(exc),
+        )

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 # the choices of TuneOptions' fields, in the order a face lists them (the first is the default)
 PRUNERS = ("manifest", "medianstop", "optuna-median", "hyperband", "none")  # `pruner`: "manifest" = spec.earlyStopping
@@ -55,6 +55,18 @@ class RunningTrial:
     reports: int  # objective values it printed so far: its epochs, for the project's trial
     argv: tuple[str, ...]  # its command, from which the face reads what it plans (e.g. the trial's --epochs)
     warm: bool  # forked from the warm worker
+    params: tuple[tuple[str, Any], ...] = ()  # its sampled parameters (name, value), in the manifest's order
+
+
+@dataclass(frozen=True)
+class EndedTrial:
+    """A trial this engine ended in this run, as a progress line tells it."""
+
+    number: int
+    condition: str  # Katib's: Succeeded, EarlyStopped or Failed (hpo_lib.study_record)
+    value: float | None  # its first objective's value by the manifest's strategy, None if it never reported one
+    reports: int  # objective values it printed: its epochs, for the project's trial
+    duration_s: float
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,7 @@ class Progress:
     best: tuple[float, ...] | None  # the best objective value (single objective), None before any trial succeeds
     front: int | None  # multi-objective studies: trials on the Pareto front
     trials: tuple[RunningTrial, ...] = ()  # this engine's running trials, in trial order
+    ended: tuple[EndedTrial, ...] = ()  # the trials this engine ended in this run (not on resume), in end order
 
     @property
     def finished(self) -> int:

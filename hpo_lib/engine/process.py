@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -25,16 +27,17 @@ from typing import Any
 
 import optuna
 
-from hpo_lib import study_record
+from hpo_lib import limits, study_record
 from hpo_lib.engine import warm
 from hpo_lib.engine.options import TuneOptions
-from hpo_lib.errors import ConfigError, first_line
+from hpo_lib.errors import ConfigError, first_line, redact_argv
 from hpo_lib.katib import experiment
 from hpo_lib.trial_contract import CHECK_FLAGS, OUTPUT_DIR_ENV
 
 TAIL_LINES = 40  # the output lines kept of each trial, for a failure's record
 LOG_NAME = "trial.log"  # both streams of a trial, merged in order: Katib's `<command> 1>metrics.log 2>&1`
 WARM_LOG = "warm-worker.log"  # the fork server's own stderr, beside the experiment's trial folders
+log = logging.getLogger(__name__)
 Process = subprocess.Popen | warm.WarmProcess
 
 
@@ -80,7 +83,84 @@ def local_command(
         "PYTHONUNBUFFERED": "1",
         OUTPUT_DIR_ENV: str(output_dir),
     }
+    check_lengths(argv, env)
     return argv, env, options.trial_timeout_s or command.deadline_s
+
+
+def check_lengths(argv: list[str], env: dict[str, str]) -> None:
+    """Refuse, naming it, an argument or environment entry the kernel would refuse to start (``Argument list too
+    long``): one over :data:`~hpo_lib.limits.ARGUMENT_BYTES`, or all together over the system's ARG_MAX."""
+    for arg in argv:
+        size = len(arg.encode("utf-8", "surrogateescape"))
+        limits.ARGUMENT_BYTES.check(f"the trial argument {arg[:40]!r}...", size)
+    for name, value in env.items():
+        size = len(f"{name}={value}".encode("utf-8", "surrogateescape"))
+        limits.ARGUMENT_BYTES.check(f"the trial's environment variable {name}", size)
+    total = sum(len(a.encode("utf-8", "surrogateescape")) + 1 for a in argv)
+    total += sum(len(f"{k}={v}".encode("utf-8", "surrogateescape")) + 1 for k, v in env.items())
+    arg_max = _arg_max()
+    if total > arg_max:
+        raise ConfigError(
+            f"the trial's arguments and environment are {total:,} bytes, over the system's ARG_MAX of {arg_max:,} "
+            "bytes: shorten the longest values or put them in a file and pass its path"
+        )
+
+
+def _arg_max() -> int:
+    try:
+        return int(os.sysconf("SC_ARG_MAX"))
+    except (ValueError, OSError, AttributeError):
+        return 2_097_152  # Linux's usual value (a quarter of an 8 MiB stack)
+
+
+_PLACEHOLDER = re.compile(r"\$\{trialParameters\.([^}]+)\}")
+
+
+def searched_overrides(doc: dict[str, Any], overrides: dict[str, str]) -> dict[str, str]:
+    """The searched parameters an override (``--set``) replaces: parameter -> the value every trial then runs with.
+
+    A flag of the trial template that takes a searched parameter whole (``--seq-len=${trialParameters.seqLen}``)
+    and is overridden runs every trial with the override, not the sampled value: the engine then fixes that
+    parameter to the override, so the study, the export and the leaderboard record the value the trials used. Each
+    is said once, as a warning; a flag that takes a parameter within a longer value is warned about only."""
+    template = doc["spec"].get("trialTemplate") or {}
+    references = {t.get("name"): t.get("reference") for t in template.get("trialParameters") or []}
+    searched = {p["name"] for p in doc["spec"]["parameters"]}
+    try:
+        container = experiment.primary_container(
+            template.get("trialSpec") or {}, template.get("primaryContainerName", "training")
+        )
+    except ConfigError:
+        return {}
+    fixed: dict[str, str] = {}
+    for arg in [*container.get("command", []), *container.get("args", [])]:
+        flag, sep, value = str(arg).removeprefix("--").partition("=")
+        if not (str(arg).startswith("--") and sep and flag in overrides):
+            continue
+        for parameter in (str(references.get(p)) for p in _PLACEHOLDER.findall(value)):
+            if parameter not in searched:
+                continue
+            if _PLACEHOLDER.fullmatch(value):
+                fixed[parameter] = overrides[flag]
+                log.warning(
+                    "--set %s=%s replaces the searched parameter %s: every trial runs with %s, and the study, the "
+                    "export and the leaderboard record %s",
+                    flag,
+                    overrides[flag],
+                    parameter,
+                    overrides[flag],
+                    overrides[flag],
+                )
+            else:
+                log.warning(
+                    "--set %s=%s replaces the flag that carries the searched parameter %s: the trials run with the "
+                    "--set value while the study records the sampled %s",
+                    flag,
+                    overrides[flag],
+                    parameter,
+                    parameter,
+                )
+    return fixed
 
 
 def own_trial(argv: list[str]) -> bool:
@@ -95,6 +175,8 @@ def sample_command(doc: dict[str, Any], options: TuneOptions) -> tuple[list[str]
     """The trial command (argv, env) for one assignment inside the search space (each parameter's first listed
     value, else its min): what :func:`preflight` checks and what :func:`warm_server` preloads for."""
     assignments = {p["name"]: _some_value(p) for p in doc["spec"]["parameters"]}
+    longest = {p["name"]: _longest_value(p) for p in doc["spec"]["parameters"]}
+    local_command(doc, longest, options, options.state_dir)  # refuses now what a later trial could not start
     argv, env, _ = local_command(doc, assignments, options, options.state_dir)
     return argv, env
 
@@ -104,6 +186,13 @@ def _some_value(parameter: dict[str, Any]) -> str:
     feasible = parameter.get("feasibleSpace") or {}
     values = feasible.get("list")
     return str(values[0]) if values else str(feasible.get("min", ""))
+
+
+def _longest_value(parameter: dict[str, Any]) -> str:
+    """The longest text a Katib parameter can substitute (its longest listed value, else its longer bound)."""
+    feasible = parameter.get("feasibleSpace") or {}
+    values = [str(v) for v in feasible.get("list") or [feasible.get("min", ""), feasible.get("max", "")]]
+    return max(values, key=len, default="")
 
 
 def preflight(argv: list[str], env: dict[str, str]) -> None:
@@ -156,28 +245,36 @@ def launch(
     collection: experiment.Collection,
     server: warm.WarmServer | None = None,
 ) -> Running:
-    """Start the trial's process (warm when ``server`` can fork it) and its reader thread(s)."""
+    """Start the trial's process (warm when ``server`` can fork it) and its reader thread(s). A trial that cannot
+    start (its command refused, or the system refuses to start it) is told FAIL with the reason, never left
+    RUNNING, and the reason is raised as one ConfigError."""
     assignments = {name: study_record.katib_value(value) for name, value in trial.params.items()}
     output_dir = options.state_dir / experiment.qualified_name(doc) / f"trial-{trial.number:04d}"
-    output_dir.mkdir(parents=True, exist_ok=True)
-    argv, env, deadline = local_command(doc, assignments, options, output_dir)
-    trial.set_user_attr(study_record.ARGV, argv)
     from_file = Path(collection.path) if collection.path else None
-    start = _file_state(from_file) if from_file else None  # before the trial runs: what it writes comes after
-    process: Process | None = server.launch(argv, env) if server is not None else None
-    trial.set_user_attr(study_record.WARM_START, process is not None)
-    if process is None:
-        process = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-            errors="replace",
-            env=env,
-            start_new_session=True,
-            preexec_fn=_die_with_engine(),  # noqa: PLW1509 - only prctl and getppid run between fork and exec
-        )
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        argv, env, deadline = local_command(doc, assignments, options, output_dir)
+        trial.set_user_attr(study_record.ARGV, redact_argv(argv))  # stored: no secret at rest
+        start = _file_state(from_file) if from_file else None  # before the trial runs: what it writes comes after
+        process: Process | None = server.launch(argv, env) if server is not None else None
+        trial.set_user_attr(study_record.WARM_START, process is not None)
+        if process is None:
+            process = subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
+                errors="replace",
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_engine(),  # noqa: PLW1509 - only prctl and getppid run between fork and exec
+            )
+    except (ConfigError, OSError) as exc:
+        why = str(exc) if isinstance(exc, ConfigError) else f"cannot start trial {trial.number}: {first_line(exc)}"
+        trial.set_user_attr(study_record.FAIL_REASON, why)
+        trial.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        raise ConfigError(why) from None
     state = Running(
         trial=trial,
         process=process,
@@ -204,15 +301,44 @@ def _read_lines(
     from_file: Path | None = None,
 ) -> None:
     """Feed the trial's merged output to the engine: as metrics lines (StdOut collector), or, when the metrics come
-    from a file (``from_file``), as output only, while :func:`_tail_file` feeds the metrics and the exit."""
+    from a file (``from_file``), as output only, while :func:`_tail_file` feeds the metrics and the exit.
+
+    The trial's exit is reported whatever happens to its log: a log that cannot be written (a full disk) is given up
+    with one output line saying why, and the lines still reach the engine."""
     assert process.stdout is not None  # launch starts every trial with stdout=PIPE, stderr merged into it
-    with open(log_path, "w", encoding="utf-8", errors="replace") as log_file:
+    log_file = None
+    try:
+        try:
+            log_file = open(log_path, "w", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            events.put((number, "output", _log_lost(log_path, exc)))
         for line in process.stdout:
-            log_file.write(line)
-            log_file.flush()
+            if log_file is not None:
+                try:
+                    log_file.write(line)
+                    log_file.flush()
+                except OSError as exc:
+                    events.put((number, "output", _log_lost(log_path, exc)))
+                    _close_quietly(log_file)
+                    log_file = None
             events.put((number, "output" if from_file else "line", line.rstrip("\n")))
-    if from_file is None:
-        events.put((number, "exit", process.wait()))
+    finally:
+        _close_quietly(log_file)
+        if from_file is None:
+            events.put((number, "exit", process.wait()))
+
+
+def _log_lost(log_path: Path, exc: OSError) -> str:
+    return f"hpo: {log_path} is no longer written: {exc.strerror or first_line(exc)}"
+
+
+def _close_quietly(handle: Any) -> None:
+    """Close a file whose buffered writes may fail on closing (a full disk)."""
+    if handle is not None:
+        try:
+            handle.close()
+        except OSError:
+            pass
 
 
 def _file_state(path: Path) -> tuple[int, int] | None:

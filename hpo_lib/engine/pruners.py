@@ -6,6 +6,7 @@ name (a CLI flag) to a pruner, and :func:`from_katib_settings` reads an Experime
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -87,6 +88,25 @@ def medianstop_stops(
         return False
     best = _best_so_far(list(curve), direction)
     return best < threshold if direction == StudyDirection.MAXIMIZE else best > threshold
+
+
+def collector_exits_on(line: str, filters: Sequence[re.Pattern[str]], metric: str) -> str:
+    """Why Katib's metrics collector would exit on ``line`` of a trial with a stopping rule on ``metric`` ("" when
+    it would not): it reads every filter match of a line containing the rule's metric and exits on a value that is
+    not a number (katib cmd/metricscollector/v1beta1/file-metricscollector/main.go:191-216), so
+    ``val_loss=0.3 optimizer=adam`` fails the trial with no metrics."""
+    for regex in filters:
+        for match in regex.finditer(line):
+            try:
+                float(match.group(2).strip())
+            except ValueError:
+                pair = line[match.start() :].split()[0]
+                return (
+                    f"printed {pair!r} on a line with {metric}: with an early-stopping rule, Katib's metrics "
+                    "collector exits on a value that is not a number, and the trial fails with no metrics (Katib "
+                    "file-metricscollector main.go:205-216); print other name=word pairs on a line of their own"
+                )
+    return ""
 
 
 def _require_int(name: str, value: Any, minimum: int) -> int:

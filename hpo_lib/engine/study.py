@@ -2,8 +2,8 @@
 
 The same manifest a cluster runs, read the way Katib reads it:
 
-* search: ``algorithm`` -> the Optuna sampler Katib's Optuna suggestion service builds (``tpe``,
-  ``multivariate-tpe``, ``random``, ``grid``, ``cmaes``); ``parameters`` -> the distributions that service builds;
+* search: ``algorithm`` -> the Optuna sampler closest to Katib's service for it (``tpe``, ``multivariate-tpe``,
+  ``random``, ``grid``, ``cmaes``, ``sobol``); ``parameters`` -> the distributions Katib's Optuna service builds;
 * trials: the primary container's ``command`` + ``args`` with ``${trialParameters.*}`` substituted as Katib does,
   run as a process (``hpo``/``python`` resolved to this environment); stdout read line by line with Katib's StdOut
   filter (or the manifest's ``metricsFormat``); each objective value is one report;
@@ -28,10 +28,12 @@ bar.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 import queue
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,9 +45,9 @@ from optuna.trial import TrialState
 from hpo_lib import study_record
 from hpo_lib.engine import mlflow_runs, process, pruners, recovery, sampling, storage, warm
 from hpo_lib.engine.katib_view import KatibTells
-from hpo_lib.engine.options import Progress, RunningTrial, TuneOptions
+from hpo_lib.engine.options import EndedTrial, Progress, RunningTrial, TuneOptions
 from hpo_lib.engine.process import Running
-from hpo_lib.errors import ConfigError, ExperimentFailed, redact
+from hpo_lib.errors import ConfigError, ExperimentFailed, WriteError, redact
 from hpo_lib.katib import contract, experiment, space
 from hpo_lib.katib.experiment import Objective
 from hpo_lib.results import render
@@ -79,6 +81,7 @@ class _Plan:
     tracker: Any  # hpo_lib.results.tracking.StudyTracker, or None
     lock: storage.SchedulingLock
     me: dict[str, Any]  # who this engine is (recovery.this_engine)
+    stamps: dict[tuple[int, str], list] = field(default_factory=dict)  # (trial, metric) -> its values' timestamps
 
 
 @dataclass
@@ -88,6 +91,7 @@ class _Loop:
     events: queue.Queue = field(default_factory=queue.Queue)  # (number, kind, payload) from the trials' readers
     running: dict[int, Running] = field(default_factory=dict)
     shown: list[Progress] = field(default_factory=list)  # the last Progress reported: the face hears only changes
+    ended: list[EndedTrial] = field(default_factory=list)  # the trials this loop ended, for the face's lines
     asking: optuna.trial.Trial | None = None  # asked but not yet running: an interruption there must not orphan it
     requested: list[int] = field(default_factory=list)  # stop signals noted, raised at the loop's safe points
 
@@ -116,7 +120,10 @@ def _plan(path: str | Path, options: TuneOptions) -> _Plan:
     metric_names = experiment.collected_metrics(doc)
     filters = experiment.metrics_filters(doc)
     collection = experiment.metrics_collection(doc)
-    distributions = {p["name"]: space.from_katib_parameter(p) for p in spec["parameters"]}
+    goptuna = contract.SUGGESTION_SERVICES.get(spec["algorithm"].get("algorithmName")) == "goptuna"  # linear
+    distributions = {p["name"]: space.from_katib_parameter(p, linear=goptuna) for p in spec["parameters"]}
+    for name, value in process.searched_overrides(doc, options.overrides).items():  # --set of a searched one
+        distributions[name] = optuna.distributions.CategoricalDistribution([value])  # recorded as the trials ran
     max_trials = options.max_trials or spec.get("maxTrialCount") or 10
     # this engine runs up to `parallel` trials at once; the study, across every engine sharing it, up to `shared`
     parallel = options.parallel or spec.get("parallelTrialCount") or 3
@@ -135,6 +142,10 @@ def _plan(path: str | Path, options: TuneOptions) -> _Plan:
         recovery.recover_orphans(study, me)
         if study.user_attrs.get(study_record.OBJECTIVE_NAMES) != [o.metric for o in goals]:
             study.set_user_attr(study_record.OBJECTIVE_NAMES, [o.metric for o in goals])
+        if study.metric_names != [o.metric for o in goals]:  # optuna-dashboard's names, not "Objective 0"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([o.metric for o in goals])
         tracker = mlflow_runs.open_parent(tracker, doc, study, options, goals, path)
         lock = storage.SchedulingLock(options.storage_url, study.study_name)
     except BaseException:
@@ -177,9 +188,9 @@ def _search(
         else pruners.make_pruner(options.pruner, **_early_stopping_settings(spec, options.pruner))
     )
     if not multi:
-        startup = spec.get("parallelTrialCount") or 3  # Hyperopt's random start on Katib: one batch of trials
-        return sampling.make_sampler(spec["algorithm"], distributions, max_trials, startup_trials=startup), pruner, None
-    sampler = sampling.multi_objective_sampler(spec["algorithm"], distributions, max_trials, options.mo_sampler)
+        return sampling.study_sampler(spec["algorithm"], distributions, max_trials), pruner, None
+    algorithm, choice = spec["algorithm"], options.mo_sampler
+    sampler = sampling.study_sampler(algorithm, distributions, max_trials, multi=True, choice=choice)
     if not isinstance(pruner, (pruners.KatibMedianStopPruner, optuna.pruners.NopPruner)):
         raise ConfigError(
             f"pruner {options.pruner}: Optuna cannot prune multi-objective studies; use "
@@ -232,6 +243,8 @@ def _loop(plan: _Plan) -> None:
             else:
                 _finish(plan.study, state, payload, plan.goals, plan.tracker)
                 del loop.running[number]
+                if not state.interrupted:
+                    loop.ended.append(_ended(state, plan.goals))
                 check_at = 0.0
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: running trials end and re-run on resume
         recovery.ignore_stop_signals()
@@ -254,7 +267,7 @@ def _schedule(plan: _Plan, loop: _Loop) -> tuple[Tally, bool]:
     recovery.recover_orphans(study, plan.me)
     with plan.lock:
         counts = tally(study)
-        ended = _ended(study, counts, plan.max_failed, plan.goal, plan.minimize)
+        ended = _is_over(study, counts, plan.max_failed, plan.goal, plan.minimize)
         while (
             not ended
             and len(loop.running) < plan.parallel
@@ -281,7 +294,13 @@ def _close(plan: _Plan, completed: bool) -> None:
     """Whatever happened: stop the warm worker, export the trials, close the study's MLflow run."""
     if plan.server is not None:
         plan.server.close()
-    render.export(plan.study, plan.options.state_dir / plan.study.study_name)
+    try:
+        render.export(plan.study, plan.options.state_dir / plan.study.study_name)
+    except WriteError as exc:  # a full disk: every trial stays in the study; the next run writes the export
+        if completed:
+            mlflow_runs.close_parent(plan.tracker, plan.study, completed)
+            raise
+        log.info("%s", exc)  # the error that stopped the loop is the one line the caller reads; a resume exports
     mlflow_runs.close_parent(plan.tracker, plan.study, completed)
 
 
@@ -291,7 +310,7 @@ def _raise_if_failed(plan: _Plan) -> None:
     study, max_failed = plan.study, plan.max_failed
     where = plan.options.state_dir / study.study_name / "trials.json"
     counts = tally(study)
-    if max_failed is not None and counts.failed >= max_failed > 0:
+    if _max_failed_reached(counts, max_failed) and not _goal_reached(study, plan.goal, plan.minimize):
         raise ExperimentFailed(
             f"experiment {study.study_name} failed: {counts.failed} trial(s) failed and maxFailedTrialCount is "
             f"{max_failed} (Katib: Experiment has failed because max failed count has reached); "
@@ -323,6 +342,11 @@ def _check_collection(collection: experiment.Collection, parallel: int) -> None:
 def _inside(base: Path, name: str) -> Path:
     """``base / name``, refused with one line when ``name`` (from the manifest) would lead outside ``base``."""
     folder = base / name
+    if folder.is_symlink() and "/" not in name and name not in (".", ".."):  # the name is fine; the folder is a link
+        raise ConfigError(
+            f"{folder} is a symbolic link to {folder.resolve()}: every file of a run stays under {base}/; remove "
+            "the link or give another --state-dir"
+        )
     if (
         Path(name).is_absolute()
         or not folder.resolve().is_relative_to(base.resolve())
@@ -345,16 +369,26 @@ def _early_stopping_settings(spec: dict[str, Any], pruner: str) -> dict[str, Any
     return {k: v for k, v in settings.items() if k in accepted}
 
 
-def _ended(study: optuna.Study, counts: Tally, max_failed: int | None, goal: float | None, minimize: bool) -> bool:
+def _is_over(study: optuna.Study, counts: Tally, max_failed: int | None, goal: float | None, minimize: bool) -> bool:
     """Katib's early ends of an Experiment: maxFailedTrialCount reached, or the objective's goal met."""
-    return (max_failed is not None and counts.failed >= max_failed > 0) or _goal_reached(study, goal, minimize)
+    return _max_failed_reached(counts, max_failed) or _goal_reached(study, goal, minimize)
+
+
+def _max_failed_reached(counts: Tally, max_failed: int | None) -> bool:
+    """Katib's rule: a trial failed and the failed trials reach ``maxFailedTrialCount``, so 0 fails the Experiment
+    at the first failure (katib pkg/controller.v1beta1/experiment/util/status_util.go:205); the goal is checked
+    first (status_util.go:195), so an Experiment that met it succeeds whatever failed."""
+    return max_failed is not None and counts.failed > 0 and counts.failed >= max_failed
 
 
 def _goal_reached(study: optuna.Study, goal: float | None, minimize: bool) -> bool:
     if goal is None:
         return False
-    values = [t.values[0] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    return any(v <= goal if minimize else v >= goal for v in values)
+    # every trial with an objective observation counts, an EarlyStopped one too (katib status_util.go:94-127)
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    told = [t.values if t.state == TrialState.COMPLETE else t.user_attrs.get(study_record.KATIB_TOLD) for t in done]
+    values = [v[0] if v else None for v in told]
+    return any(v is not None and (v <= goal if minimize else v >= goal) for v in values)
 
 
 def _first_failure(study: optuna.Study) -> str:
@@ -387,13 +421,23 @@ def _on_line(plan: _Plan, state: Running, line: str) -> None:
             process.terminate(state.process)
             return
     else:
+        unreadable = _unreadable_for_the_rule(plan, state, line)
+        if unreadable:  # Katib's sidecar dies on it: the trial fails with no metrics, as on the cluster
+            state.reason = unreadable
+            process.terminate(state.process)
+            return
         parsed = contract.parse_metrics_line(line, metric_names, plan.filters)
     if parsed is None or state.pruned:
         return
-    _, values = parsed
-    for name, raw in values.items():
+    stamp, values = parsed
+    # every match of a line (katib file-metricscollector.go:100-118), by timestamp (trial_controller_util.go:226)
+    every = [(m.group(1).strip(), m.group(2).strip()) for regex in plan.filters for m in regex.finditer(line)]
+    for name, raw in values.items() if plan.collection.json else [(n, v) for n, v in every if n in metric_names]:
         try:
-            state.observations.setdefault(name, []).append(float(raw))
+            stamps = plan.stamps.setdefault((state.trial.number, name), [])
+            at = bisect.bisect_right(stamps, stamp)  # after the values stamped the same: the later line wins
+            state.observations.setdefault(name, []).insert(at, float(raw))
+            stamps.insert(at, stamp)
         except ValueError:
             state.reason = f"metric {name} printed as {raw!r}, which Katib cannot use"
     objective = metric_names[0]
@@ -417,6 +461,20 @@ def _on_line(plan: _Plan, state: Running, line: str) -> None:
     if state.trial.should_prune():
         state.pruned = True
         process.terminate(state.process)
+
+
+def _unreadable_for_the_rule(plan: _Plan, state: Running, line: str) -> str:
+    """:func:`pruners.collector_exits_on` for a trial whose early-stopping rule exists ("" for the others)."""
+    objective = plan.metric_names[0]
+    if objective not in line:
+        return ""
+    if plan.medianstop is not None:
+        has_rule = state.threshold is not None
+    elif isinstance(plan.pruner, pruners.KatibMedianStopPruner):
+        has_rule = plan.pruner.freeze(plan.study, state.trial) is not None  # the rule frozen at its creation
+    else:
+        return ""
+    return pruners.collector_exits_on(line, plan.filters, objective) if has_rule else ""
 
 
 def _curve_threshold(study: optuna.Study, rule: pruners.KatibMedianStopPruner) -> float | None:
@@ -443,6 +501,8 @@ def _finish(study: optuna.Study, state: Running, exit_code: int, goals: list[Obj
         reason = state.reason
         if not reason and getattr(state.process, "worker_died", False):
             reason = f"its warm trial worker died (see {process.WARM_LOG}); the next trials start on a new one"
+            # the engine's fault, not the trial's: re-run without budget, once (a re-run that loses it again fails)
+            state.interrupted = study_record.RERUN_OF not in trial.user_attrs
         if not reason and exit_code != 0:
             reason = f"exited with code {exit_code}"
         missing = [goal.metric for goal, value in zip(goals, values) if value is None]
@@ -481,8 +541,21 @@ def _observation(observations: dict[str, list[float]]) -> dict[str, dict[str, fl
 # ----------------------------------------------------------------------------------------------- progress
 def _running_trials(running: dict[int, Running]) -> tuple[RunningTrial, ...]:
     return tuple(
-        RunningTrial(n, s.reports, s.argv, isinstance(s.process, warm.WarmProcess)) for n, s in sorted(running.items())
+        RunningTrial(n, s.reports, s.argv, isinstance(s.process, warm.WarmProcess), tuple(s.trial.params.items()))
+        for n, s in sorted(running.items())
     )
+
+
+def _ended(state: Running, goals: list[Objective]) -> EndedTrial:
+    """What the face tells of a trial :func:`_finish` just ended."""
+    condition = study_record.SUCCEEDED
+    if state.pruned:
+        condition = study_record.EARLY_STOPPED
+    elif study_record.FAIL_REASON in state.trial.user_attrs:
+        condition = study_record.FAILED
+    value = _observation(state.observations).get(goals[0].metric, {}).get(goals[0].strategy)
+    duration = time.monotonic() - state.started
+    return EndedTrial(state.trial.number, condition, value, state.reports, duration)
 
 
 def _report_epochs(callback: Callable[[Progress], None], running: dict[int, Running], shown: list[Progress]) -> None:
@@ -515,6 +588,7 @@ def _report_progress(plan: _Plan, counts: Tally, loop: _Loop) -> None:
         best=best,
         front=front,
         trials=_running_trials(loop.running),
+        ended=tuple(loop.ended),
     )
     if not loop.shown or loop.shown[-1] != now:
         loop.shown[:] = [now]

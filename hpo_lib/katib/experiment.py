@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from hpo_lib import fileio
 from hpo_lib.errors import ConfigError
 from hpo_lib.katib import contract
 
@@ -31,7 +32,7 @@ STRATEGIES = contract.METRIC_STRATEGIES
 def parse_experiment(text: str, source: str) -> dict[str, Any]:
     """The one Experiment in a YAML text (other kinds are skipped); ``source`` names the text in errors."""
     try:
-        docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+        docs = [d for d in fileio.load_yaml_all(text, source) if isinstance(d, dict)]
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source} is not valid YAML: {exc}") from None
     experiments = [d for d in docs if d.get("kind") == "Experiment"]
@@ -47,7 +48,7 @@ def load_experiment(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"manifest {path} does not exist")
-    doc = parse_experiment(path.read_text(), f"manifest {path}")
+    doc = parse_experiment(fileio.read_manifest(path, f"manifest {path}"), f"manifest {path}")
     spec: dict[str, Any] = doc["spec"] if isinstance(doc.get("spec"), dict) else {}
     if spec.get("nasConfig") is not None:
         algorithm = (spec.get("algorithm") or {}).get("algorithmName")
@@ -241,6 +242,12 @@ class TrialCommand:
 
 def primary_container(job: Mapping[str, Any], name: str) -> dict[str, Any]:
     """The container called ``name`` in a Job's pod template (the dict itself, so a caller may edit it)."""
+    kind = job.get("kind", "Job")
+    if kind != "Job":  # Katib runs any kind its trialResources list; the engine runs a Job's pod as a process
+        raise ConfigError(
+            f"trial kind {job.get('apiVersion', '')}/{kind}: the local engine runs batch/v1 Job trial templates only "
+            "(their primary container as a process); run this Experiment on Katib, or write its trial as a Job"
+        )
     pod = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
     for container in pod.get("containers") or []:
         if container.get("name") == name:
@@ -250,6 +257,13 @@ def primary_container(job: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 def _template(doc: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     template = doc["spec"]["trialTemplate"]
+    if "trialSpec" not in template:  # Katib reads spec.trialTemplate.configMap from the cluster
+        where = template.get("configMap") or {}
+        raise ConfigError(
+            f"trialTemplate.configMap ({where.get('configMapNamespace')}/{where.get('configMapName')}, "
+            f"{where.get('templatePath')}): the trial template lives in a cluster ConfigMap, which the local engine "
+            "cannot read; inline it as trialTemplate.trialSpec to run it here"
+        )
     return template, template.get("primaryContainerName", "training")
 
 

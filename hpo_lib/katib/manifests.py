@@ -13,9 +13,6 @@ Layout (kustomize, one concern per folder, one resource per file)::
       <name>-experiment.yaml        a link to experiments/<name>/experiment.yaml (kubectl apply -f, hpo tune)
       overlays/optuna-tpe/          optional: Katib's `tpe` served by Optuna, more memory for suggestions
       overlays/katib-hpo-multiobjective/  registers this project's multi-objective suggestion service
-
-So ``kubectl apply -k manifests/`` creates the namespace and data, and starts no experiment; each experiment is
-applied on its own (``kubectl apply -k manifests/experiments/lstm``).
 """
 
 from __future__ import annotations
@@ -27,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from hpo_lib import metrics
+from hpo_lib import fileio, metrics
 from hpo_lib.katib import contract, settings, space
 
 NAMESPACE = "katib-hpo"
@@ -393,16 +390,14 @@ def suggestion_service_entry() -> dict[str, Any]:
 
 def katib_config(*, tpe_on_optuna: bool = True, multi_objective: bool = False) -> dict[str, Any]:
     """Katib v0.19's default katib-config, with more memory for suggestions/collectors, and optionally `tpe`
-    served by Optuna (overlays/optuna-tpe) or this project's multi-objective service registered.
-
-    Katib reads the `runtime` section live, so no controller restart is needed. This replaces the whole
-    ConfigMap: compare with your cluster's (`kubectl -n kubeflow get cm katib-config -o yaml`) before applying.
+    served by Optuna (overlays/optuna-tpe) or this project's multi-objective service registered. Katib reads the
+    `runtime` section live, so no controller restart is needed. This replaces the whole ConfigMap: compare with
+    your cluster's (`kubectl -n kubeflow get cm katib-config -o yaml`) before applying.
     """
     registry = "ghcr.io/kubeflow/katib"
-    pod_security = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    # corev1.Container's (katib pkg/apis/config/v1beta1/types.go:103); no runAsNonRoot: Katib's images run as root
     container_security = {
         "allowPrivilegeEscalation": False,
-        "runAsNonRoot": True,
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
@@ -435,7 +430,6 @@ def katib_config(*, tpe_on_optuna: bool = True, multi_objective: bool = False) -
                     "kind": kind,
                     "image": f"{registry}/{image}:{KATIB_VERSION}",
                     "resources": {"limits": {"memory": memory}},
-                    "securityContext": container_security,
                 }
                 for kind, image, memory in [
                     ("StdOut", "file-metrics-collector", "256Mi"),
@@ -448,7 +442,7 @@ def katib_config(*, tpe_on_optuna: bool = True, multi_objective: bool = False) -
                     "algorithmName": name,
                     "image": f"{registry}/{image}:{KATIB_VERSION}",
                     **({"resources": resources} if resources else {}),
-                    "podSecurityContext": pod_security,
+                    "securityContext": container_security,
                 }
                 for name, image, resources in suggestions
             ]
@@ -460,7 +454,7 @@ def katib_config(*, tpe_on_optuna: bool = True, multi_objective: bool = False) -
                         "accessModes": ["ReadWriteMany"],
                         "resources": {"requests": {"storage": "5Gi"}},
                     },
-                    "podSecurityContext": pod_security,
+                    "securityContext": container_security,
                 }
             ]
             + ([suggestion_service_entry()] if multi_objective else []),
@@ -468,7 +462,6 @@ def katib_config(*, tpe_on_optuna: bool = True, multi_objective: bool = False) -
                 {
                     "algorithmName": "medianstop",
                     "image": f"{registry}/earlystopping-medianstop:{KATIB_VERSION}",
-                    "securityContext": container_security,
                 }
             ],
         },
@@ -549,10 +542,16 @@ def render() -> dict[str, str]:
         f"{IMAGE}=<registry>/<name>:<tag>\n",
         images=[{"name": IMAGE, "newTag": IMAGE_TAG}],
     )
+    unhardened = (  # KatibConfig has no securityContext for these (katib pkg/apis/config/v1beta1/types.go:112-126)
+        "# Katib v0.19 cannot harden metrics collectors or early stopping here: their config types have no\n"
+        "# securityContext (the sidecar copies the trial container's with init.controller.injectSecurityContext).\n"
+    )
     files["overlays/optuna-tpe/katib-config.yaml"] = (
         "# Optional, cluster-wide: Katib's `tpe` served by suggestion-optuna instead of Hyperopt, and more memory\n"
         "# for the Optuna suggestion pods and metrics collectors. Replaces the whole katib-config ConfigMap.\n"
-        "#   kubectl apply -k manifests/overlays/optuna-tpe\n" + _dump(katib_config())
+        + unhardened
+        + "#   kubectl apply -k manifests/overlays/optuna-tpe\n"
+        + _dump(katib_config())
     )
     files["overlays/optuna-tpe/kustomization.yaml"] = _kustomization(["katib-config.yaml"])
     files["overlays/katib-hpo-multiobjective/katib-config.yaml"] = (
@@ -560,7 +559,8 @@ def render() -> dict[str, str]:
         f"# the suggestion image {SUGGESTION_IMAGE}:{IMAGE_TAG}, `make suggestion-image`; edit the image here to\n"
         "# point at your registry), with more memory for Katib's Optuna suggestion pods and metrics collectors.\n"
         "# Replaces the whole katib-config ConfigMap, like overlays/optuna-tpe: apply one of the two.\n"
-        "#   kubectl apply -k manifests/overlays/katib-hpo-multiobjective\n"
+        + unhardened
+        + "#   kubectl apply -k manifests/overlays/katib-hpo-multiobjective\n"
         + _dump(katib_config(tpe_on_optuna=False, multi_objective=True))
     )
     files["overlays/katib-hpo-multiobjective/kustomization.yaml"] = _kustomization(["katib-config.yaml"])
@@ -580,7 +580,7 @@ def write(root: Path) -> list[Path]:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.read_text() != text:
-            path.write_text(text)
+            fileio.write_text(path, text)
             written.append(path)
     for rel, target in links().items():
         path = root / rel

@@ -18,13 +18,17 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import logging
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
-from hpo_lib.errors import ConfigError, HpoError
+from hpo_lib import limits
+from hpo_lib.errors import ConfigError, HpoError, exit_now
 from hpo_lib.katib import suggestion
 
 log = logging.getLogger(__name__)
@@ -33,6 +37,7 @@ KATIB_SDK = "kubeflow-katib"
 KATIB_SDK_VERSION = "0.19.0"
 HEALTH_SERVICE = "manager.v1beta1.Suggestion"  # the service name Katib's gRPC probes check
 DEFAULT_PORT = 6789  # Katib's suggestion port (suggestion-api)
+SPARE_THREADS = 12  # threads beyond the computing ones: health checks, validations, requests waiting their turn
 _API_MODULE = "hpo_lib.katib._katib_api_pb2"
 INSTALL_HINT = f"pip install --no-deps {KATIB_SDK}=={KATIB_SDK_VERSION} grpcio grpcio-health-checking"
 
@@ -110,11 +115,27 @@ def trial_record(message: Any, goals: list[Any]) -> suggestion.TrialRecord:
 
 
 # ----------------------------------------------------------------------------------------------- service
-class SuggestionService:
-    """The two calls of Katib's ``Suggestion`` service; stateless, so any number may run at once."""
+class _Stop(Exception):
+    """A request's time is up, its caller gone or the service stopping: the status and message to answer with."""
 
-    def __init__(self) -> None:
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class SuggestionService:
+    """The two calls of Katib's ``Suggestion`` service; stateless, so any number may run at once.
+
+    No request can hold the service: one asks for at most :data:`~hpo_lib.limits.SUGGESTIONS_PER_REQUEST`
+    suggestions and computes for at most :data:`~hpo_lib.limits.SUGGESTION_BUDGET_S` (or until its caller's deadline,
+    if sooner); at most ``slots`` compute at once and a request waits at most twice the budget for its turn; every
+    request stops between two proposals once the service is stopping. The health service and ValidateAlgorithmSettings
+    never wait for a slot."""
+
+    def __init__(self, slots: int = 4) -> None:
         self.pb = api()
+        self.slots = threading.BoundedSemaphore(slots)
+        self.stopping = threading.Event()
 
     def validate(self, request: Any, context: Any) -> Any:
         spec = experiment_spec(request.experiment)
@@ -126,13 +147,28 @@ class SuggestionService:
         return self.pb.ValidateAlgorithmSettingsReply()
 
     def suggest(self, request: Any, context: Any) -> Any:
+        count = request.current_request_number
+        if limits.SUGGESTIONS_PER_REQUEST.exceeded(count):
+            _abort_invalid(context, limits.SUGGESTIONS_PER_REQUEST.refusal("current_request_number", count))
         spec = experiment_spec(request.experiment)
         problems = self._problems(spec)
         if problems:
             _abort_invalid(context, "; ".join(problems))
         setup, goals = suggestion.setup_from_spec(spec)
         records = [trial_record(t, goals) for t in request.trials]
-        proposals = suggestion.propose(setup, records, request.current_request_number)
+        budget = limits.SUGGESTION_BUDGET_S.value
+        try:
+            # a slot frees within one budget (and one proposal): twice that is a wait that ends in a turn
+            if not self.slots.acquire(timeout=_within(context, 2 * budget)):
+                raise _Stop("RESOURCE_EXHAUSTED", "every slot is computing other requests; retry")
+            try:
+                deadline = time.monotonic() + _within(context, budget)
+                proposals = suggestion.propose(setup, records, count, self._clock(context, deadline))
+            finally:
+                self.slots.release()
+        except _Stop as stop:
+            log.warning("experiment %s: GetSuggestions stopped: %s", request.experiment.name, stop)
+            _abort(context, stop.code, str(stop))
         log.info(
             "experiment %s: %d suggestion(s) from %d trial(s), %d told",
             request.experiment.name,
@@ -150,12 +186,41 @@ class SuggestionService:
             ]
         )
 
+    def _clock(self, context: Any, deadline: float) -> Callable[[int], None]:
+        """What runs before each proposal: stops the request when its time is up, its caller gone or the service
+        stopping."""
+        start = time.monotonic()
+
+        def check(done: int) -> None:
+            if self.stopping.is_set():
+                raise _Stop("UNAVAILABLE", f"the service is stopping; {done} suggestion(s) were ready, none sent")
+            if not context.is_active():
+                raise _Stop("CANCELLED", "the caller cancelled the request or its deadline passed")
+            now = time.monotonic()
+            if now > deadline:
+                what = f"the request's computing time ({done} suggestion(s) ready)"
+                raise _Stop("DEADLINE_EXCEEDED", limits.SUGGESTION_BUDGET_S.refusal(what, round(now - start, 1)))
+
+        return check
+
     @staticmethod
     def _problems(spec: dict[str, Any]) -> list[str]:
         name = spec["algorithm"]["algorithmName"]
         if name != suggestion.ALGORITHM:
             return [f"unknown algorithm name {name}: this service serves only {suggestion.ALGORITHM}"]
         return suggestion.spec_problems(spec)
+
+
+def _within(context: Any, seconds: float) -> float:
+    """``seconds``, or less when the caller's deadline comes sooner."""
+    remaining = context.time_remaining()
+    return max(0.0, seconds if remaining is None else min(seconds, remaining))
+
+
+def _abort(context: Any, code: str, message: str) -> None:
+    import grpc
+
+    context.abort(getattr(grpc.StatusCode, code), message)
 
 
 def _abort_invalid(context: Any, message: str) -> None:
@@ -170,13 +235,20 @@ class Running:
 
     server: Any
     port: int
+    service: SuggestionService | None = None
 
     def stop(self, grace_s: float | None = None) -> None:
+        """Refuse new calls, give those in flight ``grace_s`` to finish, then cancel them (each stops before its next
+        proposal)."""
         self.server.stop(grace_s).wait()
+        if self.service is not None:
+            self.service.stopping.set()
 
 
 def serve(port: int = DEFAULT_PORT, *, host: str = "[::]", workers: int = 4) -> Running:
-    """Start the Suggestion and health services on ``host:port`` (0: a free port) and return without blocking."""
+    """Start the Suggestion and health services on ``host:port`` (0: a free port) and return without blocking.
+    ``workers`` requests compute suggestions at once; the threads beyond them answer health checks, validations
+    and the requests waiting for their turn."""
     if not 0 <= port <= 65535:
         raise ConfigError(f"port must be between 0 and 65535, got {port}", settings=("port",))
     try:
@@ -187,7 +259,7 @@ def serve(port: int = DEFAULT_PORT, *, host: str = "[::]", workers: int = 4) -> 
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per rebuilt trial otherwise
-    service = SuggestionService()
+    service = SuggestionService(slots=workers)
     pb = service.pb
     full_name = pb.DESCRIPTOR.services_by_name["Suggestion"].full_name
     handlers: dict[str, tuple[Callable, Any, Any]] = {
@@ -199,7 +271,8 @@ def serve(port: int = DEFAULT_PORT, *, host: str = "[::]", workers: int = 4) -> 
         ),
     }
     # no SO_REUSEPORT: a second service on a taken port must fail, not share it and answer half the calls
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=[("grpc.so_reuseport", 0)])
+    pool = futures.ThreadPoolExecutor(max_workers=workers + SPARE_THREADS, thread_name_prefix="suggestion")
+    server = grpc.server(pool, options=[("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers(
         (
             grpc.method_handlers_generic_handler(
@@ -226,7 +299,26 @@ def serve(port: int = DEFAULT_PORT, *, host: str = "[::]", workers: int = 4) -> 
     if not bound:
         raise ConfigError(f"cannot listen on {host}:{port}: the port is taken or not allowed", settings=("port",))
     server.start()
-    return Running(server, bound)
+    return Running(server, bound, service)
+
+
+def run_until_stopped(port: int, *, host: str, on_listening: Callable[[int], None]) -> NoReturn:
+    """``hpo katib suggestion-service``: serve until SIGTERM (the pod's stop) or Ctrl-C, then give the calls in
+    flight :data:`~hpo_lib.limits.SHUTDOWN_GRACE_S` to finish, cancel the rest and end the process, inside the pod's
+    grace period even when a thread is still inside a proposal. ``on_listening(port)`` runs once it listens."""
+    running = serve(port, host=host)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    on_listening(running.port)
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        running.stop(grace_s=limits.SHUTDOWN_GRACE_S.value)
+    exit_now(0)  # a thread still inside one proposal is not waited for: the pod's grace period is not
 
 
 def _guarded(call: Callable) -> Callable:

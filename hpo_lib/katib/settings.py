@@ -59,8 +59,37 @@ POSITIVE = Setting(integer, lambda v: v > 0, "an integer > 0")
 SEED = COUNT  # random_state: every service seeds its sampler with it
 GAMMA = Setting(number, lambda v: 0 < v < 1, "a number in (0, 1)")
 PRIOR_WEIGHT = Setting(number, lambda v: v > 0, "a number > 0")
-SIGMA = Setting(number, lambda v: v >= 0, "a number >= 0")
-RESTART_STRATEGY = Setting(str, lambda v: v in ("ipop", "None", "none"), "ipop, None or none")
+
+
+def go_float(text: Any) -> float | None:
+    """Go's ``strconv.ParseFloat`` as far as Python's ``float`` agrees (no surrounding blanks); None when it fails."""
+    return None if not isinstance(text, str) or text != text.strip() else _float(text)
+
+
+def go_int(text: Any) -> int | None:
+    """Go's ``strconv.Atoi``: an optional sign and decimal digits, nothing else; None when it fails.
+
+    >>> go_int("-1"), go_int("+3"), go_int(" 3"), go_int("1_0")
+    (-1, 3, None, None)
+    """
+    return int(text) if isinstance(text, str) and text.lstrip("+-").isdigit() and text.isascii() else None
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+# Goptuna's cmaes (katib pkg/suggestion/v1beta1/goptuna/converter.go:40-68): the restart strategies it knows
+RESTART_STRATEGY = Setting(str, lambda v: v in ("ipop", "bipop", "none"), "ipop, bipop or none")
+# converter.go:207-209 answers a broken value with gRPC Internal, which Katib's controller takes as valid
+# (pkg/controller.v1beta1/suggestion/suggestionclient/suggestionclient.go:227-246): no Failed, no trial
+GOPTUNA_STALL = (
+    "; Goptuna answers it with gRPC Internal, which Katib's controller takes as valid, so the Experiment would stay "
+    "Running with no trial (katib suggestion/v1beta1/goptuna/service.go:206-208, suggestionclient.go:228)"
+)
 AT_LEAST_ONE = Setting(integer, lambda v: v >= 1, "an integer >= 1")
 START_STEP = AT_LEAST_ONE
 
@@ -74,6 +103,8 @@ class Algorithm:
     settings: Mapping[str, Setting]
     defaults: Mapping[str, Any] = field(default_factory=dict)
     sampler_of: Mapping[str, str] = field(default_factory=dict)  # where one algorithm offers several samplers
+    ignores_unknown: bool = False  # the service skips settings it does not know instead of refusing them
+    outcome: str = ""  # what a refused value does on a cluster, when it is not the Experiment Failed
 
 
 # spec.algorithm, for the services whose rules are known (other algorithms' settings are not checked)
@@ -90,10 +121,17 @@ ALGORITHMS: dict[str, Algorithm] = {
         {"n_startup_trials": 10, "n_ei_candidates": 24},  # Optuna's TPESampler defaults
     ),
     "grid": Algorithm("Optuna", {"random_state": SEED}),
-    # checked with Optuna's rules, although the default katib-config serves cmaes by Goptuna
+    # Goptuna's rules (the default katib-config serves cmaes by Goptuna): a value it cannot parse stalls the
+    # Experiment; a sigma <= 0 keeps its default sigma and a name it does not know is skipped (converter.go:41-67)
     "cmaes": Algorithm(
-        "Optuna rules; Goptuna by default",
-        {"restart_strategy": RESTART_STRATEGY, "sigma": SIGMA, "random_state": SEED},
+        "Goptuna",
+        {
+            "restart_strategy": RESTART_STRATEGY,
+            "sigma": Setting(go_float, lambda v: True, "a number"),
+            "random_state": Setting(go_int, lambda v: True, "an integer"),
+        },
+        ignores_unknown=True,
+        outcome=GOPTUNA_STALL,
     ),
 }
 MEDIANSTOP = "medianstop"
@@ -150,6 +188,8 @@ def problems(section: str, block: Mapping[str, Any] | None, known: Mapping[str, 
     found = []
     for setting in block.get("algorithmSettings") or []:
         name, value = setting.get("name"), setting.get("value") or ""  # Go sends an unset value as ""
+        if name not in rules.settings and rules.ignores_unknown:
+            continue
         if name not in rules.settings:
             hint = " (tpe runs on Hyperopt by default; multivariate-tpe runs on Optuna)" if algorithm == "tpe" else ""
             found.append(
@@ -162,7 +202,8 @@ def problems(section: str, block: Mapping[str, Any] | None, known: Mapping[str, 
 
 
 def _broken(section: str, algorithm: str, rules: Algorithm, name: str, value: Any) -> str:
-    return f"{section} setting {name} = {value!r} must be {rules.settings[name].rule} for {algorithm} ({rules.service})"
+    rule = rules.settings[name].rule
+    return f"{section} setting {name} = {value!r} must be {rule} for {algorithm} ({rules.service}){rules.outcome}"
 
 
 def typed_values(section: str, block: Mapping[str, Any] | None, known: Mapping[str, Algorithm]) -> dict[str, Any]:
@@ -193,14 +234,16 @@ def seed(block: Mapping[str, Any] | None) -> int | None:
     """``random_state`` of any ``algorithm`` section as an integer (None when unset), whatever the algorithm.
 
     Raises:
-        ConfigError: it is not an integer >= 0.
+        ConfigError: it is not an integer >= 0 (any integer for cmaes, as Goptuna takes it).
     """
     text = {s.get("name"): s.get("value") for s in (block or {}).get("algorithmSettings") or []}.get("random_state")
     if text is None:
         return None
-    value = SEED.value(text)
+    known = ALGORITHMS.get(str((block or {}).get("algorithmName")))
+    rule = known.settings.get("random_state", SEED) if known else SEED  # Goptuna's cmaes takes any integer
+    value = rule.value(text)
     if value is None:
-        raise ConfigError(f"algorithm setting random_state = {text!r} must be {SEED.rule}")
+        raise ConfigError(f"algorithm setting random_state = {text!r} must be {rule.rule}")
     return value
 
 

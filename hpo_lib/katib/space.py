@@ -135,17 +135,27 @@ def to_katib_parameter(param: Param) -> dict[str, Any]:
     return {"name": param.name, "parameterType": param.kind, "feasibleSpace": space}
 
 
-def from_katib_parameter(spec: dict[str, Any]) -> od.BaseDistribution:
-    """Katib parameter -> Optuna distribution, as Katib's Optuna service converts it (for any manifest)."""
+def from_katib_parameter(spec: dict[str, Any], *, linear: bool = False) -> od.BaseDistribution:
+    """Katib parameter -> Optuna distribution, as Katib's Optuna service converts it (for any manifest).
+
+    ``linear``: as Goptuna (``cmaes``, ``sobol``) converts it, which ignores ``distribution`` and searches every int
+    and double between min and max linearly (katib pkg/suggestion/v1beta1/goptuna/converter.go:113-164).
+    """
     name, kind = spec.get("name", "?"), spec.get("parameterType")
     space = spec.get("feasibleSpace") or {}
     if kind in ("categorical", "discrete"):
         return od.CategoricalDistribution([str(v) for v in space.get("list") or []])
-    distribution = space.get("distribution") or "uniform"
+    distribution = "uniform" if linear else space.get("distribution") or "uniform"
+    if distribution in ("normal", "logNormal"):  # Hyperopt's (tpe, random): katib hyperopt/base_service.py:106-139
+        raise ConfigError(
+            f"parameter {name}: distribution {distribution!r} runs on Katib only under tpe and random, whose Hyperopt "
+            "draws it with mean (min + max) / 2 and sigma (max - min) / 6 (of the logs for logNormal); Optuna, which "
+            "the local engine samples with, has no normal distribution: use uniform or logUniform here"
+        )
     if distribution not in ("uniform", "logUniform"):
         raise ConfigError(
-            f"parameter {name}: distribution {distribution!r} is not supported by Katib's Optuna "
-            f"service (use uniform or logUniform)"
+            f"parameter {name}: distribution {distribution!r} is not one of Katib's (uniform, logUniform, normal, "
+            "logNormal)"
         )
     log = distribution == "logUniform"
     try:

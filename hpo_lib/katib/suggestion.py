@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -39,6 +40,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from hpo_lib import limits
 from hpo_lib.errors import ConfigError
 from hpo_lib.katib import experiment, settings, space
 from hpo_lib.study_record import CREATED, EARLY_STOPPED, FAILED, KILLED, METRICS_UNAVAILABLE, RUNNING, SUCCEEDED
@@ -133,15 +135,38 @@ def spec_problems(spec: Mapping[str, Any]) -> list[str]:
     parameters = spec.get("parameters") or []
     if not parameters:
         problems.append(f"algorithm {ALGORITHM} needs at least one parameter in spec.parameters")
+    names = [str(p.get("name") or "") for p in parameters]
+    for name in sorted({n for n, count in Counter(names).items() if count > 1}):
+        problems.append(f"parameter name {name!r} is used {names.count(name)} times: each parameter needs its own")
     for parameter in parameters:
-        try:
-            distribution = space.from_katib_parameter(parameter)
-        except ConfigError as exc:
-            problems.append(str(exc))
-            continue
-        if isinstance(distribution, CategoricalDistribution) and not distribution.choices:
-            problems.append(f"parameter {parameter.get('name')}: a {parameter.get('parameterType')} needs a list")
+        problems.extend(_parameter_problems(parameter))
     return problems
+
+
+def _parameter_problems(parameter: Mapping[str, Any]) -> list[str]:
+    """Why one parameter cannot be searched, each naming it (none when it can)."""
+    name, kind = parameter.get("name"), parameter.get("parameterType")
+    if not name:
+        return [f"a {kind} parameter has no name: each parameter needs one"]
+    listed = (parameter.get("feasibleSpace") or {}).get("list") or []
+    if kind in ("categorical", "discrete"):
+        if not listed:
+            return [f"parameter {name}: a {kind} needs a non-empty feasibleSpace.list"]
+        if limits.LIST_VALUES.exceeded(len(listed)):
+            return [limits.LIST_VALUES.refusal(f"parameter {name}'s feasibleSpace.list", len(listed))]
+        repeated = sorted(str(v) for v, count in Counter(str(v) for v in listed).items() if count > 1)
+        if repeated:
+            return [f"parameter {name}: feasibleSpace.list holds {', '.join(repeated)} more than once"]
+    try:
+        distribution = space.from_katib_parameter(dict(parameter))
+    except ConfigError as exc:
+        return [str(exc)]
+    except (ValueError, TypeError, OverflowError) as exc:
+        return [f"parameter {name}: bad feasibleSpace {dict(parameter.get('feasibleSpace') or {})}: {exc}"]
+    if isinstance(distribution, (IntDistribution, FloatDistribution)):
+        if not (math.isfinite(distribution.low) and math.isfinite(distribution.high)):
+            return [f"parameter {name}: feasibleSpace min and max must be finite numbers"]
+    return []
 
 
 def lint_findings(doc: Mapping[str, Any]) -> list[Any]:
@@ -186,12 +211,20 @@ def observed_values(metrics: Mapping[str, str], goals: Sequence[experiment.Objec
 
 
 # ----------------------------------------------------------------------------------------------- proposals
-def propose(setup: Setup, trials: Sequence[TrialRecord], count: int) -> list[dict[str, str]]:
-    """``count`` new assignments (parameter -> value as text), each inside the feasible space (see the module)."""
+def propose(
+    setup: Setup,
+    trials: Sequence[TrialRecord],
+    count: int,
+    before_each: Callable[[int], None] | None = None,
+) -> list[dict[str, str]]:
+    """``count`` new assignments (parameter -> value as text), each inside the feasible space (see the module).
+    ``before_each(i)`` runs before the i-th proposal: the service's clock, which raises to stop a request."""
     if count < 0:
         raise ConfigError(f"the number of suggestions must be at least 0, got {count}")
     proposals: list[dict[str, str]] = []
-    for _ in range(count):
+    for i in range(count):
+        if before_each is not None:
+            before_each(i)
         pending = [TrialRecord(p, condition=RUNNING) for p in proposals]
         proposals.append(_propose_one(setup, [*trials, *pending]))
     return proposals

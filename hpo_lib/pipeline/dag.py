@@ -81,10 +81,14 @@ def select_winners(
     seeds: int,
     epochs: int,
     retrain_flags: str,
+    tracking_uri: str,
+    mlflow_experiment: str,
+    run_name: str,
     selection: Output[Artifact],
     leaderboard: Output[Markdown],
 ) -> list[dict]:
-    """Top-k by the objective plus the Pareto front; one retrain item per winner, with its seeds."""
+    """Top-k by the objective plus the Pareto front; one retrain item per winner, with its seeds. With a tracking
+    URI (the argument, else $MLFLOW_TRACKING_URI) the MLflow parent run opens here: retrains nest from their start."""
     import shutil
 
     from hpo_lib.pipeline import steps
@@ -99,7 +103,11 @@ def select_winners(
         seeds=seeds,
         epochs=epochs,
         retrain_flags=retrain_flags,
+        tracking_uri=tracking_uri or None,
+        mlflow_experiment=mlflow_experiment,
+        run_name=run_name,
     )
+    leaderboard.uri += ".md"  # opens as Markdown, not as a file without an extension
     shutil.copyfile(f"{selection.path}/leaderboard.md", leaderboard.path)
     return items
 
@@ -134,22 +142,22 @@ def evaluate(
     metrics: Output[Metrics],
 ):
     """Seeds summarised per winner, the champion (chosen by the tuning objective) and its verdict on test; SPA,
-    Reality Check and the Model Confidence Set over the retrains, on the single window and the rolling origins."""
+    Reality Check and the Model Confidence Set over the retrains, on the single window and the rolling origins.
+    The report is report.md and report.html (with the champion's equity curve and forecasts): named with their
+    extensions (the artifact URIs), so that they open as what they are."""
     import json
     import os
 
+    from hpo_lib import fileio
     from hpo_lib.pipeline import steps
-    from hpo_lib.results import render
+    from hpo_lib.results import pipeline_report
 
     result = steps.evaluate([m.path for m in models])
     os.makedirs(summary.path, exist_ok=True)
-    with open(os.path.join(summary.path, "summary.json"), "w") as handle:
-        json.dump(result, handle, indent=2, default=str)
-    text = render.summary_markdown(result)
-    with open(report.path, "w") as handle:
-        handle.write(text)
-    with open(report_html.path, "w") as handle:
-        handle.write(render.markdown_to_html(text, f"Retrained winners of {result['experiment']}"))
+    fileio.write_text(os.path.join(summary.path, "summary.json"), json.dumps(result, indent=2, default=str))
+    report.uri = report.uri.rsplit("/", 1)[0] + "/report.md"  # KFP (launcher and kfp.local) keeps the new URI
+    report_html.uri = report_html.uri.rsplit("/", 1)[0] + "/report.html"
+    pipeline_report.write(result, report.path, report_html.path)
     for name, value in result["champion_scalars"].items():
         metrics.log_metric(f"champion_{name}", value)
     for name in ("n_trials", "n_eligible", "n_winners", "n_retrains"):
@@ -175,6 +183,7 @@ def register(
     import json
     import os
 
+    from hpo_lib import fileio
     from hpo_lib.pipeline import steps
     from hpo_lib.results import render, tracking
 
@@ -190,8 +199,8 @@ def register(
         model_name=model_name,
         run_name=run_name,
     )
-    with open(registry.path, "w") as handle:
-        handle.write(render.registry_markdown(logged, result))
+    registry.uri += ".md"
+    fileio.write_text(registry.path, render.registry_markdown(logged, result))
     mlflow_store.metadata.update({"tracking_uri": uri, "registered_version": logged["registered_version"] or ""})
 
 
@@ -252,6 +261,9 @@ def katib_hpo(
         seeds=seeds,
         epochs=epochs,
         retrain_flags=retrain_flags,
+        tracking_uri=tracking_uri,
+        mlflow_experiment=mlflow_experiment,
+        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
     ).set_display_name("select winners")
     with dsl.ParallelFor(selected.outputs["Output"], parallelism=8) as item:
         retrained = retrain(

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hpo_lib import fileio
 from hpo_lib.pipeline import retrain
 from hpo_lib.results import tracking
 
@@ -20,7 +21,7 @@ RUN_FLAGS_SKIPPED = ("output_dir", "cache_dir")  # a retrain's folders: paths of
 
 def write_json(path: Path, value: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, indent=2, default=str))
+    fileio.write_text(path, json.dumps(value, indent=2, default=str))
 
 
 def read_json(path: str | Path) -> Any:
@@ -84,7 +85,7 @@ def scalar_results(item: Mapping[str, Any], report: Mapping[str, Any]) -> dict[s
     values["dm_statistic"] = report["dm"].get("statistic")
     values["dm_p_value"] = report["dm"].get("p_value")
     for name, result in (report.get("backtest") or {}).items():
-        if isinstance(result, dict):
+        if isinstance(result, dict) and "sharpe" in result:  # a backtest's figures, not the equity series
             prefix = "backtest" if name == "model" else name
             for key in ("sharpe", "max_drawdown", "win_rate", "total_return"):
                 values[f"{prefix}_{key}"] = result[key]

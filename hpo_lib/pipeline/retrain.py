@@ -39,14 +39,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from hpo_lib import data, models, train
+from hpo_lib import data, fileio, models, train
 from hpo_lib.data import baselines, inference, scoring
 from hpo_lib.errors import ConfigError, DataError
 from hpo_lib.pipeline.settings import CLUSTER
 from hpo_lib.trial import assemble
 from hpo_lib.trial.flags import TrialArgs, parse_args, validate
 
-FILES = ("model.pt", "config.json", "history.json", "evaluation.json", "forecasts.csv", "input_example.npy")
+SCALERS = "scalers.json"  # the retrain's scalers, target, window and features: what serving needs besides the model
+FILES = (
+    "model.pt",
+    "config.json",
+    "history.json",
+    "evaluation.json",
+    "forecasts.csv",
+    "input_example.npy",
+    SCALERS,
+)
 EXAMPLE_WINDOWS = 4  # the model's input example (for its MLflow signature): the last training windows
 NESTED = {"return": ("zero", "train_mean"), "direction": ("train_prior",), "volatility": ("train_mean",)}
 R2_BENCHMARK = {"return": "train_mean", "direction": "train_prior", "volatility": "train_mean"}
@@ -124,6 +133,13 @@ def evaluate_test(
         report["backtest"] = {
             "model": scoring.backtest(signal, asset, cost_bps=cost_bps).as_dict(),
             "buy_and_hold": scoring.backtest(np.ones_like(asset), asset, cost_bps=cost_bps).as_dict(),
+            "equity": {  # growth of 1 after each test day, net of costs: the report's equity curve
+                "dates": [str(d.date()) for d in ds.dates["test"]],
+                **{
+                    name: np.cumprod(1 + scoring.net_returns(p, asset, cost_bps=cost_bps)).round(6).tolist()
+                    for name, p in (("model", signal), ("buy_and_hold", np.ones_like(asset)))
+                },
+            },
         }
     model_losses = scoring.sample_losses(ds, "test", forecast)
     report["losses"] = {
@@ -446,20 +462,20 @@ def retrain_seeds(
         more, more_built = assemble.build_replicas(replace(args, seeds=1, seed=seed), [ds])
         replicas, built = replicas + more, built + more_built
 
-    def live(mean: dict[str, float]) -> None:  # one seed: its record is the mean, reported as its epoch ends
-        if on_epoch is not None and len(seeds) == 1:
-            on_epoch(seeds[0], "fit", _insample(mean), cfg.epochs)
+    def live(mean: dict[str, float], own: list[dict[str, float]]) -> None:
+        # every seed's own record (its replica's, with the shared lr and time) as the shared epoch ends
+        for seed, record in zip(seeds, own):
+            shared = {"lr": mean["lr"], "train_time_s": mean["train_time_s"]}
+            if on_epoch is not None:
+                on_epoch(seed, "fit", _insample({**record, **shared}), cfg.epochs)
 
-    result = train.fit_replicas(built, replicas, cfg, live, pack=args.pack, keep="each")
+    result = train.fit_replicas(built, replicas, cfg, pack=args.pack, keep="each", each=live)
     base = baselines.evaluate(ds, ("val", "test"), final=True)
     reports = {}
     for seed, model, kept in zip(seeds, built, result.replicas):
         model.load_state_dict(kept.state_dict)
         extra = [{"lr": m["lr"], "train_time_s": m["train_time_s"]} for m in result.history]
         history = [_insample({**own, **ex}) for own, ex in zip(kept.history, extra)]
-        if on_epoch is not None and len(seeds) > 1:  # several seeds: each one's epochs once the shared fit ends
-            for epoch in history:
-                on_epoch(seed, "fit", epoch, cfg.epochs)
         seed_args = replace(args, seed=seed)
         forecast = train.to_forecast(ds, train.predict(model, assemble.inputs_on_device(ds, "test", result.device)))
         report = evaluate_test(ds, forecast, cost_bps=cost_bps, results=base, n_trials=n_trials)
@@ -517,15 +533,31 @@ def _write_retrain(
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     assemble.save_model(model, out, args)
-    (out / "history.json").write_text(json.dumps(history, indent=2))
+    fileio.write_text(out / "history.json", json.dumps(history, indent=2))
     np.save(out / "input_example.npy", ds.x["train"][-EXAMPLE_WINDOWS:].astype(np.float32))
-    (out / "evaluation.json").write_text(json.dumps(report, indent=2))
+    fileio.write_text(out / "evaluation.json", json.dumps(report, indent=2))
+    fileio.write_text(out / SCALERS, json.dumps(_scalers(ds)))
     bar_forecast = base.forecasts[report["bar"]]["test"]
     rows = ["date,actual,forecast,bar_forecast"] + [
         f"{d.date()},{y:.8g},{f:.8g},{b:.8g}"
         for d, y, f, b in zip(ds.dates["test"], ds.y["test"], forecast, bar_forecast)
     ]
-    (out / "forecasts.csv").write_text("\n".join(rows) + "\n")
+    fileio.write_text(out / "forecasts.csv", "\n".join(rows) + "\n")
+
+
+def _scalers(ds: data.Dataset) -> dict[str, Any]:
+    """The retrain's feature and target scalers, target, window and feature names: with ``model.pt``, what
+    :mod:`hpo_lib.pipeline.serving` turns raw prices into forecasts with."""
+    target = ds.target_scaler
+    return {
+        "target": ds.target,
+        "window": ds.window,
+        "feature_names": list(ds.feature_names),
+        "feature_mean": ds.feature_scaler.mean.tolist(),
+        "feature_std": ds.feature_scaler.std.tolist(),
+        "target_mean": None if target is None else np.asarray(target.mean).tolist(),
+        "target_std": None if target is None else np.asarray(target.std).tolist(),
+    }
 
 
 def _period(ds: data.Dataset, part: str):

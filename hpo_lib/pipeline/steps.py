@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from hpo_lib import fileio
 from hpo_lib.errors import ConfigError, ExperimentError, HpoError, first_line, redact
 from hpo_lib.katib import client, manifests, space
 from hpo_lib.katib import experiment as katib_experiment
@@ -32,7 +33,7 @@ from hpo_lib.pipeline.progress import ProgressCallback, StepProgress, reporter
 from hpo_lib.pipeline.records import data_spec
 from hpo_lib.pipeline.settings import CLUSTER, PipelineSettings
 from hpo_lib.pipeline.summary import load_retrains, summarize
-from hpo_lib.results import render, tracking, winners
+from hpo_lib.results import render, retrain_tracking, winners
 from hpo_lib.study_record import FAILED, SUCCEEDED
 
 log = logging.getLogger(__name__)
@@ -208,6 +209,9 @@ def select_winners(
     seeds: int = CLUSTER.seeds,
     epochs: int = CLUSTER.epochs,
     retrain_flags: str = CLUSTER.retrain_flags,
+    tracking_uri: str | None = None,
+    mlflow_experiment: str = "",
+    run_name: str = "",
     on_progress: ProgressCallback | None = None,
 ) -> list[dict[str, Any]]:
     """Pick the winners and return one retrain item per winner, with its ``seeds`` (0 .. seeds - 1), all retrained
@@ -217,6 +221,10 @@ def select_winners(
     Each item carries everything its retrain needs (the trial's flags included): in a local ``dsl.ParallelFor``,
     other task outputs passed beside the loop item arrive replaced by it (kfp 2.16-2.17), so nothing else is
     passed. ``epochs`` 0 keeps the template's ``--epochs``; ``retrain_flags`` (e.g. ``--threads=1``) come last.
+
+    With a tracking URI (``tracking_uri``, else ``$MLFLOW_TRACKING_URI``) the pipeline's MLflow parent run is opened
+    here, before any retrain (:func:`pipeline_parent`), and each item names it (``mlflow_parent``), so each
+    retrain's run is nested under it from its start; :func:`register` ends it.
     """
     reporter(on_progress)(StepProgress("select winners"))
     PipelineSettings(
@@ -271,10 +279,49 @@ def select_winners(
                 "n_eligible": selection.n_eligible,
             }
         )
+    parent = pipeline_parent(tracking_uri, mlflow_experiment, run_name, str(tuned["experiment"])) if items else None
+    for item in items:
+        item["mlflow_parent"] = parent
     out = Path(out_dir)
     records.write_json(out / "selection.json", {**selection.to_dict(), "tune": tuned, "items": len(items)})
-    (out / "leaderboard.md").write_text(render.selection_markdown(selection, tuned))
+    fileio.write_text(out / "leaderboard.md", render.selection_markdown(selection, tuned))
     return items
+
+
+def pipeline_parent(uri: str | None, mlflow_experiment: str, run_name: str, experiment: str) -> dict[str, str] | None:
+    """The pipeline's MLflow parent run, opened RUNNING, as the items name it (run id, redacted tracking URI and
+    MLflow experiment); None without a tracking URI, or when MLflow fails (one warning: :func:`register` opens it)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "") if uri is None else uri
+    if not uri:
+        return None
+    mlflow_experiment = _mlflow_experiment(mlflow_experiment, experiment)
+    try:
+        run_id = retrain_tracking.open_pipeline_run(
+            uri,
+            experiment_name=mlflow_experiment,
+            name=_parent_name(run_name, experiment),
+            tags={"hpo.kind": "retrain", "hpo.experiment": experiment},
+        )
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many types; register opens the parent run instead
+        log.warning("MLflow: no parent run before the retrains (%s); register opens it", first_line(exc))
+        return None
+    return {"run_id": run_id, "tracking_uri": redact(uri), "experiment": mlflow_experiment}
+
+
+def _mlflow_experiment(mlflow_experiment: str, experiment: str) -> str:
+    """The MLflow experiment of the pipeline's runs: the argument, else ``$MLFLOW_EXPERIMENT_NAME``, else Katib's."""
+    return mlflow_experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME", "") or experiment
+
+
+def _parent_name(run_name: str, experiment: str) -> str:
+    return run_name or f"retrain-{experiment}"
+
+
+def _same_parent(parent: Mapping[str, Any] | None, uri: str, mlflow_experiment: str) -> str | None:
+    """The parent run's id when ``parent`` (an item's ``mlflow_parent``) is in this store and experiment."""
+    if parent and parent.get("tracking_uri") == redact(uri) and parent.get("experiment") == mlflow_experiment:
+        return str(parent["run_id"])
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- 4. retrain
@@ -299,7 +346,7 @@ def run_retrain(
 
     With a tracking URI (``tracking_uri``, else ``$MLFLOW_TRACKING_URI``) each seed's MLflow run is opened before
     training, in ``mlflow_experiment`` (else ``$MLFLOW_EXPERIMENT_NAME``, else the item's experiment): each epoch's
-    metrics appear (as the epoch ends with one seed, when the shared fit ends with several), then the test metrics,
+    metrics appear as the epoch ends (each seed's own, while the seeds train together), then the test metrics,
     ``evaluation.json``, ``forecasts.csv`` and the model; ``item.json`` records the run, which :func:`register`
     nests under the pipeline's parent run. A tracking failure costs the live run (one warning), never the retrain:
     :func:`register` then logs the retrain afresh.
@@ -315,9 +362,12 @@ def run_retrain(
         list(item["flags"]), data=data_spec(data_dir), cache_dir="", output_dir=str(out), eval_test=True
     )
     uri = os.environ.get("MLFLOW_TRACKING_URI", "") if tracking_uri is None else tracking_uri
-    experiment = mlflow_experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME", "") or str(item["experiment"])
+    experiment = _mlflow_experiment(mlflow_experiment, str(item["experiment"]))
+    parent = _same_parent(item.get("mlflow_parent"), uri, experiment) if uri else None
     params = {s: records.run_params(asdict(replace(args, seed=s)), data_dir) for s in seeds}
-    live = {s: _open_retrain_run(uri, experiment, per_seed[s], params[s], data_dir) if uri else None for s in seeds}
+    live = {
+        s: _open_retrain_run(uri, experiment, per_seed[s], params[s], data_dir, parent) if uri else None for s in seeds
+    }
     live_epochs = {s: live[s] is not None for s in seeds}
 
     def on_epoch(seed: int, phase: str, record: Mapping[str, float], epochs: int) -> None:
@@ -362,6 +412,7 @@ def run_retrain(
                     input_example=np.load(folder / "input_example.npy"),
                     code_path=records.package_copy(),
                     requirements=records.model_requirements(),
+                    forecaster=_forecaster(folder),
                 )
                 seed_item.update(mlflow_run_id=run.run_id, mlflow_model_uri=model_uri, mlflow_tracking_uri=redact(uri))
                 seed_item["mlflow_experiment"] = experiment
@@ -377,16 +428,31 @@ def run_retrain(
     return results
 
 
+def _forecaster(folder: Path) -> tuple[Any, dict[str, str]] | None:
+    """The retrain in ``folder`` as a pyfunc that takes raw prices (:mod:`.serving`); None for a folder written
+    before the retrains kept their scalers."""
+    if not (folder / retrain.SCALERS).exists():
+        return None
+    from hpo_lib.pipeline import serving
+
+    return serving.PriceForecaster(), {serving.ARTIFACT: str(folder)}
+
+
 def _open_retrain_run(
-    uri: str, experiment: str, item: Mapping[str, Any], params: Mapping[str, str], data_dir: str | Path
-) -> tracking.RetrainRun | None:
+    uri: str,
+    experiment: str,
+    item: Mapping[str, Any],
+    params: Mapping[str, str],
+    data_dir: str | Path,
+    parent: str | None,
+) -> retrain_tracking.RetrainRun | None:
     try:
-        tracking.check_server(uri)
-        return tracking.RetrainRun.open(
+        retrain_tracking.check_server(uri)
+        return retrain_tracking.RetrainRun.open(
             uri,
             experiment_name=experiment,
             name=str(item["id"]),
-            tags=records.retrain_tags(item),
+            tags={**records.retrain_tags(item), **({"mlflow.parentRunId": parent} if parent else {})},
             params=params,
             dataset=records.dataset(data_dir),
         )
@@ -429,6 +495,7 @@ def register(
     model_name = model_name or summary["experiment"]
     experiment = mlflow_experiment or summary["experiment"]
     runs = load_retrains(dirs)
+    opened = [_same_parent(r["item"].get("mlflow_parent"), uri, experiment) for r in runs]
     champion_id = summary["champion"]["item"]["id"]
     if summary["beats_bar"] and not any(r["item"]["id"] == champion_id for r in runs):
         raise HpoError(f"the champion {champion_id} is not among the {len(runs)} retrains given to register")
@@ -469,10 +536,12 @@ def register(
                 "artifacts": [folder / "forecasts.csv"],
                 "model": retrain.load_model(folder),
                 "input_example": np.load(folder / "input_example.npy"),
+                "forecaster": _forecaster(folder),
             }
         )
     parent = {
-        "name": run_name or f"retrain-{summary['experiment']}",
+        "run_id": next((p for p in opened if p), None),  # opened by the winners step: the retrains are under it
+        "name": _parent_name(run_name, summary["experiment"]),
         "tags": {
             "hpo.kind": "retrain",
             "hpo.experiment": summary["experiment"],
@@ -486,7 +555,7 @@ def register(
         "texts": {"report.md": render.summary_markdown(summary)},
         "dicts": {"summary.json": dict(summary)},
     }
-    return tracking.log_retrains(
+    return retrain_tracking.log_retrains(
         uri,
         experiment_name=experiment,
         parent=parent,

@@ -5,13 +5,40 @@ the Model Confidence Set) over every retrain, on the single test window and on t
 
 from __future__ import annotations
 
+import csv
+import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from hpo_lib.errors import HpoError
 from hpo_lib.pipeline import records, retrain
+
+# a forecast whose spread is below this fraction of the realised target's is near-constant: an "always up" (or
+# always-the-mean) forecast that scores like a naive baseline whatever the network behind it
+NEAR_CONSTANT = 0.05
+FORECASTS = "forecasts.csv"  # a retrain's test forecasts (date, actual, forecast, bar_forecast)
+
+
+def forecast_spread(folder: str | Path) -> float | None:
+    """The standard deviation of a retrain's test forecasts over that of the realised target (None without its
+    forecasts file, or a constant target)."""
+    path = Path(folder) / FORECASTS
+    if not path.exists():
+        return None
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if len(rows) < 2:
+        return None
+    actual = statistics.stdev(float(r["actual"]) for r in rows)
+    return statistics.stdev(float(r["forecast"]) for r in rows) / actual if actual > 0 else None
+
+
+def same_as_buy_and_hold(scalars: Mapping[str, float | None]) -> bool:
+    """The strategy's Sharpe ratio is buy-and-hold's to the last digit: the forecast never left the long side."""
+    model, hold = scalars.get("backtest_sharpe"), scalars.get("buy_and_hold_sharpe")
+    return model is not None and hold is not None and math.isclose(model, hold, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def retrain_dirs(dirs: Sequence[str | Path]) -> list[Path]:
@@ -60,6 +87,8 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         item, ranking = group[0]["item"], group[0]["evaluation"]["ranking_metric"]
         tests = [r["evaluation"]["model"][ranking] for r in group]
         scalars = [records.scalar_results(r["item"], r["evaluation"]) for r in group]
+        spread = _mean([forecast_spread(r["dir"]) for r in group])
+        bar_test = group[0]["evaluation"]["baselines"][group[0]["evaluation"]["bar"]][ranking]
         rows.append(
             {
                 "trial": trial_name,
@@ -74,7 +103,11 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 "test_max": max(tests),
                 "beats_bar": sum(r["evaluation"]["beats_bar"] for r in group),
                 "bar": group[0]["evaluation"]["bar"],
-                "bar_test": group[0]["evaluation"]["baselines"][group[0]["evaluation"]["bar"]][ranking],
+                "bar_test": bar_test,
+                "vs_bar_pct": 100.0 * (statistics.fmean(tests) - bar_test) / abs(bar_test) if bar_test else None,
+                "forecast_sd_ratio": spread,
+                "near_constant": spread is not None and spread < NEAR_CONSTANT,
+                "sharpe_is_buy_and_hold": all(same_as_buy_and_hold(s) for s in scalars),
                 "dm_p_values": [s.get("dm_p_value") for s in scalars],
                 "sharpe_mean": _mean([s.get("backtest_sharpe") for s in scalars]),
                 "max_drawdown_mean": _mean([s.get("backtest_max_drawdown") for s in scalars]),

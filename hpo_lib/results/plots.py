@@ -6,7 +6,8 @@ embedded once, so it opens offline) with the leaderboard table on top:
 * optimization history (objective per trial and the best so far), with the best naive baseline as a dashed line;
 * learning curves (the objective per epoch of every trial, one legend entry per trial; early-stopped trials end
   early), with the same baseline;
-* parameter importances (fANOVA, Optuna's default) once enough trials succeeded;
+* parameter importances (fANOVA, Optuna's default, titled with the trials they rest on) once
+  :data:`MIN_IMPORTANCE_TRIALS` succeeded (before that, a note on the page says why there are none);
 * slice plots (objective against each parameter);
 * the Pareto front for a multi-objective study.
 
@@ -29,7 +30,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpo_lib import metrics, study_record
+from hpo_lib import fileio, metrics, study_record
 from hpo_lib.results import render
 from hpo_lib.study_record import TrialRecord
 
@@ -38,6 +39,9 @@ SLICE_PARAMS = 6  # slice plots of the most important parameters only: a dozen p
 SLICE_COLUMNS = 3  # slice panels per row on the PNG, so that each stays readable
 BASELINE_NAME = "best naive baseline"
 BASELINE_STYLE = {"color": "#d62728", "dash": "dash"}
+# fANOVA's importances need trials to spread over the space: below this many succeeded ones they rank noise (with
+# 7 trials and 5 parameters any ranking fits), so no chart is drawn, only a note saying why
+MIN_IMPORTANCE_TRIALS = 10
 
 
 def baseline_value(study: optuna.Study, objective_name: str) -> float | None:
@@ -106,15 +110,16 @@ def _plots(study: optuna.Study, objective_name: str) -> list[tuple[str, str, Cal
                 lambda: _epochs_mpl(pm.plot_intermediate_values(study), objective_name),
             )
         )
-    if len(complete) >= 2 and varied:
+    if len(complete) >= MIN_IMPORTANCE_TRIALS and varied:
         plots.append(
             (
                 "importances",
-                "Parameter importances (fANOVA)",
+                f"Parameter importances (fANOVA, {len(complete)} trials)",
                 lambda: pv.plot_param_importances(study, **kw),
                 lambda: pm.plot_param_importances(study, **kw),
             )
         )
+    if len(complete) >= 2 and varied:
         plots.append(
             (
                 "slice",
@@ -135,6 +140,17 @@ def _plots(study: optuna.Study, objective_name: str) -> list[tuple[str, str, Cal
             )
         )
     return plots
+
+
+def skipped(study: optuna.Study) -> list[str]:
+    """Why a plot of :func:`_plots` is not drawn for this study, one sentence each (shown on the page)."""
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if 2 <= complete < MIN_IMPORTANCE_TRIALS:
+        return [
+            f"No parameter importances: {complete} succeeded trials, and fANOVA needs at least "
+            f"{MIN_IMPORTANCE_TRIALS} before its ranking means more than noise."
+        ]
+    return []
 
 
 def _epochs_plotly(fig, objective_name: str):
@@ -220,10 +236,14 @@ def write_report(
     if html_page:
         page = folder / "report.html"
         name = html.escape(study.study_name)
-        page.write_text(
+        fileio.write_text(
+            page,
             "<!doctype html><html><head><meta charset='utf-8'>"
             f"<title>{name}</title><style>{PAGE_STYLE}</style></head><body>"
-            f"<h1>{name}</h1>{render.leaderboard_html(study, k=top)}" + "".join(sections) + "</body></html>\n"
+            f"<h1>{name}</h1>{render.leaderboard_html(study, k=top)}"
+            + "".join(sections)
+            + "".join(f"<p class='note'>{html.escape(note)}</p>" for note in skipped(study))
+            + "</body></html>\n",
         )
         written.append(page)
     return written
@@ -257,7 +277,8 @@ def _save_png(axes, stem: str, path: Path, baseline: float | None, objective_nam
         panels = len(flat)
         figure.set_size_inches(max(3.2 * panels, 8), 5 if panels == 1 else 3.8)
         figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    with fileio.writing(path, "wb", None) as handle:  # atomic: a full disk keeps the previous PNG
+        figure.savefig(handle, dpi=110, format="png")
 
 
 def _slice_grid(flat: list) -> Any:

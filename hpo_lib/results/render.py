@@ -8,14 +8,15 @@ from __future__ import annotations
 import csv
 import html
 import json
-from collections.abc import Mapping
+import textwrap
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import optuna
 from optuna.trial import TrialState
 
-from hpo_lib import metrics, study_record
+from hpo_lib import fileio, metrics, study_record
 from hpo_lib.results.tracking import ALIAS
 from hpo_lib.results.winners import Selection
 from hpo_lib.study_record import KILLED_ENGINE, TrialRecord, katib_value, tally, trial_name
@@ -46,15 +47,47 @@ def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
     return records
 
 
+def typed_value(value: Any) -> Any:
+    """A Katib categorical's text as the number it spells (``"128"`` -> 128, ``"1e-3"`` -> 0.001); anything else
+    unchanged.
+
+    >>> typed_value("128"), typed_value("0.5"), typed_value("relu"), typed_value(3)
+    (128, 0.5, 'relu', 3)
+    """
+    if not isinstance(value, str):
+        return value
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            continue
+    return value
+
+
+def typed_columns(frame: Any, *, prefix: str) -> Any:
+    """``frame`` (a pandas DataFrame) with each ``prefix`` column whose values are all numbers as text typed as
+    numbers (:func:`typed_value`), so that ``"128"`` sorts after ``"16"``; a column with any other text is kept."""
+    from pandas.api.types import is_numeric_dtype
+
+    for column in [c for c in frame.columns if str(c).startswith(prefix) and not is_numeric_dtype(frame[c])]:
+        present = frame[column].dropna()
+        typed = [typed_value(v) for v in present]
+        if typed and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in typed):
+            whole = len(typed) == len(frame) and all(isinstance(v, int) for v in typed)  # NaN makes ints floats
+            frame[column] = [float("nan") if v is None else typed_value(v) for v in frame[column].tolist()]
+            frame[column] = frame[column].astype("int64" if whole else "float64")
+    return frame
+
+
 def export(study: optuna.Study, directory: Path) -> tuple[Path, Path]:
     """``trials.json`` (Katib Trial shape) and ``trials.csv`` (one row per trial, one column per metric)."""
     directory.mkdir(parents=True, exist_ok=True)
     records = trial_records(study)
     json_path, csv_path = directory / "trials.json", directory / "trials.csv"
-    json_path.write_text(json.dumps(records, indent=2))
+    fileio.write_text(json_path, json.dumps(records, indent=2))  # atomic: a full disk keeps the old export
     metric_names = sorted({m["name"] for r in records for m in r["observation"]["metrics"]})
     param_names = sorted({p["name"] for r in records for p in r["parameterAssignments"]})
-    with csv_path.open("w", newline="") as handle:
+    with fileio.writing(csv_path) as handle:
         writer = csv.writer(handle)
         writer.writerow(
             [
@@ -96,6 +129,29 @@ def compute_summary(study: optuna.Study) -> dict[str, float]:
         "epochs_saved": float(saved),
         "compute_saved_pct": 100.0 * saved / (run + saved) if run + saved else 0.0,
     }
+
+
+# a trial whose objective is this close to the best naive baseline's (relative) scores what a constant forecast
+# scores: most often it is one (an "always up" forecast of daily returns), whatever its architecture
+NEAR_BASELINE = 0.005
+
+
+def vs_baseline(value: float | None, baseline: float | None) -> float | None:
+    """The objective against the best naive baseline, in percent of the baseline (negative: lower than it)."""
+    if value is None or baseline is None or not baseline:
+        return None
+    return 100.0 * (value - baseline) / abs(baseline)
+
+
+def percent(value: float | None) -> str:
+    """``+1.23%``, never ``-0.00%``; ``n/a`` for None."""
+    return "n/a" if value is None else f"{round(value, 2) + 0.0:+.2f}%"
+
+
+def baseline_flag(value: float | None, baseline: float | None) -> str:
+    """``"≈ baseline"`` when the objective is within :data:`NEAR_BASELINE` of the baseline's, else ``""``."""
+    pct = vs_baseline(value, baseline)
+    return "≈ baseline" if pct is not None and abs(pct) < 100 * NEAR_BASELINE else ""
 
 
 def _metric_text(observation: Mapping[str, Mapping[str, float]], names: list[str]) -> str:
@@ -145,16 +201,27 @@ def leaderboard_html(study: optuna.Study, k: int = 10) -> str:
     params = sorted({name for t in ranked for name in t.params})
     names = study.metric_names or study.user_attrs.get(study_record.OBJECTIVE_NAMES) or []  # set by the engine
     objectives = names if len(names) == len(study.directions) else ["objective"] * len(study.directions)
-    head = ["rank", "trial", *objectives, "best naive baseline", "epochs", *extra, *params]
+    head = ["rank", "trial", *objectives, "best naive baseline", "vs baseline %", "", "epochs", *extra, *params]
     rows = []
     for rank, (t, r) in enumerate(zip(ranked, records), start=1):
         cells = [str(rank), str(t.number), *(_fmt(v) for v in t.values)]
-        cells.append(_fmt(r.latest(metrics.BASELINE_OBJECTIVE)))
+        base = r.latest(metrics.BASELINE_OBJECTIVE)
+        pct = vs_baseline(t.values[0], base)
+        cells += [_fmt(base), percent(pct), baseline_flag(t.values[0], base)]
         cells.append("?" if r.epochs_run is None else str(r.epochs_run))
         cells += [_fmt(r.latest(m), 4) for m in extra]
         cells += [_fmt(t.params[p], 4) if p in t.params else "" for p in params]  # the exports keep every digit
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     caption = f"Pareto front ({len(ranked)} trials)" if multi else f"top {len(ranked)} by the objective"
+    flagged = sum(
+        bool(baseline_flag(t.values[0], r.latest(metrics.BASELINE_OBJECTIVE))) for t, r in zip(ranked, records)
+    )
+    note = (
+        f"<p>≈ baseline: {flagged} of these trials score within {NEAR_BASELINE:.1%} of the best naive baseline, "
+        f"what a constant forecast scores; most often they are one.</p>"
+        if flagged
+        else ""
+    )
     table = (
         f"<div class='table-wrap'><table class='leaderboard'><caption>{html.escape(caption)}</caption><tr>"
         + "".join(f"<th>{html.escape(h)}</th>" for h in head)
@@ -164,7 +231,7 @@ def leaderboard_html(study: optuna.Study, k: int = 10) -> str:
         if ranked
         else "<p>no trial succeeded yet</p>"
     )
-    return f"<p>{html.escape(_counts_line(study))}</p>{table}<p>{html.escape(_compute_line(study))}</p>"
+    return f"<p>{html.escape(_counts_line(study))}</p>{table}{note}<p>{html.escape(_compute_line(study))}</p>"
 
 
 def leaderboard(study: optuna.Study, k: int = 5) -> str:
@@ -181,14 +248,28 @@ def leaderboard(study: optuna.Study, k: int = 5) -> str:
     for rank, t in enumerate(ranked, start=1):
         r = TrialRecord.from_frozen(t)
         base = r.latest(metrics.BASELINE_OBJECTIVE)
-        base_text = f" vs best naive baseline {base:.5g}" if base is not None else ""
+        pct = vs_baseline(t.values[0], base)
+        flag = baseline_flag(t.values[0], base)
+        flag_text = f"; {flag}" if flag else ""
+        base_text = f" vs best naive baseline {base:.5g} ({percent(pct)}{flag_text})" if pct is not None else ""
         value = "(" + ", ".join(f"{v:.5g}" for v in t.values) + ")" if multi else f"{t.value:.5g}"
-        params = " ".join(f"{name}={katib_value(v)}" for name, v in t.params.items())
+        params = " ".join(f"{name}={_fmt(v, 4)}" for name, v in t.params.items())
         lines.append(
             f"  #{rank} trial {t.number}: objective {value}{base_text}, "
-            f"{'?' if r.epochs_run is None else r.epochs_run} epochs | {_metric_text(r.observation, extra)}"
+            f"{'?' if r.epochs_run is None else r.epochs_run} epochs"
         )
-        lines.append(f"      {params}")
+        # its metrics, then its parameters at 4 significant digits (the export keeps them exact), wrapped at 80
+        # columns, a terminal's width, so that a long space never wraps mid-word
+        for text in (_metric_text(r.observation, extra), params):
+            if text:
+                lines += textwrap.wrap(
+                    text,
+                    80,
+                    initial_indent=" " * 6,
+                    subsequent_indent=" " * 6,
+                    break_on_hyphens=False,
+                    break_long_words=False,
+                )
     if not complete:
         lines.append("  no trial succeeded yet")
     lines.append(f"  {_compute_line(study)}")
@@ -245,18 +326,29 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
         f"is chosen by the tuning objective, never by test.",
         "",
         f"| rank | trial | top-k | Pareto | tuning {summary['objective_metric']} | test {ranking} mean ± sd "
-        f"(seeds) | best baseline (test) | beats it | DM p | Sharpe | max drawdown | win rate | val→test gap |",
-        "|---:|---|---|---|---:|---:|---|---:|---|---:|---:|---:|---:|",
+        f"(seeds) | best baseline (test) | vs baseline % | beats it | DM p | Sharpe | max drawdown | win rate | "
+        f"val→test gap | flags |",
+        "|---:|---|---|---|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---|",
     ]
     for r in summary["winners"]:
         p_values = ", ".join(_fmt(p, 2) for p in r["dm_p_values"])
+        pct = r.get("vs_bar_pct")
         lines.append(
             f"| {r['rank']} | {r['trial']} | {'yes' if r['top_k'] else ''} | {'yes' if r['pareto'] else ''} | "
             f"{_fmt(r['tuning_objective'])} | {_fmt(r['test_mean'])} ± {_fmt(r['test_sd'], 2)} ({len(r['seeds'])}) | "
-            f"{r['bar']} {_fmt(r['bar_test'])} | {r['beats_bar']}/{len(r['seeds'])} | {p_values} | "
+            f"{r['bar']} {_fmt(r['bar_test'])} | {percent(pct)} | "
+            f"{r['beats_bar']}/{len(r['seeds'])} | {p_values} | "
             f"{_fmt(r['sharpe_mean'], 3)} | {_fmt(r['max_drawdown_mean'], 3)} | {_fmt(r['win_rate_mean'], 3)} | "
-            f"{_fmt(r['val_test_gap_mean'], 3)} |"
+            f"{_fmt(r['val_test_gap_mean'], 3)} | {'; '.join(winner_flags(r))} |"
         )
+    flagged = [r["trial"] for r in summary["winners"] if winner_flags(r)]
+    if flagged:
+        lines += [
+            "",
+            f"Flags: {', '.join(flagged)}. A near-constant forecast (its spread a small fraction of the target's) "
+            f"scores like a naive baseline whatever the network behind it; a Sharpe ratio equal to buy-and-hold's "
+            f"means the strategy never left the long side. Neither is skill.",
+        ]
     backtest = summary.get("backtest") or {}
     if "buy_and_hold" in backtest:
         bh, cost = backtest["buy_and_hold"], backtest["buy_and_hold"]["cost_bps"]
@@ -266,7 +358,7 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
             f"the same days: Sharpe {bh['sharpe']:.3f}, max drawdown {bh['max_drawdown']:.3f}.",
         ]
     if "search_verdict" in summary:
-        lines += ["", f"Search-aware verdict (beats the baselines?): **{summary['search_verdict']}**"]
+        lines += ["", f"Search-aware verdict (beats the baselines?): **{summary['search_verdict']}**", ""]
         for label, search in (
             ("single test window", summary["search"]["single"]),
             ("rolling origins", summary["search"]["rolling"]),
@@ -275,8 +367,18 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
                 lines.append(f"- {label}: {search_line(search)}")
     inference = summary.get("inference")
     if inference:
-        lines += ["", "Champion (first seed), single test window:", *inference_lines(inference)]
+        lines += ["", "Champion (first seed), single test window:", "", *inference_lines(inference)]
     return "\n".join(lines) + "\n"
+
+
+def winner_flags(row: Mapping[str, Any]) -> list[str]:
+    """What a quant would question in a retrained winner's row (:func:`hpo_lib.pipeline.summary.summarize`)."""
+    flags = []
+    if row.get("near_constant"):
+        flags.append(f"near-constant forecast (sd {row['forecast_sd_ratio']:.1%} of the target's)")
+    if row.get("sharpe_is_buy_and_hold"):
+        flags.append("Sharpe = buy-and-hold's (always long)")
+    return flags
 
 
 def search_line(search: Mapping[str, Any]) -> str:
@@ -339,47 +441,30 @@ def inference_lines(inference: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def markdown_to_html(text: str, title: str) -> str:
-    """A self-contained HTML page for the KFP UI from our own Markdown (headings, paragraphs, lists, tables)."""
-    body: list[str] = []
-    table: list[str] = []
+PAGE_STYLE = (
+    "body{font-family:sans-serif;margin:1.5em;max-width:1400px}table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:4px 8px}th{background:#f3f3f3}figure{margin:1.5em 0}"
+    "figure img{max-width:100%}figcaption{color:#444}"
+)
 
-    def flush() -> None:
-        if table:
-            rows = [
-                [html.escape(c.strip()) for c in r.strip().strip("|").split("|")]
-                for r in table
-                if not set(r.replace("|", "").strip()) <= set("-: ")
-            ]
-            head, rest = rows[0], rows[1:]
-            body.append(
-                "<table><tr>"
-                + "".join(f"<th>{c}</th>" for c in head)
-                + "</tr>"
-                + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rest)
-                + "</table>"
-            )
-            table.clear()
 
-    for line in text.splitlines():
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush()
-        if line.startswith("# "):
-            body.append(f"<h1>{html.escape(line[2:])}</h1>")
-        elif line.startswith("* "):
-            body.append(f"<ul><li>{html.escape(line[2:])}</li></ul>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line).replace('**', '')}</p>")
-    flush()
-    style = (
-        "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}"
+def markdown_to_html(
+    text: str, title: str, *, figures: Sequence[tuple[str, str]] = (), notes: Sequence[str] = ()
+) -> str:
+    """A self-contained HTML page for the KFP UI: our Markdown rendered by Python-Markdown (tables, emphasis,
+    lists), then ``figures`` ((caption, image URI), a ``data:`` URI keeps the page one file) and ``notes``."""
+    import markdown
+
+    body = markdown.markdown(text, extensions=["tables"], output_format="html")
+    shown = "".join(
+        f"<figure><img src='{html.escape(uri)}' alt='{html.escape(caption)}'>"
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        for caption, uri in figures
     )
+    told = "".join(f"<p class='note'>{html.escape(note)}</p>" for note in notes)
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+        f"<style>{PAGE_STYLE}</style></head><body>{body}{shown}{told}</body></html>\n"
     )
 
 

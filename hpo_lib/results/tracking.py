@@ -1,5 +1,6 @@
-"""Every MLflow write of the project: local studies (a parent run per study, a nested run per trial) and the
-pipeline's retrains (a parent run, a nested run per retrain with its model, the champion in the registry).
+"""Every MLflow write of the project: local studies (a parent run per study, a nested run per trial) here, and the
+writing helpers :mod:`hpo_lib.results.retrain_tracking` logs the pipeline's retrains with (a parent run, a nested
+run per retrain with its model, the champion in the registry).
 
 Every run this module creates ends FINISHED (or its Katib status), or FAILED when one of its writes raises: each
 write to a new or reopened run happens inside :func:`ends_failed_on_error`, so no run is left RUNNING by a failed
@@ -9,11 +10,12 @@ The engine calls a :class:`StudyTracker` on its main thread, once per *finished*
 trial's path: every trial's per-epoch metrics, parameters, state and output tail go to MLflow in a few batched
 calls (``log_batch``) after the trial process has exited.
 
-Every experiment carries MLflow 3's type tag (``mlflow.experimentKind`` = ``custom_model_development``, so the
-UI opens on its runs); every run MLflow's own source and git tags (``mlflow.source.*``, from MLflow's run context
-providers) beside the redacted command line (``hpo.command``), the trial's flags under their Katib names as
-parameters (fixed flags included, in tuning and retrain runs alike) and its data set as a run input
-(``log_inputs``, context ``training``). Retrain runs are opened before training (:class:`RetrainRun`).
+Every experiment carries MLflow 3's type tag (``mlflow.experimentKind`` = ``custom_model_development``); MLflow
+3.17's UI opens an experiment on its runs only with the link of :func:`runs_url`, though (:data:`UI_WORKFLOW`).
+Every run carries MLflow's own source tags (``mlflow.source.*``, from MLflow's run context providers; the git ones
+from this package's checkout, :func:`git_tags`) beside the redacted command line (``hpo.command``), the trial's
+flags under their Katib names as parameters (fixed flags included, in tuning and retrain runs alike) and its data
+set as a run input (``log_inputs``, context ``training``).
 
 Tracking is on a local SQLite store by default
 (``sqlite:///<state_dir>/mlflow.db``, artifacts beside it); a tracking URI or ``MLFLOW_TRACKING_URI`` points it
@@ -32,6 +34,7 @@ unreachable one costs seconds, not MLflow's minutes of retries; MLflow's own ret
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -44,7 +47,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hpo_lib.errors import ConfigError, TrackingError, first_line, redact
+from hpo_lib.errors import ConfigError, first_line, redact, redact_value
 from hpo_lib.study_record import EARLY_STOPPED, FAILED, SUCCEEDED
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,10 @@ PROBE_TIMEOUT_S = 2.0  # connect and read timeout of one probe of the server
 PROBE_ATTEMPTS = 2
 # MLflow 3's experiment type: without it the UI opens an experiment on a type picker, not on its runs
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# MLflow 3.17's UI opens an experiment on GenAI's overview unless the browser chose "machine learning" once (it keeps
+# the choice in localStorage) or the link says so: the experiment tag above no longer decides (3.17 reads the
+# workflow type, URL first, for every experiment); a link from runs_url opens on the runs in any browser
+UI_WORKFLOW = ("workflowType", "machine_learning")
 RUN_FLAGS_SKIPPED = ("output-dir",)  # a per-run path, not a setting: it is the hpo.output_dir tag instead
 DATASET_SOURCE_TYPE = "katib-hpo"  # the data spec (yahoo:..., sample:..., file:...) that hpo_lib.data loads
 
@@ -74,7 +81,7 @@ def tracking_uri(uri: str | None = None, *, state_dir: str | Path = ".hpo") -> s
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
-def _client(uri: str):
+def client_for(uri: str):
     if uri.startswith(("http://", "https://")):
         for name, value in HTTP_LIMITS.items():
             os.environ.setdefault(name, value)  # read by MLflow at each request
@@ -83,7 +90,24 @@ def _client(uri: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # SQLAlchemy 2.1 deprecation noise from MLflow's store
         from mlflow.tracking import MlflowClient
+    # its SQL store logs each failed statement, parameters and traceback before raising: the raise is worded instead
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     return MlflowClient(tracking_uri=uri)
+
+
+def runs_url(uri: str, experiment: str) -> str | None:
+    """The MLflow UI's page of an experiment's runs, for an ``http(s)://`` tracking server (None for a local store,
+    or when the server does not know ``experiment``, a name): the link opens on the runs in a fresh browser too."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    try:
+        found = client_for(uri).get_experiment_by_name(experiment)
+    except Exception:  # noqa: BLE001 - a link is a convenience: a server gone since the study ended gives none
+        return None
+    if found is None:
+        return None
+    key, value = UI_WORKFLOW
+    return f"{redact(uri.rstrip('/'))}/#/experiments/{found.experiment_id}/runs?{key}={value}"
 
 
 def experiment_id(client, uri: str, name: str, artifact_root: Path | None = None) -> str:
@@ -133,7 +157,24 @@ def source_tags(argv: Sequence[str] | None = None) -> dict[str, str]:
     from mlflow.tracking.context.registry import resolve_tags
 
     command = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv))
-    return _clean({**resolve_tags(), "hpo.command": command})
+    return clean_tags({**git_tags(), **resolve_tags(), "hpo.command": command})
+
+
+@functools.cache
+def git_tags() -> dict[str, str]:
+    """``mlflow.source.git.commit``, ``.branch`` and ``.repoURL`` of the git checkout this package runs from; none
+    when it is installed from a wheel. MLflow's own provider asks about the main script, which is
+    ``.venv/bin/hpo`` (ignored by git, so MLflow finds no commit): the package's folder is asked instead."""
+    from mlflow.utils import git_utils
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_BRANCH, MLFLOW_GIT_COMMIT, MLFLOW_GIT_REPO_URL
+
+    folder = str(Path(__file__).resolve().parents[1])  # hpo_lib/
+    found = {
+        MLFLOW_GIT_COMMIT: git_utils.get_git_commit(folder),
+        MLFLOW_GIT_BRANCH: git_utils.get_git_branch(folder),
+        MLFLOW_GIT_REPO_URL: git_utils.get_git_repo_url(folder),
+    }
+    return {k: v for k, v in found.items() if v} if found[MLFLOW_GIT_COMMIT] else {}
 
 
 def flag_params(flags: Sequence[str]) -> dict[str, str]:
@@ -176,7 +217,7 @@ def dataset_input(spec: str, *, digest: str | None = None, profile: Mapping[str,
 @contextlib.contextmanager
 def run(client, experiment: str, *, name: str, tags: Mapping[str, str]) -> Iterator[str]:
     """A new run, yielded as its id: FINISHED when the block ends, FAILED when an exception escapes it."""
-    run_id = client.create_run(experiment, run_name=name, tags=_clean(tags)).info.run_id
+    run_id = client.create_run(experiment, run_name=name, tags=clean_tags(tags)).info.run_id
     with ends_failed_on_error(client, run_id):
         yield run_id
     client.set_terminated(run_id, status="FINISHED")
@@ -204,8 +245,8 @@ def log_batch(
     """Params and (name, value, step) metrics in as few calls as MLflow's batch limits allow."""
     from mlflow.entities import Metric, Param
 
-    timestamp = timestamp or _ms(None)
-    param_list = [Param(k, redact(str(v))[:6000]) for k, v in (params or {}).items()]
+    timestamp = timestamp or millis(None)
+    param_list = [Param(k, redact_value(k, str(v))[:6000]) for k, v in (params or {}).items()]
     metric_list = [Metric(k, float(v), timestamp, int(step)) for k, v, step in metrics]
     for start in range(0, len(param_list), 100):  # MLflow: at most 100 params per batch
         client.log_batch(run_id, params=param_list[start : start + 100])
@@ -213,9 +254,9 @@ def log_batch(
         client.log_batch(run_id, metrics=metric_list[start : start + _BATCH])
 
 
-def _clean(tags: Mapping[str, Any]) -> dict[str, str]:
+def clean_tags(tags: Mapping[str, Any]) -> dict[str, str]:
     """Tags as MLflow takes them (strings), with every credential redacted."""
-    return {k: redact(str(v)) for k, v in tags.items()}
+    return {k: redact_value(k, str(v)) for k, v in tags.items()}
 
 
 def unreachable(uri: str, *, timeout_s: float = PROBE_TIMEOUT_S, attempts: int = PROBE_ATTEMPTS) -> str | None:
@@ -256,12 +297,12 @@ class StudyTracker:
                 "server, point the tracking URI at one that runs, or turn tracking off",
                 settings=("tracking_uri", "no_tracking"),
             )
-        self.client = _client(uri)
         try:
+            self.client = client_for(uri)  # a SQLite store is created (migrated) here: a full disk fails here
             self.experiment_id = experiment_id(self.client, uri, experiment_name, artifact_root)
         except Exception as exc:  # noqa: BLE001 - MLflow raises many types; the user needs one line
             raise ConfigError(
-                f"MLflow tracking at {redact(uri)} is not usable: {_short(exc)} (point the tracking URI "
+                f"MLflow tracking at {redact(uri)} is not usable: {short_error(exc)} (point the tracking URI "
                 "elsewhere, or turn tracking off)",
                 settings=("tracking_uri", "no_tracking"),
             ) from None
@@ -327,8 +368,8 @@ class StudyTracker:
         run = self.client.create_run(
             self.experiment_id,
             run_name=name,
-            start_time=_ms(started),
-            tags=_clean(
+            start_time=millis(started),
+            tags=clean_tags(
                 {
                     "mlflow.parentRunId": self.parent_run_id or "",
                     "hpo.kind": "trial",
@@ -340,7 +381,7 @@ class StudyTracker:
             ),
         )
         run_id = run.info.run_id
-        now = _ms(None)
+        now = millis(None)
         metrics = [(metric, value, step) for metric, values in curves.items() for step, value in enumerate(values)]
         with ends_failed_on_error(self.client, run_id):
             fixed = flag_params(flags)
@@ -363,219 +404,9 @@ class StudyTracker:
         log_batch(self.client, run_id, params=params, metrics=metrics or [], timestamp=timestamp)
 
 
-def _ms(seconds: float | None) -> int:
+def millis(seconds: float | None) -> int:
     return int((time.time() if seconds is None else seconds) * 1000)
 
 
-def _short(exc: BaseException) -> str:
+def short_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first_line(exc, default='')}"[:300]  # first_line redacts
-
-
-# ----------------------------------------------------------------------------------------------- retrains
-def check_server(uri: str, *, timeout_s: float = 10.0) -> None:
-    """Fail fast, with the URI in the message, when an HTTP tracking server does not answer its health check."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    import requests
-
-    try:
-        response = requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
-    except requests.RequestException as exc:
-        raise TrackingError(
-            f"MLflow at {redact(uri)} is unreachable ({type(exc).__name__}); nothing was logged or "
-            f"registered, and the retrain results are still in the pipeline's artifacts"
-        ) from None
-    if response.status_code != 200:
-        raise TrackingError(
-            f"MLflow at {redact(uri)} answered its health check with HTTP {response.status_code}; nothing "
-            f"was logged or registered, and the retrain results are still in the pipeline's artifacts"
-        )
-
-
-class RetrainRun:
-    """One retrain's MLflow run, opened before its training starts (:meth:`open`) so that MLflow shows it RUNNING
-    with its per-epoch curves as they happen (:meth:`log_epoch`); :meth:`finish` adds the test metrics, files and
-    the model and ends it FINISHED, :meth:`fail` ends it FAILED. The run is nested under the pipeline's parent run
-    later, by :func:`log_retrains` (a nested run is a run with a ``mlflow.parentRunId`` tag).
-    """
-
-    def __init__(self, client, run_id: str) -> None:
-        self.client = client
-        self.run_id = run_id
-
-    @classmethod
-    def open(
-        cls,
-        uri: str,
-        *,
-        experiment_name: str,
-        name: str,
-        tags: Mapping[str, str],
-        params: Mapping[str, Any],
-        dataset: Any = None,
-        artifact_root: Path | None = None,
-    ) -> RetrainRun:
-        """Create the run (its experiment too when new); ``dataset`` is a :func:`dataset_input`."""
-        client = _client(uri)
-        if artifact_root is None and uri.startswith("sqlite:///"):  # artifacts beside the database
-            artifact_root = Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts"
-        exp = experiment_id(client, uri, experiment_name, artifact_root)
-        run_id = client.create_run(exp, run_name=name, tags=_clean({**source_tags(), **tags})).info.run_id
-        with ends_failed_on_error(client, run_id):
-            log_batch(client, run_id, params=params)
-            if dataset is not None:
-                log_inputs(client, run_id, [dataset])
-        return cls(client, run_id)
-
-    def log_epoch(self, record: Mapping[str, float], step: int) -> None:
-        """One epoch's metrics at ``step``, in one call."""
-        log_batch(self.client, self.run_id, metrics=[(k, v, step) for k, v in record.items()])
-
-    def finish(
-        self,
-        *,
-        metrics: Mapping[str, float],
-        dicts: Mapping[str, Any],
-        artifacts: Sequence[Path],
-        model: Any,
-        input_example: Any,
-        code_path: str,
-        requirements: Sequence[str],
-    ) -> str:
-        """Metrics (at step 0), JSON files, artifacts and the model; FINISHED (FAILED when a write raises). Returns
-        the model's URI."""
-        with ends_failed_on_error(self.client, self.run_id):
-            log_batch(self.client, self.run_id, metrics=[(k, v, 0) for k, v in metrics.items()])
-            for file, obj in dicts.items():
-                self.client.log_dict(self.run_id, obj, file)
-            for path in artifacts:
-                self.client.log_artifact(self.run_id, str(path))
-            model_uri = log_model(self.client, self.run_id, model, input_example, code_path, requirements)
-        self.client.set_terminated(self.run_id, status="FINISHED")
-        return model_uri
-
-    def fail(self) -> None:
-        with contextlib.suppress(Exception):  # the error that made the run fail matters more than this write
-            self.client.set_terminated(self.run_id, status="FAILED")
-
-
-def log_model(client, run_id: str, model: Any, input_example: Any, code_path: str, requirements: Sequence[str]) -> str:
-    """``model`` (a torch module) on run ``run_id`` with its signature and an input example; returns its URI.
-
-    The signature is inferred from the example and the model's output on it (a batch of windows, shape
-    (batch, window, features) -> (batch, outputs), the batch size free). The model is pickled (it loads back as its
-    own class, whatever the window length); explicit requirements skip MLflow's inference (a subprocess that
-    reloads the model: ~5 s each), and the package's code travels with the model, so it loads wherever torch is.
-    """
-    import mlflow
-    import mlflow.pytorch
-    import numpy as np
-    import torch
-    from mlflow.models import infer_signature
-
-    example = np.asarray(input_example, dtype=np.float32)
-    model.eval()
-    with torch.no_grad():
-        output = model(torch.from_numpy(example)).numpy()
-    mlflow.set_tracking_uri(client.tracking_uri)
-    with mlflow.start_run(run_id=run_id, log_system_metrics=False):
-        info = mlflow.pytorch.log_model(
-            model,
-            name="model",
-            serialization_format="pickle",
-            signature=infer_signature(example, output),
-            input_example=example,
-            code_paths=[code_path],
-            pip_requirements=list(requirements),
-        )
-    return info.model_uri
-
-
-def log_retrains(
-    uri: str,
-    *,
-    experiment_name: str,
-    parent: Mapping[str, Any],
-    runs: Sequence[Mapping[str, Any]],
-    register_as: str | None,
-    model_tags: Mapping[str, str],
-    code_path: str,
-    requirements: Sequence[str],
-) -> dict[str, Any]:
-    """One parent run with a nested run per retrain (and its model); optionally the champion in the registry.
-
-    ``parent``: ``name``, ``tags``, ``metrics`` ({name: value}), ``texts`` ({file: text}), ``dicts`` ({file: obj}).
-    Each of ``runs`` is either a retrain its own step already logged (``run_id`` and ``model_uri`` of its
-    :class:`RetrainRun`, and ``tags`` to add: it is nested under the parent) or one to log now: ``id``, ``tags``,
-    ``params``, ``dataset`` (a :func:`dataset_input` or None), ``curves`` ([(name, value, step)]), ``metrics``,
-    ``dicts``, ``artifacts`` (paths), ``model`` (a torch module) and ``input_example``. Each has ``champion``
-    (bool). With ``register_as``, the champion's model becomes a new version of that registered model and
-    :data:`ALIAS` moves to it; otherwise the registry is left as it was.
-
-    Raises:
-        TrackingError: the tracking server is unreachable or a write fails; every run opened so far ends FAILED.
-    """
-    check_server(uri)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # SQLAlchemy deprecation noise from MLflow's SQL store
-        import mlflow
-
-    result: dict[str, Any] = {
-        "tracking_uri": redact(uri),
-        "experiment": experiment_name,
-        "model_name": register_as,
-        "runs": {},
-        "registered_version": None,
-    }
-    try:
-        mlflow.set_tracking_uri(uri)
-        client = _client(uri)
-        artifacts = None
-        if uri.startswith("sqlite:///"):  # keep artifacts beside the database, not in the working directory
-            artifacts = Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts"
-        exp = experiment_id(client, uri, experiment_name, artifacts)
-        now = _ms(None)
-        with run(client, exp, name=parent["name"], tags={**source_tags(), **parent["tags"]}) as parent_id:
-            result["parent_run_id"] = parent_id
-            champion_uri = None
-            for retrain in runs:
-                if retrain.get("run_id"):  # logged live by its retrain step: nest it under this parent
-                    run_id, model_uri = retrain["run_id"], retrain["model_uri"]
-                    for key, value in {"mlflow.parentRunId": parent_id, **retrain.get("tags", {})}.items():
-                        client.set_tag(run_id, key, redact(str(value)))
-                else:
-                    tags = {"mlflow.parentRunId": parent_id, **retrain["tags"]}
-                    with run(client, exp, name=retrain["id"], tags={**source_tags(), **tags}) as run_id:
-                        log_batch(client, run_id, params=retrain["params"], metrics=retrain["curves"], timestamp=now)
-                        if retrain.get("dataset") is not None:
-                            log_inputs(client, run_id, [retrain["dataset"]])
-                        model_uri = RetrainRun(client, run_id).finish(
-                            metrics=retrain["metrics"],
-                            dicts=retrain["dicts"],
-                            artifacts=retrain["artifacts"],
-                            model=retrain["model"],
-                            input_example=retrain["input_example"],
-                            code_path=code_path,
-                            requirements=requirements,
-                        )
-                result["runs"][retrain["id"]] = {"run_id": run_id, "model_uri": model_uri}
-                if retrain["champion"]:
-                    champion_uri = model_uri
-            log_batch(client, parent_id, metrics=[(k, v, 0) for k, v in parent["metrics"].items()], timestamp=now)
-            for file, text in parent["texts"].items():
-                client.log_text(parent_id, redact(text), file)
-            for file, obj in parent["dicts"].items():
-                client.log_dict(parent_id, obj, file)
-            if register_as and champion_uri:
-                version = mlflow.register_model(champion_uri, register_as, tags=dict(model_tags))
-                client.set_registered_model_alias(register_as, ALIAS, version.version)
-                result["registered_version"] = str(version.version)
-                client.set_tag(parent_id, "hpo.registered", f"{register_as}@{ALIAS} = version {version.version}")
-            else:
-                client.set_tag(parent_id, "hpo.registered", "nothing: the champion does not beat the best baseline")
-    except Exception as exc:  # noqa: BLE001 - MLflow and its HTTP stack raise many types; the user needs one line
-        raise TrackingError(
-            f"MLflow at {redact(uri)} failed: {_short(exc)}"[:500]
-            + "; the retrain results are still in the pipeline's artifacts"
-        ) from None
-    return result

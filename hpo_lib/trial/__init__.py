@@ -33,7 +33,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo_lib import data, metrics
+from hpo_lib import data, fileio, metrics
 from hpo_lib.errors import DataError, run_main
 from hpo_lib.trial.assemble import (
     build_model,
@@ -279,7 +279,7 @@ def _pct(mine: float, theirs: float) -> str:
 
 def write_outputs(directory: Path, final: dict[str, Any], model: torch.nn.Module, args: TrialArgs) -> None:
     save_model(model, directory, args)
-    (directory / "metrics.json").write_text(json.dumps(final, indent=2))
+    fileio.write_text(directory / "metrics.json", json.dumps(final, indent=2))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

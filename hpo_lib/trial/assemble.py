@@ -13,7 +13,8 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo_lib import data
+from hpo_lib import data, fileio
+from hpo_lib.errors import redact_value
 from hpo_lib.trial.flags import TrialArgs
 
 if TYPE_CHECKING:
@@ -139,5 +140,6 @@ def save_model(model: torch.nn.Module, directory: Path, args: TrialArgs) -> None
     import torch
 
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps(asdict(args), indent=2))
+    stored = {k: redact_value(k, v) if isinstance(v, str) else v for k, v in asdict(args).items()}  # no secret
+    fileio.write_text(directory / "config.json", json.dumps(stored, indent=2))
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, directory / "model.pt")

@@ -356,3 +356,20 @@ def test_a_series_flat_on_half_its_days_is_still_a_market():
     close = np.append(close, close[-1] * 1.01)  # 100 days of returns, 50 of them flat
     # 50 % flat days is the most allowed: accepted
     assert len(data.validate_prices(_ohlcv(close))["c"]) == 101
+
+
+@pytest.mark.parametrize(("text", "rows"), [
+    ("Date,Close\n", 0), ("Date,Close\n2020-01-02,1\n", 1), ("Date,Close\n2020-01-02,1\n2020-01-03,2", 1),
+])
+def test_a_csv_is_counted_by_its_line_ends_without_parsing(tmp_path, text, rows):
+    path = tmp_path / "p.csv"
+    path.write_text(text)
+    # a last line without its line end is not counted: the bound errs by one row, never by a block
+    assert sources._csv_lines(path, block=4) == rows
+
+
+def test_an_infinite_price_is_named_as_such_not_as_a_nan_after_warm_up():
+    frame = pd.DataFrame({"Open": 1.0, "High": 1.0, "Low": 1.0, "Close": [1.0, np.inf, 1.0], "Volume": 1.0},
+                         index=pd.bdate_range("2020-01-01", periods=3))
+    with pytest.raises(DataError, match=r"^X: 1 row\(s\) with an infinite price, first on 2020-01-02; clean"):
+        sources.validate_prices({"X": frame})

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from hpo_lib.results import plots
-from tests.conftest import free_port, wait_for_http
+from tests.conftest import free_port, start_mlflow_server, stop_server, wait_for_http
 from tests.results.test_plots import BASELINE, tuned_study
 
 pytestmark = pytest.mark.e2e
@@ -92,3 +92,27 @@ def test_the_report_page_renders_every_plot_with_the_baseline(tmp_path):
     assert len(re.findall(rf'class="legendtext"[^>]*>best naive baseline \({BASELINE:g}\)<', dom)) == 2
     # the leaderboard is a table with the objective's name as a column
     assert "<table class=\"leaderboard\">" in dom and "<th>val_loss</th>" in dom
+
+
+def test_an_mlflow_experiment_link_opens_on_its_runs_in_a_fresh_browser(tmp_path):
+    from hpo_lib.results import tracking
+
+    server, url, log = start_mlflow_server(tmp_path)
+    try:
+        wait_for_http(f"{url}/health", server, log=log)
+        tracker = tracking.StudyTracker(url, "ui-exp")
+        tracker.open_study("local.ui-exp", {}, params={"algorithm": "tpe"})
+        tracker.log_trial(number=0, name="ui-exp-trial-0", condition="Succeeded", params={"lr": "0.1"},
+                          curves={"val_loss": [1.0, 0.5]}, tags={}, flags=["--model=lstm"])
+        tracker.close_study({"trials_complete": 1.0}, "leaderboard")
+        link = tracking.runs_url(url, "ui-exp")
+        runs = browse(link, screenshot=tmp_path / "mlflow-runs.png")
+        bare = browse(f"{url}/#/experiments/{tracker.experiment_id}", screenshot=tmp_path / "mlflow-bare.png")
+    finally:
+        stop_server(server)
+    # the link opens the runs table: the study's parent run, and both runs counted (the trial nested under it)
+    assert link == f"{url}/#/experiments/{tracker.experiment_id}/runs?workflowType=machine_learning"
+    assert ">local.ui-exp<" in runs and "<strong>2</strong> matching" in runs
+    # why the link carries the workflow type: MLflow 3.17 opens the bare experiment on GenAI's overview, its tag
+    # notwithstanding; when a later MLflow honours the tag this fails, and the link can lose its parameter
+    assert "matching" not in bare and "overview" in bare

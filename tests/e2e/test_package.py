@@ -47,6 +47,19 @@ def test_the_wheel_builds_without_warnings_and_holds_the_whole_package(wheel):
     # the pipeline definition and the typed-package marker are in it; the tests and the checkout's scripts are not
     assert {"hpo_lib/pipeline/dag.py", "hpo_lib/api.py", "hpo_lib/py.typed", "hpo_lib/version.py"} <= names
     assert not any(n.startswith(("tests/", "pipelines/", "bench/")) for n in names)
+    # the long description is the one written for pip users: docs/pypi.md, Markdown, nothing that needs a checkout
+    headers, _, description = metadata.partition("\n\n")
+    assert "Description-Content-Type: text/markdown" in headers
+    assert description.strip() == (ROOT / "docs" / "pypi.md").read_text().strip()
+    assert not re.search(r"(?i)\bmake \w|clon(e|ing)|\.venv/", description)
+    # every `hpo ...` command it shows is one the installed parser accepts
+    from hpo_lib import cli
+
+    commands = [line.split("#")[0].split() for block in re.findall(r"```bash\n(.*?)```", description, re.S)
+                for line in block.splitlines() if line.startswith("hpo ")]
+    assert len(commands) >= 6
+    for argv in commands:
+        cli._build_parser().parse_args(argv[1:])  # exits 2 on a command or flag the CLI does not have
 
 
 def _scripted_manifest(folder: Path) -> Path:
@@ -73,6 +86,7 @@ def test_pip_install_gives_a_working_hpo_for_every_subcommand(installed, tmp_pat
     # the installed hpo is the venv's and reports the one version; -v before or after the command
     assert run("--version") == f"hpo {__version__}\n"
     assert "commands:" in run("--help") and "--verbose" in run("tune", "--help")
+    assert "complete -o bashdefault -F _shtab_hpo hpo" in run("completion", "bash")  # shtab came with the package
     assert run("trial", "--help").startswith("usage: hpo trial")
     assert run("data", "fetch", "sample:sp500", "-v") == run("-v", "data", "fetch", "sample:sp500")
     assert "bundled or local data: nothing to cache" in run("data", "fetch", "sample:sp500")

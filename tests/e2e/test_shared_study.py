@@ -64,6 +64,10 @@ def assert_budget_held(study: optuna.Study, budget: int, parallel: int) -> None:
     assert len(trials) == budget + tally.interrupted
     # never more trials at once than parallelTrialCount, across all engines
     assert max_overlap(trials) <= parallel
+    # no engine proposed an assignment another had run or was running (issue 30: with one random_state, each
+    # engine's sampler replayed the same start-up draws); only a re-run repeats its interrupted trial's
+    drawn = [t.params["x"] for t in trials if "rerun_of" not in t.user_attrs]
+    assert len(set(drawn)) == len(drawn), drawn
 
 
 @pytest.mark.parametrize("stagger_s", [0.0, None], ids=["started-together-on-a-fresh-folder", "one-after-the-other"])

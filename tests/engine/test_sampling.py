@@ -39,6 +39,7 @@ ALGORITHMS = {
     "cmaes": [{"name": "sigma", "value": "0.5"}, {"name": "restart_strategy", "value": "none"},
               {"name": "random_state", "value": "3"}],
     "grid": [{"name": "random_state", "value": "3"}],
+    "sobol": [],  # Goptuna's sobol reads no setting (katib pkg/suggestion/v1beta1/goptuna/converter.go:93-94)
 }
 
 
@@ -56,6 +57,29 @@ def test_tpe_takes_hyperopts_settings_with_hyperopts_meaning():
     assert sampler._n_ei_candidates == 12
     # gamma is Hyperopt's: ceil(gamma * sqrt(n)) capped at 25, not Optuna's 10 % of n
     assert [sampler._gamma(n) for n in (1, 16, 100, 10_000)] == [1, 2, 3, 25]
+    # Hyperopt's tpe.suggest models each parameter on its own and sees only finished trials: univariate, no
+    # constant liar (Optuna 5's TPESampler defaults to both), whatever the study's direction count
+    study = optuna.create_study()
+    assert sampler._is_multivariate(study) is False and sampler._constant_liar is False
+    # Katib passes the request size as n_startup_jobs (katib pkg/suggestion/v1beta1/hyperopt/base_service.py:
+    # 287-313): the first request is random, every later one TPE once a trial finished
+    assert sampler._n_startup_trials == 1
+
+
+def test_tpe_draws_at_random_until_a_trial_finished_then_models_the_history(monkeypatch):
+    sampler = sampling.make_sampler({"algorithmName": "tpe", "algorithmSettings": ALGORITHMS["tpe"]},
+                                    {"x": optuna.distributions.FloatDistribution(0, 1)}, 40)
+    random_draws = []
+    draw = sampler._random_sampler.sample_independent
+    monkeypatch.setattr(sampler._random_sampler, "sample_independent",
+                        lambda *args: random_draws.append(args[1].number) or draw(*args))
+    study = optuna.create_study(sampler=sampler)
+    x = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    first_batch = [study.ask(x) for _ in range(3)]  # Katib's first request: nothing has finished
+    study.tell(first_batch[0], 0.5)
+    later = study.ask(x)  # the next request, after one trial finished
+    # the first batch is random, the next trial is TPE's (Hyperopt's n_startup_jobs = that request's size, 1)
+    assert random_draws == [0, 1, 2] and later.number == 3
 
 
 @pytest.mark.parametrize("n", [1, 4, 9, 50, 400, 100_000])
@@ -70,16 +94,31 @@ def test_cmaes_without_its_package_is_refused_in_one_line():
         sampling.make_sampler({"algorithmName": "cmaes"}, distributions(PARAMETERS[:2]), 4)
 
 
-def test_cmaes_restart_strategy_ipop_is_refused_naming_the_setting():
-    # Optuna >= 4.4 ignores restart_strategy, so the run stops rather than drop it
-    with pytest.raises(ConfigError, match="restart_strategy = 'ipop'"):
+@pytest.mark.skipif(not HAS_CMAES, reason="no cmaes package")
+@pytest.mark.parametrize("restart", ["ipop", "bipop"])
+def test_cmaes_runs_what_goptuna_runs_and_says_what_it_cannot(restart, caplog):
+    # Goptuna restarts with ipop/bipop (katib pkg/suggestion/v1beta1/goptuna/converter.go:56-62); Optuna >= 4.4 has
+    # no restarts: the engine runs it without them and says so once
+    algorithm = {"algorithmName": "cmaes", "algorithmSettings": [
+        {"name": "restart_strategy", "value": restart}, {"name": "sigma", "value": "-1"},
+        {"name": "random_state", "value": "-1"}, {"name": "popsize", "value": "8"}]}
+    sampler = sampling.study_sampler(algorithm, distributions(PARAMETERS[:2]), 4)
+    assert f"restart_strategy {restart}" in caplog.text and "without them" in caplog.text
+    cmaes = sampler.seeded.inner
+    # sigma <= 0 keeps the default sigma, as Goptuna's initOptimizer does (only s.sigma0 > 0 replaces it)
+    assert cmaes._sigma0 is None
+
+
+def test_cmaes_restart_strategy_goptuna_cannot_parse_is_refused_naming_the_stall():
+    # "None" passes Optuna's rules but not Goptuna's: on a cluster the Experiment would stay Running, no trial
+    with pytest.raises(ConfigError, match="restart_strategy = 'None' must be ipop, bipop or none.*no trial"):
         sampling.make_sampler({"algorithmName": "cmaes", "algorithmSettings": [
-            {"name": "restart_strategy", "value": "ipop"}]}, distributions(PARAMETERS[:2]), 4)
+            {"name": "restart_strategy", "value": "None"}]}, distributions(PARAMETERS[:2]), 4)
 
 
 @pytest.mark.parametrize("name, service", [
     ("hyperband", "suggestion-hyperband"), ("bayesianoptimization", "suggestion-skopt"),
-    ("sobol", "suggestion-goptuna"), ("pbt", "suggestion-pbt"), ("enas", "suggestion-enas"),
+    ("pbt", "suggestion-pbt"), ("enas", "suggestion-enas"),
     ("darts", "suggestion-darts"),
 ])
 def test_unserved_algorithms_are_refused_naming_their_service(name, service):
@@ -166,3 +205,63 @@ def test_the_multi_objective_algorithm_gets_the_suggestion_services_proposals():
     # a setting the service refuses fails before any trial, in the service's words
     with pytest.raises(ConfigError, match="setting n_ei_candidates = '0' must be an integer >= 1"):
         sampling.make_sampler(bad, distributions(PARAMETERS), 4)
+
+
+def test_multivariate_tpe_sees_a_failed_trial_as_running_as_katibs_optuna_service_does():
+    # Katib's Optuna service tells only trials that report the objective (katib pkg/suggestion/v1beta1/internal/
+    # trial.py:41-52, optuna/base_service.py:85-98): a failed trial stays RUNNING there, and the constant liar
+    # keeps counting it
+    sampler = sampling.make_sampler({"algorithmName": "multivariate-tpe"}, distributions(PARAMETERS[:1]), 4)
+    assert isinstance(sampler, sampling.FailedStayRunning) and sampler.inner._constant_liar is True
+    study = optuna.create_study(sampler=sampler)
+    lr = distributions(PARAMETERS[:1])
+    study.tell(study.ask(lr), 0.5)
+    study.tell(study.ask(lr), state=optuna.trial.TrialState.FAIL)
+    cut = study.ask(lr)  # a trial an interruption cut short: the engine's, never Katib's
+    cut.set_user_attr("interrupted", True)
+    study.tell(cut, state=optuna.trial.TrialState.FAIL)
+    seen = sampling._failed_running(study)
+    assert [t.state.name for t in seen.get_trials()] == ["COMPLETE", "RUNNING"]
+    running = seen._get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    assert [t.number for t in running] == [1]
+    assert [t.number for t in seen._get_trials(states=(optuna.trial.TrialState.COMPLETE,))] == [0]
+    study.optimize(lambda t: t.suggest_float("lr", 0.001, 0.1, log=True), n_trials=2)  # it samples with the view
+
+
+def test_sobol_runs_an_unscrambled_sobol_sequence_that_a_resume_continues():
+    # Katib serves sobol with Goptuna's sobol sampler (converter.go:93-94); the engine with Optuna's QMCSampler,
+    # whose position in the sequence is kept in the study, so a second sampler (a resume, another engine) goes on
+    space_ = {"a": optuna.distributions.FloatDistribution(0, 1), "b": optuna.distributions.FloatDistribution(0, 1)}
+    storage = optuna.storages.InMemoryStorage()
+    for _ in range(2):
+        sampler = sampling.study_sampler({"algorithmName": "sobol"}, space_, 8)
+        study = optuna.create_study(study_name="s", storage=storage, sampler=sampler, load_if_exists=True)
+        for _ in range(3):
+            study.tell(study.ask(space_), 1.0)
+    points = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert isinstance(sampler, optuna.samplers.QMCSampler) and len(set(points)) == 6
+
+
+@pytest.mark.skipif(not HAS_CMAES, reason="no cmaes package")
+def test_cmaes_searches_as_goptuna_linear_spaces_and_early_stopped_trials_pruned(tmp_path):
+    # Goptuna ignores a parameter's distribution (katib pkg/suggestion/v1beta1/goptuna/converter.go:113-164): a
+    # logUniform double is searched linearly on the cluster, so here too
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(experiment_doc("cmaes")))
+    assert cli.main(["tune", str(path), "--state-dir", str(tmp_path / "s"), "--no-tracking", "--no-progress"]) == 0
+    study = optuna.load_study(study_name="local.algo-cmaes", storage=f"sqlite:///{tmp_path}/s/studies.db")
+    assert study.trials[0].distributions["lr"] == optuna.distributions.FloatDistribution(0.001, 0.1)
+    # Goptuna takes an EarlyStopped trial as pruned (converter.go:195-196) and its CMA-ES learns from complete ones
+    # only; the engine shows Katib's other services an early-stopped trial as complete with its observation
+    sampler = sampling.make_sampler({"algorithmName": "cmaes"}, distributions(PARAMETERS[:2]), 4)
+    assert isinstance(sampler, sampling.EarlyStoppedPruned)
+    lr = distributions(PARAMETERS[:1])
+    history = optuna.create_study()
+    history.tell(history.ask(lr), 0.5)
+    stopped = history.ask(lr)
+    stopped.set_user_attr("katib_told", [0.4])
+    history.tell(stopped, 0.4)  # what KatibTells shows: complete, with the value Katib's services tell
+    seen = sampler.view(history)
+    assert [t.state.name for t in seen.get_trials()] == ["COMPLETE", "PRUNED"]
+    assert [t.number for t in seen._get_trials(states=(optuna.trial.TrialState.COMPLETE,))] == [0]
+    assert [t.number for t in seen._get_trials(states=(optuna.trial.TrialState.PRUNED,))] == [1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from hpo_lib import engine
@@ -21,6 +22,21 @@ def test_medianstop_stops_a_trial_worse_than_the_mean_at_start_step(tmp_path):
     # the objective is extracted with the manifest's strategy (min), additional metrics kept as Katib does
     assert study.trials[1].value == 3.0
     assert study.trials[1].user_attrs["observation"]["val_rmse"] == {"min": 6.0, "max": 6.0, "latest": 6.0}
+
+
+def script_manifest(tmp_path, name: str, text: str, *, strategies: list | None = None, **spec):
+    """The test manifest whose trial runs ``text`` as a Python script (``--x`` as the sampler draws it), with
+    ``metricStrategies`` replaced when given; ``spec`` as :func:`tests.conftest.manifest` takes it."""
+    script = tmp_path / name
+    script.write_text(text)
+    path = manifest(tmp_path, **spec)
+    doc = yaml.safe_load(path.read_text())
+    if strategies is not None:
+        doc["spec"]["objective"]["metricStrategies"] = strategies
+    container = doc["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]
+    container["args"] = [str(script), "--x=${trialParameters.x}"]
+    path.write_text(yaml.safe_dump(doc))
+    return path
 
 
 def test_mean_not_median_decides(tmp_path):
@@ -69,6 +85,29 @@ def test_max_failed_trial_count_fails_the_experiment_in_katibs_words(tmp_path):
     assert states(study) == [TrialState.FAIL, TrialState.FAIL]
     # nothing finished is lost: the export is written
     assert (tmp_path / "state" / "local.scripted" / "trials.json").exists()
+def test_max_failed_trial_count_zero_fails_the_experiment_at_the_first_failure(tmp_path):
+    # Katib: failed != 0 && failed >= maxFailedTrialCount (katib pkg/controller.v1beta1/experiment/util/
+    # status_util.go:205), so 0 fails the Experiment at its first failed trial; the engine used to ignore 0
+    path = manifest(tmp_path, maxTrialCount=4, maxFailedTrialCount=0)
+    with pytest.raises(ExperimentFailed, match="1 trial\\(s\\) failed and maxFailedTrialCount is 0"):
+        engine.run(path, options(tmp_path, mode="crash"))
+    study = optuna.load_study(study_name="local.scripted", storage=f"sqlite:///{tmp_path / 'state' / 'studies.db'}")
+    assert states(study) == [TrialState.FAIL]
+
+
+def test_a_word_pair_on_the_objectives_line_fails_the_trial_once_a_stopping_rule_exists(tmp_path):
+    # Katib's metrics collector, with an early-stopping rule, reads every filter match of a line naming the rule's
+    # metric and exits on a value that is not a number (katib cmd/metricscollector/v1beta1/file-metricscollector/
+    # main.go:191-216): `val_loss=0.3 optimizer=adam` then fails the trial with no metrics
+    path = script_manifest(tmp_path, "chatty.py", "for e in range(1, 4):\n    print(f'2026-01-01T00:00:0{e}Z epoch={e} "
+                           "val_loss=0.5 val_rmse=1 optimizer=adam', flush=True)\n", maxTrialCount=3)
+    study = engine.run(path, options(tmp_path))
+    # medianstop (min_trials_required 2) has no rule for the first two trials: read as the engine always did
+    assert states(study) == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL]
+    reason = study.trials[2].user_attrs["fail_reason"]
+    assert "printed 'optimizer=adam' on a line with val_loss" in reason and "main.go:205-216" in reason
+
+
 @pytest.mark.usefixtures("start")  # warm-forked and cold trials alike
 def test_hanging_trial_is_ended_at_its_deadline(tmp_path):
     opts = options(tmp_path, mode="hang")
@@ -112,7 +151,7 @@ def test_progress_reports_only_changes_and_ends_at_the_budget(tmp_path, parallel
 
 # ------------------------------------------------------------------------------------------------ manifests
 @pytest.mark.parametrize("change, message", [
-    ({"algorithm": {"algorithmName": "bayesianoptimization"}}, "not served by Katib's Optuna service"),
+    ({"algorithm": {"algorithmName": "bayesianoptimization"}}, "is not served by the local engine"),
     ({"parallelTrialCount": 9}, "W-CNT"),
     ({"algorithm": {"algorithmName": "multivariate-tpe", "algorithmSettings": [{"name": "foo", "value": "1"}]}},
      "setting 'foo' is unknown to multivariate-tpe"),
@@ -150,7 +189,7 @@ def test_nsga2_runs_a_multi_objective_study(tmp_path):
     opts.mo_sampler = "nsga2"
     study = engine.run(multi_manifest(tmp_path, maxTrialCount=2), opts)
     # the chosen sampler drives the study to the end of its budget
-    assert isinstance(study.sampler.inner, optuna.samplers.NSGAIISampler)
+    assert isinstance(study.sampler.inner.seeded, optuna.samplers.NSGAIISampler)
     assert states(study) == [TrialState.COMPLETE] * 2
 
 
@@ -218,3 +257,48 @@ def test_collectors_the_engine_cannot_run_as_katib_are_refused(tmp_path, collect
                     earlyStopping=None)  # Katib stops early only with StdOut or File collectors
     with pytest.raises(ConfigError, match=message):
         engine.run(path, options(tmp_path))
+
+
+def test_an_early_stopped_trial_that_met_the_goal_ends_the_experiment_as_on_katib():
+    # Katib's goal check reads every trial's objective observation, EarlyStopped ones included (katib
+    # pkg/controller.v1beta1/experiment/util/status_util.go:94-127); the engine tells an early-stopped trial's
+    # observation as KATIB_TOLD and used to read COMPLETE trials only
+    from hpo_lib import study_record
+    from hpo_lib.engine import study as loop
+
+    study = optuna.create_study()
+    x = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    study.tell(study.ask(x), 0.5)
+    stopped = study.ask(x)
+    stopped.report(0.9, 0)  # Optuna keeps the last report as a pruned trial's value; Katib its observation
+    stopped.set_user_attr(study_record.KATIB_TOLD, [0.1])
+    study.tell(stopped, state=TrialState.PRUNED)
+    assert loop._goal_reached(study, 0.2, minimize=True)
+    assert not loop._goal_reached(study, 0.05, minimize=True) and not loop._goal_reached(study, 0.95, minimize=False)
+
+
+def test_a_metric_printed_twice_on_a_line_keeps_both_values_as_katib_does(tmp_path):
+    # Katib's collector appends every filter match of a line to the observation log (katib
+    # pkg/metricscollector/v1beta1/file-metricscollector/file-metricscollector.go:100-118), and min/max/latest run
+    # over all of them (pkg/controller.v1beta1/trial/trial_controller_util.go:205-235); the engine kept the last
+    path = script_manifest(tmp_path, "twice.py", "print('2026-01-01T00:00:01Z epoch=1 val_loss=0.9 val_rmse=1 "
+                           "val_loss=0.85', flush=True)\n", maxTrialCount=1)
+    study = engine.run(path, options(tmp_path))
+    observed = study.trials[0].user_attrs["observation"]["val_loss"]
+    assert observed == {"min": 0.85, "max": 0.9, "latest": 0.85}
+
+
+def test_latest_is_the_newest_timestamp_and_an_unstamped_line_is_the_zero_time(tmp_path):
+    # Katib's `latest` is the value with the newest timestamp, ties to the later line (katib
+    # pkg/controller.v1beta1/trial/trial_controller_util.go:226-235), and a line without one is stamped with the
+    # zero time (pkg/metricscollector/v1beta1/file-metricscollector/file-metricscollector.go:89-97)
+    lines = ("for line in ['2026-01-01T00:00:02Z epoch=1 val_loss=0.5 val_rmse=1',\n"
+             "             '2026-01-01T00:00:01Z epoch=2 val_loss=0.7 val_rmse=1',\n"
+             "             'epoch=3 val_loss=0.9 val_rmse=1']:\n"
+             "    print(line, flush=True)\n")
+    latest = [{"name": "val_loss", "value": "latest"}, {"name": "val_rmse", "value": "latest"}]
+    path = script_manifest(tmp_path, "stamps.py", lines, maxTrialCount=1, strategies=latest)
+    study = engine.run(path, options(tmp_path))
+    # printed last, 0.9 has the zero time; 0.7 is older than 0.5: Katib's latest is 0.5, the study's value too
+    assert study.trials[0].user_attrs["observation"]["val_loss"] == {"min": 0.5, "max": 0.9, "latest": 0.5}
+    assert study.trials[0].value == 0.5

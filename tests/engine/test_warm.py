@@ -103,12 +103,18 @@ def test_a_worker_that_dies_is_replaced_and_its_trial_reported(tmp_path):
 
     opts = options(tmp_path, curves="1", sleep="0.5")
     opts.warm_start, opts.on_progress = "python", kill_the_server
-    study = engine.run(manifest(tmp_path, maxTrialCount=2, maxFailedTrialCount=None), opts)
-    first, second = study.get_trials()
+    study = engine.run(manifest(tmp_path, maxTrialCount=2, maxFailedTrialCount=1), opts)
+    first, rerun, third = study.get_trials()
     assert killed, "the warm server was found and killed while the first trial ran"
-    # the trial that lost its server is reported with the reason, not lost; the next one ran warm on a new server
+    # the trial that lost its server is reported with the reason, not lost, and counted as interrupted: the engine's
+    # fault, not the trial's. It is re-run with its parameters on a new server, warm, taking no budget (two trials
+    # still complete) and no failure (maxFailedTrialCount 1 is not reached)
     assert first.state == TrialState.FAIL and "warm trial worker died" in first.user_attrs["fail_reason"]
-    assert second.state == TrialState.COMPLETE and second.user_attrs["warm_start"] is True
+    assert first.user_attrs["interrupted"] is True
+    assert rerun.user_attrs["rerun_of"] == first.number and rerun.params == first.params
+    assert rerun.state == TrialState.COMPLETE and rerun.user_attrs["warm_start"] is True
+    assert third.state == TrialState.COMPLETE
+    assert engine.tally(study).failed == 0 and engine.tally(study).interrupted == 1
 
 
 def test_cold_start_runs_every_trial_as_a_fresh_process(tmp_path):

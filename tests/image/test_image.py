@@ -251,7 +251,7 @@ def test_dockerignore_keeps_out(path):
     assert dockerignored(path)
 
 
-@pytest.mark.parametrize("path", ["pyproject.toml", "constraints.txt", "README.md", "hpo_lib/trial/__init__.py"])
+@pytest.mark.parametrize("path", ["pyproject.toml", "constraints.txt", "docs/pypi.md", "hpo_lib/trial/__init__.py"])
 def test_dockerignore_sends_what_the_dockerfile_copies(path):
     assert not dockerignored(path)
 
@@ -262,7 +262,8 @@ def test_dockerignore_sends_what_the_dockerfile_copies(path):
 def test_dockerfile_copies_only_the_package_and_its_pins(dockerfile, extra):
     sources = {src for keyword, args in instructions(dockerfile) if keyword == "COPY"
                for src in shlex.split(args)[:-1]}
-    assert sources == {"pyproject.toml", "constraints.txt", "README.md", "LICENSE", "hpo_lib/"} | extra
+    # docs/pypi.md: the package's long description (pyproject.toml's readme), which pip needs to build it
+    assert sources == {"pyproject.toml", "constraints.txt", "docs/pypi.md", "LICENSE", "hpo_lib/"} | extra
     # and the build context sends each of them
     assert not [src for src in sources if dockerignored(src.rstrip("/") + ("/trial.py" if src.endswith("/") else ""))]
 

@@ -172,3 +172,32 @@ def test_fixed_flags_are_read_and_set_in_the_template():
     assert experiment.trial_command(doc, {"x": "1"}).argv[-1] == "--data=sample:sp500"
     with pytest.raises(ConfigError, match="no container named 'other'"):
         experiment.primary_container(doc["spec"]["trialTemplate"]["trialSpec"], "other")
+
+
+def test_a_configmap_template_is_one_line_naming_where_it_lives(tmp_path, capsys):
+    # Katib fetches spec.trialTemplate.configMap from the cluster (katib pkg/controller.v1beta1/experiment/manifest/
+    # generator.go:200-221); the engine cannot: one line, not a KeyError: 'trialSpec' traceback
+    doc = copy.deepcopy(BASE)
+    template = doc["spec"]["trialTemplate"]
+    template.pop("trialSpec")
+    template["configMap"] = {"configMapName": "trial-templates", "configMapNamespace": "kubeflow",
+                             "templatePath": "job.yaml"}
+    template.update(successCondition="status.succeeded > 0", failureCondition="status.failed > 0")
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert cli.main(["tune", str(path), "--state-dir", str(tmp_path / "state"), "--no-tracking"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "kubeflow/trial-templates" in err and "inline it" in err, err
+
+
+@pytest.mark.parametrize("api_version, kind", [
+    ("trainer.kubeflow.org/v1alpha1", "TrainJob"), ("kubeflow.org/v1", "PyTorchJob"), ("kubeflow.org/v1", "MPIJob"),
+    ("argoproj.io/v1alpha1", "Workflow"),
+])
+def test_a_trial_kind_other_than_job_is_refused_for_what_it_is(api_version, kind):
+    # Katib runs the kinds of its trialResources (katib pkg/controller.v1beta1/trial/trial_controller.go:103-106); the
+    # engine runs a Job's container: the reason is the kind, not a missing container
+    doc = copy.deepcopy(BASE)
+    doc["spec"]["trialTemplate"]["trialSpec"].update(apiVersion=api_version, kind=kind)
+    with pytest.raises(ConfigError, match=f"trial kind {api_version}/{kind}: the local engine runs batch/v1 Job"):
+        experiment.trial_command(doc, {"x": "0.5"})

@@ -320,7 +320,8 @@ RULES = [
     ("R3-min-above-max", [("spec.parameters[1].feasibleSpace.min", "256")], {}, "R3",
      "min 256 is greater than max 128"),
     ("R3-step", [("spec.parameters[1].feasibleSpace.step", "0")], {}, "R3", "step 0 must be > 0"),
-    ("R3-log-min", [("spec.parameters[0].feasibleSpace.min", "0")], {}, "R3", "logUniform and needs min > 0"),
+    ("R3-log-min", [("spec.algorithm", {"algorithmName": "tpe"}), ("spec.parameters[0].feasibleSpace.min", "0")], {},
+     "R3", "logUniform and needs min > 0"),
     ("R4-normal-on-optuna", [("spec.parameters[0].feasibleSpace.distribution", "normal")], {}, "R4",
      "distribution normal is not supported by multivariate-tpe"),
     ("R4-cmaes", [("spec.algorithm", {"algorithmName": "cmaes"}), ("spec.parameters[1]", {
@@ -679,3 +680,54 @@ def lint_root():
     from pathlib import Path
 
     return Path(__file__).resolve().parents[2] / "manifests"
+
+
+def test_cmaes_settings_are_checked_as_goptuna_reads_them():
+    # Goptuna (Katib's default service for cmaes, katib pkg/suggestion/v1beta1/goptuna/converter.go:40-68) runs
+    # bipop, any integer seed, sigma <= 0 (its default then) and unknown names (skipped): no finding
+    doc = copy.deepcopy(VALID)
+    doc["spec"]["parameters"] = [
+        {"name": n, "parameterType": "double", "feasibleSpace": {"min": "0.1", "max": "0.9"}} for n in ("a", "b")]
+    doc["spec"]["trialTemplate"]["trialParameters"] = [
+        {"name": n, "description": n, "reference": n} for n in ("a", "b")]
+    container = doc["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]
+    container["args"] = ["--a=${trialParameters.a}", "--b=${trialParameters.b}"]
+    accepted = [{"name": "restart_strategy", "value": "bipop"}, {"name": "random_state", "value": "-1"},
+                {"name": "sigma", "value": "-1"}, {"name": "popsize", "value": "8"}]
+    doc["spec"]["algorithm"] = {"algorithmName": "cmaes", "algorithmSettings": accepted}
+    assert [f for f in errors(validate_experiment(doc)) if "R2" in f] == []
+    # what Goptuna cannot parse answers gRPC Internal, which the controller takes as valid (katib
+    # pkg/controller.v1beta1/suggestion/suggestionclient/suggestionclient.go:228-246): the Experiment would stay
+    # Running with no trial, so it is an error here, naming that stall
+    doc["spec"]["algorithm"]["algorithmSettings"] = [{"name": "restart_strategy", "value": "None"}]
+    (found,) = [f for f in errors(validate_experiment(doc)) if "R2" in f]
+    assert "restart_strategy = 'None' must be ipop, bipop or none" in found and "no trial" in found
+
+
+@pytest.mark.parametrize("collector, source, error", [
+    # Katib defaults each fileSystemPath field on its own (katib pkg/apis/controller/experiments/v1beta1/
+    # experiment_defaults.go:162-190): a path without kind or format is a valid File / TensorFlowEvent collector
+    ({"kind": "File"}, {"fileSystemPath": {"path": "/var/log/m.log"}}, None),
+    ({"kind": "File"}, {"fileSystemPath": {}}, None),
+    ({"kind": "TensorFlowEvent"}, {"fileSystemPath": {"path": "/var/log/tf/"}}, None),
+    # a Custom collector's fileSystemPath, `{}` too, needs an absolute path and a kind (katib
+    # pkg/webhook/v1beta1/experiment/validator/validator.go:546-552)
+    ({"kind": "Custom", "customCollector": {"name": "c", "image": "x"}}, {"fileSystemPath": {}},
+     "Custom collector fileSystemPath needs an absolute path and kind File or Directory"),
+])
+def test_collector_paths_are_defaulted_and_checked_as_katibs_webhooks_do(collector, source, error):
+    doc = copy.deepcopy(VALID)
+    doc["spec"].pop("earlyStopping", None)  # early stopping needs StdOut or File (R6): not what is tested here
+    doc["spec"]["metricsCollectorSpec"] = {"collector": collector, "source": source}
+    found = [f for f in errors(validate_experiment(doc)) if "W-MC" in f]
+    assert found == ([] if error is None else [f"error W-MC: {error}, got {{}}"]), found
+
+
+@pytest.mark.parametrize("algorithm", ["multivariate-tpe", "grid", "cmaes"])
+def test_a_log_scale_from_zero_is_no_error_where_katibs_service_clamps_or_ignores_it(algorithm):
+    # Katib's Optuna service clamps min to 1e-10 / 1 (katib pkg/suggestion/v1beta1/optuna/base_service.py:124-150),
+    # Goptuna ignores the distribution (goptuna/converter.go:113-164); only Hyperopt's log(0) fails
+    doc = copy.deepcopy(VALID)
+    doc["spec"]["algorithm"] = {"algorithmName": algorithm}
+    doc["spec"]["parameters"][0]["feasibleSpace"]["min"] = "0"
+    assert not [f for f in errors(validate_experiment(doc)) if "needs min > 0" in f]

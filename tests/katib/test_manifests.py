@@ -216,3 +216,26 @@ def test_validate_command_reports_rules_and_exit_code(tmp_path, capsys):
     out = capsys.readouterr().out
     # the budget rule and the shell-safety rule are named
     assert "W-CNT" in out and "S-SHELL" in out and "INVALID" in out
+
+
+@pytest.mark.parametrize("overlay", ["optuna-tpe", "katib-hpo-multiobjective"])
+def test_the_katib_config_overlays_write_only_fields_katibs_config_types_read(overlay):
+    from kubernetes.client import V1Container
+
+    # katib pkg/apis/config/v1beta1/types.go:101-126: a suggestion is a corev1.Container inline plus five fields;
+    # early stopping and metrics collectors have no securityContext, and Katib's decoder drops unknown fields
+    container = set(V1Container.attribute_map.values())
+    fields = {
+        "suggestions": container | {"algorithmName", "serviceAccountName", "volumeMountPath",
+                                    "persistentVolumeClaimSpec", "persistentVolumeSpec", "persistentVolumeLabels"},
+        "earlyStoppings": {"algorithmName", "image", "imagePullPolicy", "resources"},
+        "metricsCollectors": {"kind", "image", "imagePullPolicy", "resources", "waitAllProcesses"},
+    }
+    path = MANIFESTS / "overlays" / overlay / "katib-config.yaml"
+    config = yaml.safe_load(load(path)["data"]["katib-config.yaml"])
+    for section, known in fields.items():
+        for entry in config["runtime"][section]:
+            assert set(entry) <= known, (section, set(entry) - known)
+    # the suggestions are hardened where Katib reads it; what it cannot harden is said in the file
+    assert all("securityContext" in s for s in config["runtime"]["suggestions"])
+    assert "cannot harden metrics collectors or early stopping" in path.read_text()

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import optuna
 import pytest
 from grpc_health.v1 import health_pb2
 
+from hpo_lib import limits
 from hpo_lib.engine import sampling
 from hpo_lib.engine.katib_view import TOLD_ATTR, KatibTells
 from hpo_lib.errors import ConfigError
 from hpo_lib.katib import service, space, suggestion
 from tests.katib.katib_messages import (
     CONDITION,
+    TYPES,
     Client,
     experiment_message,
     history,
@@ -137,3 +145,119 @@ def test_laptop_and_cluster_propose_the_same_configurations(server, sampler):
 
 def first_assignment(message) -> dict[str, str]:
     return {a.name: a.value for a in message.spec.parameter_assignments.assignments}
+
+
+# ----------------------------------------------------------------------------------------------- hostile requests
+def _request(experiment, count: int, trials=()) -> object:
+    return pb.GetSuggestionsRequest(experiment=experiment, trials=list(trials), current_request_number=count,
+                                    total_request_number=len(trials) + count)
+
+
+def _serving(client: Client, timeout: float = 1.0) -> bool:
+    check = client.health.Check(health_pb2.HealthCheckRequest(service=service.HEALTH_SERVICE), timeout=timeout)
+    return check.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_flood_of_huge_requests_is_refused_at_once_and_a_normal_request_answers_within_a_second(server):
+    client = Client(server.port)
+    experiment = experiment_message(spec())
+    huge = [2**31 - 1] + [10**6] * 6
+    with ThreadPoolExecutor(len(huge)) as pool:
+        caught = list(pool.map(lambda n: _error(lambda: client.get(_request(experiment, n), timeout=10)), huge))
+    for error in caught:  # each refused in one line naming the field and the cap, not computed
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.details().startswith("current_request_number is ")
+        assert "over the limit of 1,000 suggestions" in error.details()
+        assert "HPO_LIMIT_SUGGESTIONS_PER_REQUEST" in error.details()
+    assert _serving(client)
+    start = time.monotonic()
+    assert len(client.suggest(experiment, history(client, experiment, 0), 2)) == 2
+    assert time.monotonic() - start < 1.0
+
+
+def test_a_request_past_its_time_budget_stops_and_others_are_served_meanwhile(server, monkeypatch):
+    monkeypatch.setenv(limits.SUGGESTION_BUDGET_S.env, "1")
+    client = Client(server.port)
+    experiment = experiment_message(spec())
+    trials = history(client, experiment, 3)
+    with ThreadPoolExecutor(6) as pool:  # six requests for the cap each: more than the service computes at once
+        heavy = [pool.submit(_error, lambda: client.get(_request(experiment, 1000, trials), timeout=30))
+                 for _ in range(6)]
+        time.sleep(0.3)
+        # meanwhile the probes answer, and a normal request waits at most for a slot's budget, not for the flood
+        assert _serving(client)
+        start = time.monotonic()
+        assert len(client.suggest(experiment, trials, 1)) == 1
+        assert time.monotonic() - start < 4.0
+        errors = [f.result() for f in heavy]
+    for error in errors:
+        assert error.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    stopped = [e for e in errors if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED]
+    assert stopped and "over the limit of 1 seconds" in stopped[0].details()
+    assert limits.SUGGESTION_BUDGET_S.env in stopped[0].details()
+
+
+def _parameter_message(name: str, kind: int, **space) -> object:
+    return pb.ParameterSpec(name=name, parameter_type=kind, feasible_space=pb.FeasibleSpace(**space))
+
+
+@pytest.mark.parametrize(("parameter", "words"), [
+    (_parameter_message("opt", TYPES["categorical"], list=[]), "parameter opt: a categorical needs a non-empty"),
+    (_parameter_message("lr", TYPES["double"], min="0.1", max="0.01"), "parameter lr: bad feasibleSpace"),
+    (_parameter_message("units", TYPES["int"], min="64", max="16"), "parameter units: bad feasibleSpace"),
+    (_parameter_message("kind", 0, min="1", max="2"), "parameter kind: unknown parameterType 'unknown'"),
+    (_parameter_message("x", TYPES["double"], min="nan", max="1"), "parameter x: feasibleSpace min and max must be"),
+    (_parameter_message("y", TYPES["double"], min="0", max="inf"), "parameter y: feasibleSpace min and max must be"),
+    (_parameter_message("z", TYPES["int"], min="a", max="2"), "parameter z: bad feasibleSpace"),
+    (_parameter_message("lr", TYPES["double"], min="0", max="1"), "parameter name 'lr' is used 2 times"),
+    (_parameter_message("", TYPES["double"], min="0", max="1"), "a double parameter has no name"),
+    (_parameter_message("c", TYPES["discrete"], list=["1", "1"]), "parameter c: feasibleSpace.list holds 1 more"),
+    (_parameter_message("big", TYPES["categorical"], list=[str(i) for i in range(10_001)]),
+     "parameter big's feasibleSpace.list is 10,001 values, over the limit of 10,000 values"),
+])
+def test_every_malformed_parameter_is_invalid_argument_naming_it(server, parameter, words):
+    client = Client(server.port)
+    experiment = experiment_message(spec())
+    experiment.spec.parameter_specs.parameters.append(parameter)
+    for call in (lambda: client.validate(pb.ValidateAlgorithmSettingsRequest(experiment=experiment), timeout=10),
+                 lambda: client.get(_request(experiment, 1), timeout=10)):
+        error = _error(call)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert words in error.details()
+        assert "Traceback" not in error.details()
+
+
+def test_sigterm_ends_a_busy_service_within_a_five_second_grace_period(tmp_path):
+    env = {**os.environ, limits.SUGGESTION_BUDGET_S.env: "120"}
+    child = subprocess.Popen([sys.executable, "-m", "hpo_lib.cli", "katib", "suggestion-service", "--port", "0",
+                              "--host", "127.0.0.1"], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = child.stderr.readline()
+        assert "listening on" in line, line
+        client = Client(int(line.rsplit(":", 1)[1]))
+        experiment = experiment_message(spec())
+        trials = history(client, experiment, 3)
+        busy = ThreadPoolExecutor(2)
+        calls = [busy.submit(_error, lambda: client.get(_request(experiment, 1000, trials), timeout=60))
+                 for _ in range(2)]
+        time.sleep(1.0)
+        assert not any(c.done() for c in calls)  # both computing: the service is busy
+        start = time.monotonic()
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=5) == 0
+        assert time.monotonic() - start < 5
+        assert all(c.result(timeout=5).code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+                   for c in calls)
+        busy.shutdown()
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+
+
+def _error(call) -> grpc.RpcError:
+    try:
+        call()
+    except grpc.RpcError as exc:
+        return exc
+    raise AssertionError("the call was answered, not refused")

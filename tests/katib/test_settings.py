@@ -21,6 +21,10 @@ def block(algorithm: str, **values: str) -> dict:
     ("multivariate-tpe", {"n_startup_trials": "0", "n_ei_candidates": "8"},
      {"n_startup_trials": 0, "n_ei_candidates": 8}),
     ("cmaes", {"sigma": "0.5", "restart_strategy": "none"}, {"sigma": 0.5, "restart_strategy": "none"}),
+    # what Goptuna runs (katib pkg/suggestion/v1beta1/goptuna/converter.go:44-66): bipop, any int seed, sigma <= 0
+    # (its default sigma then), and a name it does not know (skipped)
+    ("cmaes", {"restart_strategy": "bipop", "random_state": "-1", "sigma": "-0.5", "popsize": "8"},
+     {"restart_strategy": "bipop", "random_state": -1, "sigma": -0.5}),
     ("medianstop", {"min_trials_required": "5", "start_step": "1"}, {"min_trials_required": 5, "start_step": 1}),
 ])
 def test_typed_values_parse_each_accepted_setting(algorithm, values, expected):
@@ -37,12 +41,19 @@ def test_typed_values_parse_each_accepted_setting(algorithm, values, expected):
     ("tpe", "n_EI_candidates", "0", "an integer > 0"),
     ("multivariate-tpe", "n_startup_trials", "-1", "an integer >= 0"),
     ("multivariate-tpe", "random_state", "4.0", "an integer >= 0"),
-    ("cmaes", "sigma", "nan", "a number >= 0"),
-    ("cmaes", "restart_strategy", "bipop", "ipop, None or none"),
+    # Goptuna cannot parse these (converter.go:44-65): gRPC Internal, which Katib's controller takes as valid
+    # (suggestionclient.go:228-246), so the Experiment stays Running with no trial: refused, naming the stall
+    ("cmaes", "sigma", "x", "a number"),
+    ("cmaes", "random_state", "4.0", "an integer"),
+    ("cmaes", "restart_strategy", "None", "ipop, bipop or none"),
+    ("cmaes", "restart_strategy", "IPOP", "ipop, bipop or none"),
 ])
 def test_a_value_that_breaks_its_rule_is_one_message_for_lint_and_the_factories(algorithm, name, value, rule):
     service = settings.ALGORITHMS[algorithm].service
     message = f"algorithm setting {name} = {value!r} must be {rule} for {algorithm} ({service})"
+    if algorithm == "cmaes":
+        message += settings.GOPTUNA_STALL
+        assert "stay Running with no trial" in message
     # lint reports it ...
     assert settings.problems("algorithm", block(algorithm, **{name: value}), settings.ALGORITHMS) == [message]
     # ... and a factory reading typed values refuses it in the same words
@@ -70,6 +81,8 @@ def test_seed_reads_random_state_of_any_algorithm():
     assert settings.seed(None) is None
     with pytest.raises(ConfigError, match="random_state = '-2' must be an integer >= 0"):
         settings.seed(block("random", random_state="-2"))
+    # Goptuna's cmaes seeds with any integer (strconv.Atoi, katib goptuna/converter.go:44-49)
+    assert settings.seed(block("cmaes", random_state="-1")) == -1
 
 
 def test_the_factories_use_the_tables_defaults():

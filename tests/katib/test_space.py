@@ -73,8 +73,15 @@ def test_only_distributions_katibs_optuna_service_supports():
 
 
 @pytest.mark.parametrize("spec, message", [
+    # Katib runs normal/logNormal under Hyperopt (katib pkg/suggestion/v1beta1/hyperopt/base_service.py:106-139),
+    # not under its Optuna service: the reason is Optuna's missing normal distribution, with Hyperopt's mean/sigma
     ({"name": "x", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1", "distribution": "normal"}},
-     "distribution 'normal' is not supported"),
+     r"'normal' runs on Katib only under tpe and random, whose Hyperopt draws it with mean \(min \+ max\) / 2"),
+    ({"name": "x", "parameterType": "double", "feasibleSpace": {"min": "1", "max": "9",
+                                                                 "distribution": "logNormal"}},
+     "Optuna, which the local engine samples with, has no normal distribution"),
+    ({"name": "x", "parameterType": "double", "feasibleSpace": {"min": "1", "max": "9", "distribution": "gauss"}},
+     "'gauss' is not one of Katib's"),
     ({"name": "x", "parameterType": "int", "feasibleSpace": {"min": "1.5", "max": "3"}}, "bad feasibleSpace"),
     ({"name": "x", "parameterType": "complex", "feasibleSpace": {"min": "1", "max": "3"}}, "unknown parameterType"),
 ])
@@ -104,3 +111,17 @@ def test_manifest_arguments_are_the_rendered_flags():
             "containers"][0]
         # every searched knob reaches the trial as --name=${trialParameters.name}
         assert set(space.trial_flags(space.search_space(family))) <= set(container["args"])
+
+
+def test_goptunas_conversion_ignores_the_distribution():
+    # Goptuna (cmaes, sobol) builds a uniform distribution for every double and int, whatever `distribution`
+    # says (katib pkg/suggestion/v1beta1/goptuna/converter.go:113-164)
+    log_double = {"name": "lr", "parameterType": "double",
+                  "feasibleSpace": {"min": "0.001", "max": "0.1", "distribution": "logUniform"}}
+    log_int = {"name": "h", "parameterType": "int",
+               "feasibleSpace": {"min": "0", "max": "64", "step": "8", "distribution": "logUniform"}}
+    normal = {"name": "x", "parameterType": "double",
+              "feasibleSpace": {"min": "0", "max": "1", "distribution": "normal"}}
+    assert space.from_katib_parameter(log_double, linear=True) == od.FloatDistribution(0.001, 0.1)
+    assert space.from_katib_parameter(log_int, linear=True) == od.IntDistribution(0, 64, step=8)
+    assert space.from_katib_parameter(normal, linear=True) == od.FloatDistribution(0.0, 1.0)

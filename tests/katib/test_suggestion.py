@@ -144,7 +144,8 @@ def test_parameters_and_nas_the_service_cannot_search_are_refused():
     normal = spec()
     normal["parameters"][2]["feasibleSpace"]["distribution"] = "normal"
     # Optuna's distributions are uniform and logUniform only (the same rule as Katib's Optuna service)
-    assert "distribution 'normal' is not supported" in suggestion.spec_problems(normal)[0]
+    (problem,) = suggestion.spec_problems(normal)
+    assert problem.startswith("parameter lr: distribution 'normal'") and "use uniform or logUniform" in problem
     nas = spec()
     nas["nasConfig"] = {"graphConfig": {"numLayers": 3}}
     # architecture search is not this algorithm's
@@ -152,6 +153,43 @@ def test_parameters_and_nas_the_service_cannot_search_are_refused():
     empty = spec()
     empty["parameters"] = []
     assert "needs at least one parameter" in suggestion.spec_problems(empty)[0]
+
+
+@pytest.mark.parametrize(("parameter", "problem"), [
+    ({"name": "opt", "parameterType": "categorical", "feasibleSpace": {"list": []}},
+     "parameter opt: a categorical needs a non-empty feasibleSpace.list"),
+    ({"name": "rate", "parameterType": "double", "feasibleSpace": {"min": "0.1", "max": "0.01"}},
+     "parameter rate: bad feasibleSpace"),
+    ({"name": "u", "parameterType": "unknown", "feasibleSpace": {"min": "1", "max": "2"}},
+     "parameter u: unknown parameterType 'unknown'"),
+    ({"name": "x", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "inf"}},
+     "parameter x: feasibleSpace min and max must be finite numbers"),
+    ({"name": "units", "parameterType": "int", "feasibleSpace": {"min": "1", "max": "2"}},
+     "parameter name 'units' is used 2 times"),
+    ({"name": "c", "parameterType": "categorical", "feasibleSpace": {"list": ["a", "b", "a"]}},
+     "parameter c: feasibleSpace.list holds a more than once"),
+])
+def test_every_malformed_parameter_is_one_problem_naming_it(parameter, problem):
+    doc = spec()
+    doc["parameters"].append(parameter)
+    problems = suggestion.spec_problems(doc)
+    assert len(problems) == 1 and problems[0].startswith(problem)
+    with pytest.raises(ConfigError):  # never a ValueError or OverflowError from Optuna, which gRPC would call UNKNOWN
+        suggestion.setup_from_spec(doc)
+
+
+def test_a_request_stops_when_its_clock_says_so():
+    setup, _ = suggestion.setup_from_spec(spec())
+    seen: list[int] = []
+
+    def clock(done: int) -> None:
+        seen.append(done)
+        if done == 2:
+            raise TimeoutError("budget spent")
+
+    with pytest.raises(TimeoutError):
+        suggestion.propose(setup, [], 10, clock)
+    assert seen == [0, 1, 2]  # checked before each proposal; nothing computed after the clock stopped it
 
 
 def test_the_shipped_pareto_experiment_is_the_seed_use_case():

@@ -212,3 +212,56 @@ def test_the_retrain_step_writes_one_folder_per_seed_that_the_summary_reads(sign
     # the evaluate step takes the winner's folder and sees its two seeds
     summary = steps.evaluate([tmp_path / "winner"])
     assert summary["n_retrains"] == 2 and summary["winners"][0]["seeds"] == [0, 1]
+
+
+# ----------------------------------------------------------------------------------------------- serving
+@pytest.mark.e2e
+def test_the_served_model_forecasts_from_raw_prices_what_the_retrain_evaluated(retrained, signal_data, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import mlflow.pyfunc
+    import pandas as pd
+    import requests
+
+    from hpo_lib.pipeline import serving
+    from tests.conftest import free_port, wait_for_http
+
+    folder = retrained[0]
+    path = serving.save(folder, tmp_path / "forecaster", code_path=records.package_copy(),
+                        requirements=records.model_requirements())
+    expected = pd.read_csv(folder / "forecasts.csv")
+    bars = pd.read_csv(signal_data.parent / "syn.csv")
+    # raw daily bars up to the last test day, far fewer than the retrain saw: the scalers travel with the model
+    request = bars[bars["Date"] <= expected["date"].iloc[-1]].tail(120)
+    got = mlflow.pyfunc.load_model(str(path)).predict(request)
+    # one forecast per date with a full window behind it (21 bars of warm-up, then the 5-day sequence)
+    assert len(got) == 120 - 21 - 5 + 1 and got["date"].iloc[-1] == expected["date"].iloc[-1]
+    # on the test days they are the forecasts the retrain evaluated
+    both = expected.merge(got, on="date", suffixes=("", "_served"))
+    assert len(both) > 50
+    np.testing.assert_allclose(both["forecast_served"], both["forecast"], rtol=1e-4, atol=1e-7)
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", str(path), "--env-manager",
+             "local", "-h", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,  # the serving process runs `uvicorn` from the PATH: this venv's, as activated
+            env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/ping", server, log=log)
+        answer = requests.post(f"http://127.0.0.1:{port}/invocations", timeout=120,
+                               json={"dataframe_split": request.to_dict(orient="split")})
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    # `mlflow models serve` answers one request of raw bars with the same forecasts
+    assert answer.status_code == 200, answer.text[-2000:]
+    served = pd.DataFrame(answer.json()["predictions"])
+    np.testing.assert_allclose(served["forecast"], got["forecast"], rtol=1e-6)
+    assert served["date"].tolist() == got["date"].tolist()

@@ -1,35 +1,31 @@
 """The KFP pipeline steps: compiled YAML, the retrain step's item, tune modes, winners, summary, MLflow, the bad
-inputs, and one end-to-end local run against a real MLflow server. The retrain itself is in test_retrain.py."""
+inputs. The retrain itself is in test_retrain.py; the end-to-end local run against a real MLflow server in
+test_local_run.py."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import importlib.util
-import io
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
-from hpo_lib import cli, data
+from hpo_lib import cli
 from hpo_lib.errors import ConfigError, TrackingError
 from hpo_lib.katib import client as katib_client
 from hpo_lib.katib import manifests
 from hpo_lib.pipeline import local, records, retrain, steps
 from hpo_lib.pipeline.progress import PROGRESS_ENV, StepProgress, follow_progress
-from hpo_lib.results import render, tracking
-from tests.conftest import ROOT, FakeApi, fixture, free_port, wait_for_http
+from hpo_lib.results import pipeline_report, render, tracking
+from tests.conftest import ROOT, FakeApi, fixture, free_port
 
 
 def load_definition():
@@ -238,6 +234,67 @@ def test_the_summary_tests_the_retrains_knowing_the_search(retrained):
     assert "Search-aware verdict" in markdown and "Reality Check p" in markdown and "Clark-West" in markdown
 
 
+def test_a_near_constant_always_long_winner_is_flagged_beside_its_percentage_of_the_bar(retrained, tmp_path):
+    dirs = [tmp_path / p.parent.name for p in retrained]
+    for src, dst in zip(retrained, dirs):
+        shutil.copytree(src, dst)
+    # the second winner forecasts (almost) the same up move every day, so it trades like buy-and-hold
+    lines = (dirs[1] / "forecasts.csv").read_text().splitlines()
+    rows = [line.split(",") for line in lines[1:]]
+    (dirs[1] / "forecasts.csv").write_text("\n".join(
+        [lines[0]] + [f"{d},{a},{0.001 + 1e-6 * (i % 2)},{b}" for i, (d, a, _, b) in enumerate(rows)]) + "\n")
+    report = json.loads((dirs[1] / "evaluation.json").read_text())
+    report["backtest"]["model"] = dict(report["backtest"]["buy_and_hold"])
+    (dirs[1] / "evaluation.json").write_text(json.dumps(report))
+    summary = steps.evaluate(dirs)
+    first, second = summary["winners"]
+    # only the second is flagged; the first's forecasts spread like a real signal's
+    assert not first["near_constant"] and not first["sharpe_is_buy_and_hold"] and first["forecast_sd_ratio"] > 0.1
+    assert second["near_constant"] and second["forecast_sd_ratio"] < 0.001 and second["sharpe_is_buy_and_hold"]
+    # the percentage against the bar is the test mean's, signed (negative: a lower loss than the bar's)
+    assert first["vs_bar_pct"] == pytest.approx(100 * (first["test_mean"] - first["bar_test"]) / first["bar_test"])
+    markdown = render.summary_markdown(summary)
+    row = next(line for line in markdown.splitlines() if line.startswith("| 2 | t-second |"))
+    assert f"| {render.percent(second['vs_bar_pct'])} |" in row
+    assert "near-constant forecast (sd 0.0% of the target's); Sharpe = buy-and-hold's (always long) |" in row
+    assert "Flags: t-second." in markdown
+
+
+def _report(retrained, folder: Path) -> tuple[dict, Path]:
+    """The evaluate step's summary of the retrains, and its report page written to ``folder``."""
+    summary = steps.evaluate(retrained)
+    pipeline_report.write(summary, folder / "report.md", folder / "report.html")
+    return summary, folder / "report.html"
+
+
+def test_the_report_is_markdown_and_a_page_with_the_equity_curve_and_the_forecasts(retrained, tmp_path):
+    summary, page_path = _report(retrained, tmp_path)
+    equity = summary["backtest"]["equity"]
+    # the champion's equity curve covers every test day, for the model and buy-and-hold alike
+    assert len(equity["dates"]) == len(equity["model"]) == len(equity["buy_and_hold"]) == summary["n_test"]
+    # buy-and-hold's curve ends where its total return says (growth of 1, net of the entry cost)
+    assert equity["buy_and_hold"][-1] == pytest.approx(1 + summary["backtest"]["buy_and_hold"]["total_return"],
+                                                       rel=1e-5)
+    page = page_path.read_text()
+    # rendered by a Markdown library: emphasis, lists and tables are HTML, no Markdown marks are left
+    assert "<strong>" in page and "<li>" in page and "<table>" in page and "**" not in page
+    assert "- 95% stationary-block-bootstrap" not in page
+    # the two figures are embedded PNGs, so the page is one file
+    assert page.count("<img src='data:image/png;base64,") == 2
+    assert "Equity of the champion" in page and "test forecasts against the realised target" in page
+
+
+@pytest.mark.e2e
+def test_the_report_page_shows_both_figures_in_a_browser(retrained, tmp_path):
+    from tests.e2e.test_browser import browse
+
+    _, page = _report(retrained, tmp_path)
+    dom = browse(page.as_uri(), screenshot=tmp_path / "report.png", wait_ms=3000, size="1400,2600")
+    # the browser built both figures and the tables from the one file
+    assert dom.count("<img src=\"data:image/png;base64,") == 2 and "<table>" in dom
+    assert (tmp_path / "report.png").stat().st_size > 50_000  # the figures were drawn, not just text
+
+
 def test_without_a_rolling_origin_test_the_verdict_is_not_established(retrained):
     single = steps.evaluate(retrained)["search"]["single"]
     beats, text = retrain.search_verdict(single, None)
@@ -288,7 +345,7 @@ def test_register_logs_every_retrain_and_aliases_a_winning_champion(retrained, t
     torch.testing.assert_close(model(x), reference(x))
 
 
-def test_a_retrain_run_is_open_while_it_trains_and_nested_by_register(signal_data, tmp_path):
+def test_a_retrain_run_is_open_and_nested_while_it_trains_and_register_ends_the_parent(signal_data, tmp_path):
     from mlflow import MlflowClient
     from mlflow.models import get_model_info
 
@@ -302,18 +359,24 @@ def test_a_retrain_run_is_open_while_it_trains_and_nested_by_register(signal_dat
     def on_progress(progress: StepProgress) -> None:
         seen.append(progress)
         if progress.epoch == 3:  # mid-training: what a user opening the MLflow UI now would see
-            (run,) = client.search_runs([client.get_experiment_by_name("syn-exp").experiment_id])
+            (run,) = client.search_runs([client.get_experiment_by_name("syn-exp").experiment_id],
+                                        filter_string="tags.`hpo.kind` = 'retrain-run'")
             during["status"] = run.info.status
             during["steps"] = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+            during["parent"] = run.data.tags.get("mlflow.parentRunId")
 
+    # the winners step opens the pipeline's parent run before any retrain, and the item names it
+    parent = steps.pipeline_parent(uri, "", "run-7", "syn-exp")
+    assert parent == {"run_id": parent["run_id"], "tracking_uri": uri, "experiment": "syn-exp"}
+    assert client.get_run(parent["run_id"]).info.status == "RUNNING"
     folder = tmp_path / "retrain"
-    steps.run_retrain(item("t-live", 1, 0, 0.6, SIGNAL_FLAGS + ["--epochs=5"]), signal_data, folder,
-                      test_origins=1, tracking_uri=uri, on_progress=on_progress)
+    steps.run_retrain(item("t-live", 1, 0, 0.6, SIGNAL_FLAGS + ["--epochs=5"]) | {"mlflow_parent": parent},
+                      signal_data, folder, test_origins=1, tracking_uri=uri, on_progress=on_progress)
     # the step says it started, then reports every epoch of the fit as it ends
     assert seen[0] == StepProgress("retrain", item="001-t-live")
     assert [(p.phase, p.epoch, p.epochs) for p in seen[1:]] == [("fit", e, 5) for e in range(1, 6)]
-    # while it trained, its MLflow run was already RUNNING with the epochs so far
-    assert during == {"status": "RUNNING", "steps": [1, 2, 3]}
+    # while it trained, its MLflow run was already RUNNING with the epochs so far, nested under the parent
+    assert during == {"status": "RUNNING", "steps": [1, 2, 3], "parent": parent["run_id"]}
     logged = json.loads((folder / "seed0" / "item.json").read_text())
     run = client.get_run(logged["mlflow_run_id"])
     # it ends FINISHED with the test metrics; params under the trial's flag (Katib) names, data as the spec
@@ -325,16 +388,34 @@ def test_a_retrain_run_is_open_while_it_trains_and_nested_by_register(signal_dat
     (data_input,) = run.inputs.dataset_inputs
     assert data_input.dataset.name == run.data.params["data"] and len(data_input.dataset.digest) == 8
     assert run.data.tags["mlflow.source.type"] == "LOCAL"
+    # the git commit of this checkout, which MLflow's own provider misses (the `hpo` script is git-ignored)
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:
+        assert run.data.tags["mlflow.source.git.commit"] == head.stdout.strip()
     # the model has a signature (batch free, window x features fixed) and an input example
     info = get_model_info(logged["mlflow_model_uri"])
     assert tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 5, 8)
     assert info.saved_input_example_info is not None
+    # beside it, the forecaster: the model with its features and scalers, which takes raw daily bars
+    import mlflow
+    import pandas as pd
 
-    # register nests the live run under the pipeline's parent instead of logging it again
+    mlflow.set_tracking_uri(uri)
+    models = mlflow.search_logged_models(experiment_ids=[client.get_experiment_by_name("syn-exp").experiment_id],
+                                         output_format="list")
+    (forecaster,) = [m for m in models if m.source_run_id == logged["mlflow_run_id"] and m.name == "forecaster"]
+    bars = pd.read_csv(signal_data.parent / "syn.csv").tail(60)
+    served = mlflow.pyfunc.load_model(forecaster.model_uri).predict(bars)
+    assert list(served.columns) == ["date", "forecast"] and len(served) == 60 - 21 - 5 + 1
+
+    # register keeps the live run under the parent the winners step opened, and ends that parent FINISHED
     summary = steps.evaluate([folder])
     result = steps.register([folder], summary, uri=uri, model_name="syn-live")
     assert result["runs"]["001-t-live-seed0"]["run_id"] == logged["mlflow_run_id"]
-    assert client.get_run(logged["mlflow_run_id"]).data.tags["mlflow.parentRunId"] == result["parent_run_id"]
+    assert result["parent_run_id"] == parent["run_id"]
+    assert client.get_run(logged["mlflow_run_id"]).data.tags["mlflow.parentRunId"] == parent["run_id"]
+    ended = client.get_run(parent["run_id"])
+    assert ended.info.status == "FINISHED" and ended.info.run_name == "run-7" and "hpo.verdict" in ended.data.tags
     assert len(client.search_runs([client.get_experiment_by_name("syn-exp").experiment_id])) == 2
     # the experiment opens on its runs in MLflow's UI: it is typed
     assert client.get_experiment_by_name("syn-exp").tags["mlflow.experimentKind"] == "custom_model_development"
@@ -438,12 +519,22 @@ def test_local_arguments_take_data_and_epochs_from_the_local_trials(tmp_path):
     folder = tmp_path / "state" / "katib-hpo.lstm-tiny"
     (folder / "trial-0000").mkdir(parents=True)
     (folder / "trials.json").write_text(json.dumps([{"name": "lstm-tiny-0000", "condition": "Succeeded"}]))
-    (folder / "trial-0000" / "config.json").write_text(json.dumps({"data": "sample:nasdaq", "epochs": 4}))
+    (folder / "trial-0000" / "config.json").write_text(json.dumps(
+        {"data": "sample:nasdaq", "epochs": 4, "target": "volatility", "val_frac": 0.3, "test_frac": 0.3, "lr": 0.1}))
     arguments = local.local_arguments(manifest, state_dir=tmp_path / "state")
     # `hpo tune --set data=... --set epochs=...` is not in the export: the trials' own config tells
     assert (arguments["data"], arguments["epochs"], arguments["tune_mode"]) == ("sample:nasdaq", 4, "export")
     assert local.local_arguments(manifest, state_dir=tmp_path / "state", data="sample:sp500",
                                     epochs=9)["epochs"] == 9
+    # so do the target and the splits the trials were tuned on (`--set target=volatility`), before the caller's
+    # retrain flags, which win; searched parameters (lr) stay each winner's own
+    from hpo_lib.pipeline.settings import LAPTOP
+
+    full = local.pipeline_arguments(manifest, replace(LAPTOP, retrain_flags="--threads=1 --test-frac=0.2"),
+                                    state_dir=tmp_path / "state", trials=None, data=None, tracking_uri="file:/x",
+                                    mlflow_experiment="", model_name="m")
+    assert full["retrain_flags"] == "--target=volatility --val-frac=0.3 --test-frac=0.3 --threads=1 --test-frac=0.2"
+    assert "problem_flags" not in full
 
 
 
@@ -462,150 +553,3 @@ def test_run_local_on_a_study_whose_trials_all_failed_says_no_trial_succeeded(tm
     assert f"{folder}/trial-*/trial.log" in err
     # not the old, wrong words
     assert "cannot tell which data" not in err
-
-# ----------------------------------------------------------------------------------------------- end to end
-@dataclass(frozen=True)
-class LocalRun:
-    """One `hpo tune` + `hpo pipeline run-local` of the tiny manifest against a real MLflow server."""
-
-    url: str  # the MLflow server
-    root: Path  # the pipeline root
-    out: str  # what the two commands printed
-    summary: dict
-
-
-@pytest.fixture(scope="module")
-def local_run(tmp_path_factory) -> Iterator[LocalRun]:
-    """A real `mlflow server` (SQLite backend, local artifacts) and one local pipeline run against it, shared by the
-    end-to-end tests below: tune the tiny manifest, then run the pipeline on its export (2 winners x 2 seeds)."""
-    tmp_path = tmp_path_factory.mktemp("local-run")
-    port = free_port()
-    log_path = tmp_path / "mlflow-server.log"
-    log = open(log_path, "w")
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
-         f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "server-artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        with pytest.MonkeyPatch.context() as monkeypatch:
-            # a loaded CI machine may answer one model upload slower than the product's 20 s default: a live run
-            # given up there is logged again by register (the fallback), which is not what these tests are about
-            monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")
-            manifest = tiny_manifest(tmp_path / "tiny.yaml")
-            state, printed = tmp_path / "state", io.StringIO()
-            with contextlib.redirect_stdout(printed):
-                # the embedded engine tunes while the server starts; its export is what the pipeline reads
-                assert cli.main(["tune", str(manifest), "--set", "data=sample:sp500", "--set", "epochs=2", "--set",
-                                 "threads=1", "--state-dir", str(state), "--no-progress", "--no-tracking"]) == 0
-                wait_for_http(f"{url}/health", server, log=log_path)
-                printed.seek(0)
-                printed.truncate()
-                # the pipeline runs locally against the server from that export
-                assert cli.main(["pipeline", "run-local", str(manifest), "--state-dir", str(state), "--top-k", "2",
-                                 "--no-pareto", "--seeds", "2", "--tracking-uri", url, "--model-name", "lstm-tiny",
-                                 "--pipeline-root", str(tmp_path / "root")]) == 0
-            summary_path = next((tmp_path / "root").glob("katib-hpo-*/evaluate/summary/summary.json"))
-            yield LocalRun(url, tmp_path / "root", printed.getvalue(), json.loads(summary_path.read_text()))
-    finally:
-        os.killpg(server.pid, 15)
-        try:
-            server.wait(timeout=3)  # a graceful uvicorn shutdown can take 10 s; the store is thrown away anyway
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, 9)
-            server.wait()
-        log.close()
-
-
-def _retrain_runs(run: LocalRun):
-    """The pipeline's parent retrain run and its child runs, in MLflow."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(run.url)
-    experiment = client.get_experiment_by_name("lstm-tiny")
-    parents = client.search_runs([experiment.experiment_id], filter_string="tags.`hpo.kind` = 'retrain'")
-    children = [] if len(parents) != 1 else client.search_runs(
-        [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")
-    return client, parents, children
-
-
-@pytest.mark.e2e
-def test_a_local_run_shows_each_step_and_every_retrains_epochs(local_run):
-    # 2 winners x 2 seeds, 2 epochs each (the trials' --epochs), selected from the 3 local trials
-    summary = local_run.summary
-    assert (summary["n_winners"], summary["n_retrains"], summary["n_trials"]) == (2, 4, 3)
-    assert summary["verdict"] in local_run.out
-    # the terminal showed each step as it started and every retrain's epochs, not one line and then silence
-    for step in ("prepare data", "tune", "select winners", "retrain", "evaluate", "register"):
-        assert f"step: {step}" in local_run.out
-    # (the rolling-origin refits report their own epochs, with "(origin i/R)" after them)
-    assert len(re.findall(r"retrain \S+-seed\d: epoch 2/2$", local_run.out, flags=re.M)) == 4
-    assert re.search(r"retrain \S+-seed\d: epoch 2/2 \(origin 2/\d+\)$", local_run.out, flags=re.M)
-
-
-@pytest.mark.e2e
-def test_a_local_run_logs_a_finished_run_per_retrain_under_one_parent(local_run):
-    client, parents, children = _retrain_runs(local_run)
-    # one parent retrain run, with one finished child run per winner and seed
-    assert len(parents) == 1
-    assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
-    # each was opened by its retrain, before training, so before the register step opened the parent
-    log = (local_run.root / "run-local.log").read_text()
-    assert all(r.info.start_time < parents[0].info.start_time for r in children), \
-        [line for line in log.splitlines() if "MLflow:" in line]
-    for run in children:
-        # params, per-epoch curves, test metrics beside the bar, and the evaluation report as an artifact
-        assert run.data.params["model"] == "lstm" and run.data.params["epochs"] == "2"
-        assert [m.step for m in client.get_metric_history(run.info.run_id, "insample_val_loss")] == [1, 2]
-        assert {"test_loss", "bar_test_loss", "dm_p_value", "backtest_sharpe", "val_test_gap"} <= set(run.data.metrics)
-        assert "evaluation.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
-
-
-@pytest.mark.e2e
-def test_the_local_champion_is_registered_only_if_it_beats_the_bar(local_run):
-    client, parents, children = _retrain_runs(local_run)
-    champion = next(r for r in children if r.data.tags["hpo.champion"] == "True")
-    beats = local_run.summary["beats_bar"]
-    # the registry follows the verdict: a version aliased to the champion's run exactly when it beats the bar
-    versions = client.search_model_versions("name = 'lstm-tiny'")
-    assert [v.run_id for v in versions] == ([champion.info.run_id] if beats else [])
-    # and the parent run and the verdict say which it was
-    assert parents[0].data.tags["hpo.registered"].startswith("nothing") is not beats
-    assert ("Nothing is registered" in local_run.summary["verdict"]) is not beats
-
-
-@pytest.mark.e2e
-def test_the_local_champion_loads_back_over_http_and_predicts_what_it_evaluated(local_run):
-    import mlflow.pytorch
-    import torch
-
-    _, _, children = _retrain_runs(local_run)
-    champion = next(r for r in children if r.data.tags["hpo.champion"] == "True")
-    mlflow.set_tracking_uri(local_run.url)
-    model = mlflow.pytorch.load_model(f"runs:/{champion.info.run_id}/model")
-    # the model loads back over HTTP as the original class and predicts what the retrain evaluated
-    folder = Path(local_run.summary["champion"]["dir"])
-    ds = data.prepare(data.load_prices("sample:sp500"), window=20, split_window=90, refit=True)
-    with torch.no_grad():
-        forecast = ds.target_scaler.inverse(model(torch.from_numpy(ds.x["test"])).numpy()[:, 0])
-    saved = np.loadtxt(folder / "forecasts.csv", delimiter=",", skiprows=1, usecols=2)
-    np.testing.assert_allclose(forecast, saved, rtol=1e-4, atol=1e-9)
-
-
-@pytest.mark.e2e
-def test_a_winning_champion_is_registered_and_loads_by_its_alias_over_http(local_run, retrained):
-    import mlflow.pytorch
-    import torch
-    from mlflow import MlflowClient
-
-    # a tiny model on daily index returns rarely beats the best naive baseline, so the alias is exercised over HTTP
-    # with retrains that do (the AR(1) ones): the same register step, the same server
-    result = steps.register(retrained, steps.evaluate(retrained), uri=local_run.url, model_name="syn-model")
-    version = MlflowClient(local_run.url).get_model_version_by_alias("syn-model", "champion")
-    assert str(version.version) == result["registered_version"]
-    x = torch.randn(3, 5, 8)
-    # the registered model loads back over HTTP and predicts what the retrain's own model does
-    mlflow.set_tracking_uri(local_run.url)
-    torch.testing.assert_close(mlflow.pytorch.load_model("models:/syn-model@champion")(x),
-                               retrain.load_model(retrained[0])(x))

@@ -21,9 +21,9 @@ def tuned_study(n: int = 8, storage: str | None = None) -> optuna.Study:
     the best naive baseline, five varied parameters (one categorical, one on a log scale) and an early-stopped trial."""
     study = optuna.create_study(study_name="local.lstm-tiny", storage=storage)
     study.set_metric_names(["val_loss"])
-    dists = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "dropout": FloatDistribution(0.0, 0.5),
-             "hidden-size": IntDistribution(8, 64), "optimizer": CategoricalDistribution(["adam", "sgd"]),
-             "seq-len": IntDistribution(5, 30)}
+    dists = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "dropout": FloatDistribution(0.0, 0.6),
+             "hidden-size": IntDistribution(8, 128), "optimizer": CategoricalDistribution(["adam", "sgd"]),
+             "seq-len": IntDistribution(5, 60)}
     for i in range(n):
         curve = [1.2 - 0.05 * e - 0.01 * i for e in range(6)]
         state = TrialState.PRUNED if i == 3 else TrialState.COMPLETE
@@ -67,8 +67,8 @@ def test_the_baseline_is_the_best_trials_and_absent_without_one():
 
 def test_the_report_draws_the_baseline_names_its_axes_and_tables_the_leaderboard(tmp_path):
     written = plots.write_report(tuned_study(), tmp_path / "r", objective_name="val_loss")
-    assert {p.name for p in written} == {"history.png", "learning_curves.png", "importances.png", "slice.png",
-                                         "report.html"}
+    # 7 succeeded trials: too few for importances, and the page says so instead of drawing noise
+    assert {p.name for p in written} == {"history.png", "learning_curves.png", "slice.png", "report.html"}
     page = (tmp_path / "r" / "report.html").read_text()
     # the baseline is a named trace on the history and on the learning curves
     assert page.count('"name":"best naive baseline (0.9)"') == 2
@@ -77,10 +77,24 @@ def test_the_report_draws_the_baseline_names_its_axes_and_tables_the_leaderboard
     assert "Intermediate Value" not in page and '"showlegend":true' in page
     # the leaderboard is a table: a header with the objective's name, parameters as columns, 7 ranked rows
     table = re.search(r"<table class='leaderboard'>.*?</table>", page).group(0)
-    assert "<th>val_loss</th><th>best naive baseline</th>" in table and "<th>hidden-size</th>" in table
+    assert "<th>val_loss</th><th>best naive baseline</th><th>vs baseline %</th>" in table
+    assert "<th>hidden-size</th>" in table
+    # each trial against the baseline in percent; trial 5 scores the baseline exactly and is flagged
+    assert "<td>0.88</td><td>0.9</td><td>-2.22%</td><td></td>" in table
+    assert "<td>0.9</td><td>0.9</td><td>+0.00%</td><td>≈ baseline</td>" in table
+    assert "≈ baseline: 1 of these trials score within 0.5% of the best naive baseline" in page
     assert table.count("<tr>") == 1 + 7 and "<pre>" not in page
     # no plot keeps Optuna's fixed slice width, wider than the page
-    assert '"width":1500' not in page and page.count("class='plot'") == 4
+    assert '"width":1500' not in page and page.count("class='plot'") == 3
+    assert "No parameter importances: 7 succeeded trials, and fANOVA needs at least 10" in page
+
+
+def test_importances_are_drawn_from_enough_trials_and_say_how_many(tmp_path):
+    written = plots.write_report(tuned_study(n=12), tmp_path / "r", objective_name="val_loss")
+    page = (tmp_path / "r" / "report.html").read_text()
+    # 11 succeeded trials: the chart is drawn, titled with the trials it rests on, and no note says otherwise
+    assert "importances.png" in {p.name for p in written}
+    assert "Parameter importances (fANOVA, 11 trials)" in page and "No parameter importances" not in page
 
 
 def test_the_slice_png_puts_its_colour_bar_beside_the_panels_not_on_one(tmp_path):

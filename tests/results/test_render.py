@@ -63,3 +63,53 @@ def test_trial_records_say_why_an_interrupted_trial_failed(tmp_path, monkeypatch
     assert [(r["condition"], r["failReason"]) for r in records] == [
         ("Succeeded", ""), ("Failed", "interrupted: the engine running it was killed"), ("Succeeded", ""),
         ("Succeeded", "")]
+
+
+def _categorical_study() -> optuna.Study:
+    """Three succeeded trials of a Katib categorical whose choices are numbers (as Katib hands them: text)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.trial import create_trial
+
+    study = optuna.create_study(study_name="local.cat")
+    dists = {"hidden-size": CategoricalDistribution(["16", "128", "64"]), "lr": FloatDistribution(1e-4, 1e-1),
+             "act": CategoricalDistribution(["relu", "tanh"])}
+    for value, (hidden, act) in zip([0.5, 0.4, 0.6], [("16", "relu"), ("128", "tanh"), ("64", "relu")]):
+        study.add_trial(create_trial(value=value, params={"hidden-size": hidden, "lr": 0.01, "act": act},
+                                     distributions=dists,
+                                     user_attrs={"observation": {"baseline_val_loss": {"min": 0.4, "max": 0.4,
+                                                                                       "latest": 0.4}}}))
+    return study
+
+
+def test_trials_frame_types_numeric_categoricals_and_the_result_has_best_params(tmp_path):
+    from hpo_lib import api
+
+    frame = api.trials_frame(_categorical_study())
+    # "128" < "16" as text; as numbers the column sorts as sizes do, and text choices stay text
+    assert str(frame["param_hidden-size"].dtype) == "int64" and frame["param_act"].tolist() == ["relu", "tanh", "relu"]
+    assert frame.sort_values("param_hidden-size")["param_hidden-size"].tolist() == [16, 64, 128]
+    result = api.TuneResult(study=_categorical_study(), manifest=tmp_path / "m.yaml", state_dir=tmp_path,
+                            export_dir=tmp_path)
+    # the best trial's parameters in one step, typed the same way
+    assert result.best_params == {"hidden-size": 128, "lr": 0.01, "act": "tanh"}
+
+
+def test_the_leaderboard_says_how_far_each_trial_is_from_the_baseline_and_flags_the_ones_on_it():
+    board = render.leaderboard(_categorical_study())
+    # 0.4 is the baseline's own loss: flagged as what a constant forecast scores; 0.5 is 25% worse than it
+    assert "#1 trial 1: objective 0.4 vs best naive baseline 0.4 (+0.00%; ≈ baseline)" in board
+    assert "#2 trial 0: objective 0.5 vs best naive baseline 0.4 (+25.00%)," in board
+
+
+def test_the_leaderboard_prints_parameters_at_4_digits_within_80_columns():
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    study = optuna.create_study(study_name="local.long")
+    names = [f"parameter-{i}" for i in range(8)]
+    study.add_trial(create_trial(value=0.5, params={n: 0.0053063715752208465 for n in names},
+                                 distributions={n: FloatDistribution(1e-4, 1e-1) for n in names}))
+    board = render.leaderboard(study)
+    # full precision is the export's; a person reads 4 digits, and no line runs past a terminal's 80 columns
+    assert "parameter-0=0.005306 " in board and "0.00530637" not in board
+    assert max(len(line) for line in board.splitlines()) <= 80

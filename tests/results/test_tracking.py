@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import warnings
 
 import pytest
@@ -10,8 +11,8 @@ import torch
 
 from hpo_lib import engine
 from hpo_lib.errors import ConfigError, TrackingError
-from hpo_lib.results import tracking
-from tests.conftest import manifest, options
+from hpo_lib.results import retrain_tracking, tracking
+from tests.conftest import ROOT, manifest, options
 
 
 def mlflow_client(uri: str):
@@ -86,7 +87,7 @@ def test_a_failed_retrain_write_leaves_no_run_running_and_is_one_tracking_error(
     missing = tmp_path / "no-such-folder" / "forecasts.csv"  # the write that fails mid-way
     # one TrackingError naming the store, saying the results are kept
     with pytest.raises(TrackingError, match=f"MLflow at {uri} failed") as raised:
-        tracking.log_retrains(uri, experiment_name="x", parent=parent, runs=[_retrain("r-0", missing)],
+        retrain_tracking.log_retrains(uri, experiment_name="x", parent=parent, runs=[_retrain("r-0", missing)],
                               register_as="x-model", model_tags={}, code_path=str(tmp_path), requirements=[])
     assert "the retrain results are still in the pipeline's artifacts" in str(raised.value)
     client = mlflow_client(uri)
@@ -161,6 +162,14 @@ def test_study_is_a_parent_run_and_each_trial_a_nested_run(tmp_path):
     # state, parameters and the per-epoch curve; the early-stopped trial is KILLED after its 2 reports
     assert [c.info.status for c in children] == ["FINISHED", "FINISHED", "KILLED"]
     assert children[0].data.params["x"] == repr(study.trials[0].params["x"])
+    # the trial command's fixed flags are params too (the manifest's --epochs, the override's --curves), and the
+    # run carries the git commit of this checkout (MLflow's own provider asks about the git-ignored `hpo` script)
+    assert children[0].data.params["epochs"] == "4" and children[0].data.params["curves"] == "1,3,5"
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:
+        assert {r.data.tags.get("mlflow.source.git.commit") for r in [*parents, *children]} == {head.stdout.strip()}
+    # optuna-dashboard names the objective by its metric, not "Objective 0"
+    assert study.metric_names == ["val_loss"]
     history = client.get_metric_history(children[1].info.run_id, "val_loss")
     assert [(m.step, m.value) for m in history] == [(0, 3.0), (1, 3.0), (2, 3.0), (3, 3.0)]
     assert len(client.get_metric_history(children[2].info.run_id, "val_loss")) == 2

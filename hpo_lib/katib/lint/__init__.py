@@ -23,8 +23,8 @@ Rules (``Finding.rule``); all are errors except S6-S9 and TRIAL-KIND, which are 
 - ``R1``-``R6``: runtime failures the webhook misses (a parameter no trialParameter references, algorithm and
   early-stopping settings, bounds, Optuna's distributions, metric strategies, early stopping's collector).
   Settings are checked for the services whose rules are known (:mod:`hpo_lib.katib.settings`): Hyperopt
-  ``tpe``/``random``, Optuna ``multivariate-tpe``/``grid`` and ``cmaes`` (checked with Optuna's rules, although the
-  default katib-config serves it by Goptuna), and ``medianstop``; other algorithms' settings are not checked (this
+  ``tpe``/``random``, Optuna ``multivariate-tpe``/``grid``, Goptuna ``cmaes`` (a value Goptuna cannot parse would
+  leave the Experiment Running with no trial), and ``medianstop``; other algorithms' settings are not checked (this
   project's ``katib-hpo-multiobjective`` is known to W-ALG; its settings are checked when the engine or its service
   loads it).
 - ``S1``-``S9``: extra checks (duplicate parameters, unknown keys, categorical lists, metric names (only under
@@ -47,11 +47,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import yaml
 from kubeflow_katib_api.models import V1beta1Experiment
 
+from hpo_lib import fileio
 from hpo_lib.errors import ConfigError
 from hpo_lib.katib.lint import api_types, defaults, runtime, suggested, webhook
 from hpo_lib.katib.lint.common import K8S_SCHEMA_VERSION, Finding, Findings, get
@@ -164,7 +164,8 @@ def validate_file(path, extra: Callable[[dict], list[Finding]] | None = None) ->
         ConfigError: The file cannot be read or parsed, or a document is not a mapping.
     """
     try:
-        docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d is not None]
+        text = fileio.read_manifest(path, f"manifest {path}")
+        docs = [d for d in fileio.load_yaml_all(text, f"manifest {path}") if d is not None]
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read Experiment manifest {path}: {exc}") from None
     for index, doc in enumerate(docs):

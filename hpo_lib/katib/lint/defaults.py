@@ -63,12 +63,16 @@ def apply_defaults(spec: dict) -> bool:
         collector = {"kind": "StdOut"}
     collector_spec["collector"] = collector
     source = collector_spec.get("source") or {}
-    if collector.get("kind") == "File":
-        path = source.get("fileSystemPath") or {"path": "/var/log/katib/metrics.log", "kind": "File"}
-        path["format"] = path.get("format") or "TEXT"
+    # each fileSystemPath field defaulted on its own (katib pkg/apis/controller/experiments/v1beta1/
+    # experiment_defaults.go:162-190)
+    if collector.get("kind") in ("File", "TensorFlowEvent"):
+        path = source.get("fileSystemPath") or {}
+        file = collector.get("kind") == "File"
+        path["kind"] = path.get("kind") or ("File" if file else "Directory")
+        path["path"] = path.get("path") or ("/var/log/katib/metrics.log" if file else "/var/log/katib/tfevent/")
+        if file:
+            path["format"] = path.get("format") or "TEXT"
         source["fileSystemPath"] = path
-    elif collector.get("kind") == "TensorFlowEvent" and not source.get("fileSystemPath"):
-        source["fileSystemPath"] = {"path": "/var/log/katib/tfevent/", "kind": "Directory"}
     elif collector.get("kind") == "PrometheusMetric" and not source.get("httpGet"):
         source["httpGet"] = {"path": "/metrics", "port": 8080}
     if source:

@@ -43,6 +43,13 @@ def check_runtime(spec: dict, out: Findings) -> None:
         for problem in settings.problems(section, spec.get(section), known):
             out.error("R2", problem)
 
+    algorithm: Any = (spec.get("algorithm") or {}).get("algorithmName")  # unvalidated JSON, None when unset
+    # Katib's Optuna service clamps a log scale's min to 1 (int) or 1e-10 (double) (katib
+    # pkg/suggestion/v1beta1/optuna/base_service.py:124-150), as this project's service does; Goptuna ignores the
+    # distribution (goptuna/converter.go:113-164); Hyperopt takes log(min) and fails on min <= 0
+    clamps = (
+        SUGGESTION_SERVICES.get(algorithm) in ("optuna", "goptuna") or algorithm == contract.MULTI_OBJECTIVE_ALGORITHM
+    )
     for parameter in parameters:
         kind, space = parameter.get("parameterType"), parameter["feasibleSpace"]
         if kind not in ("int", "double"):
@@ -64,10 +71,9 @@ def check_runtime(spec: dict, out: Findings) -> None:
             out.error("R3", f"{where} min {bounds['min']} is greater than max {bounds['max']}")
         if step is not None and step <= 0:
             out.error("R3", f"{where} step {bounds['step']} must be > 0")
-        if space["distribution"] in ("logUniform", "logNormal") and low is not None and low <= 0:
+        if space["distribution"] in ("logUniform", "logNormal") and low is not None and low <= 0 and not clamps:
             out.error("R3", f"{where} is {space['distribution']} and needs min > 0, got {bounds['min']}")
 
-    algorithm: Any = (spec.get("algorithm") or {}).get("algorithmName")  # unvalidated JSON, None when unset
     if SUGGESTION_SERVICES.get(algorithm) == "optuna":
         for parameter in parameters:
             distribution = parameter["feasibleSpace"]["distribution"]

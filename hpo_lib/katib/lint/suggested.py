@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Iterator
 from functools import lru_cache
 from importlib import resources
@@ -40,7 +41,7 @@ def check_suggested(spec: dict, out: Findings) -> None:
             values = parameter["feasibleSpace"].get("list") or []
             if not values:
                 out.error("S3", f"{parameter['parameterType']} parameter {parameter.get('name')!r} has an empty list")
-            duplicated = sorted({v for v in values if values.count(v) > 1})
+            duplicated = sorted(str(v) for v, n in Counter(values).items() if n > 1)  # linear: lists are long
             if duplicated:
                 out.error("S3", f"parameter {parameter.get('name')!r} lists {', '.join(duplicated)} more than once")
 

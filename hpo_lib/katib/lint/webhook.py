@@ -298,7 +298,9 @@ def check_metrics_collector(spec: dict, out: Findings) -> None:
     elif kind == "Custom":
         if not collector_spec["collector"].get("customCollector"):
             out.error("W-MC", "Custom collector needs collector.customCollector")
-        if path and (not str(path.get("path") or "").startswith("/") or path.get("kind") not in ("File", "Directory")):
+        # any fileSystemPath given, `{}` too, needs both (katib webhook/v1beta1/experiment/validator/validator.go:546)
+        given = source.get("fileSystemPath") is not None
+        if given and (not str(path.get("path") or "").startswith("/") or path.get("kind") not in ("File", "Directory")):
             out.error(
                 "W-MC", f"Custom collector fileSystemPath needs an absolute path and kind File or Directory, got {path}"
             )
