@@ -257,8 +257,9 @@ def tune(
             f"{format(trial_timeout_s, 'g') if number else repr(trial_timeout_s)}: every trial would be killed at "
             "once; leave it unset to use the Job's activeDeadlineSeconds"
         )
+    # the manifest first: a missing file is refused before the state folder is made (none is left behind)
+    path = manifest_file(manifest, path_arg(state_dir, "state_dir"))
     state = writable_dir(path_arg(state_dir, "state_dir"), "state_dir")
-    path = manifest_file(manifest, state)
     options = engine.TuneOptions(
         overrides=names,
         storage=storage,

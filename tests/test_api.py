@@ -164,6 +164,12 @@ def test_a_typo_in_an_override_is_refused_before_any_trial_starts(tmp_path):
     assert not list((tmp_path / "state").glob("*/trial-*"))
 
 
+def test_a_missing_manifest_is_refused_before_the_state_folder_is_made(tmp_path):
+    with pytest.raises(ConfigError, match=r"^manifest \S+missing.yaml does not exist$"):
+        hpo_lib.tune(tmp_path / "missing.yaml", state_dir=tmp_path / "state")
+    assert not (tmp_path / "state").exists()
+
+
 def test_a_state_dir_that_is_a_file_is_refused_by_name(tmp_path):
     (tmp_path / "state").write_text("")
     with pytest.raises(ConfigError, match=r"^state_dir .*state is a file, not a folder"):
