@@ -241,10 +241,10 @@ def _loop(plan: _Plan) -> None:
                 if state.reports != reports and plan.options.on_progress is not None and loop.shown:  # an epoch
                     _report_epochs(plan.options.on_progress, loop.running, loop.shown)  # no storage read
             else:
-                _finish(plan.study, state, payload, plan.goals, plan.tracker)
+                told = _finish(plan.study, state, payload, plan.goals, plan.tracker)
                 del loop.running[number]
-                if not state.interrupted:
-                    loop.ended.append(_ended(state, plan.goals))
+                if told is not None:
+                    loop.ended.append(told)
                 check_at = 0.0
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: running trials end and re-run on resume
         recovery.ignore_stop_signals()
@@ -485,14 +485,18 @@ def _curve_threshold(study: optuna.Study, rule: pruners.KatibMedianStopPruner) -
     return pruners.medianstop_threshold(curves, rule.min_trials_required, rule.start_step)
 
 
-def _finish(study: optuna.Study, state: Running, exit_code: int, goals: list[Objective], tracker=None) -> None:
-    """Decide the trial's one final state, record its observation, and log one line for a failure."""
+def _finish(
+    study: optuna.Study, state: Running, exit_code: int, goals: list[Objective], tracker=None
+) -> EndedTrial | None:
+    """Decide the trial's one final state, record its observation, and log one line for a failure; returns what the
+    face tells of it (None for an interrupted trial, which re-runs)."""
     trial, primary = state.trial, goals[0]
     observation = _observation(state.observations)
+    duration = time.monotonic() - state.started
     trial.set_user_attr(study_record.OBSERVATION, observation)
     trial.set_user_attr(study_record.EPOCHS_RUN, state.reports)
     trial.set_user_attr(study_record.OUTPUT_DIR, str(state.output_dir))
-    trial.set_user_attr(study_record.DURATION_S, round(time.monotonic() - state.started, 3))
+    trial.set_user_attr(study_record.DURATION_S, round(duration, 3))
     if len(goals) > 1:
         trial.set_user_attr(study_record.OBJECTIVE_CURVE, state.observations.get(primary.metric, []))
     values = [observation.get(goal.metric, {}).get(goal.strategy) for goal in goals]
@@ -523,7 +527,8 @@ def _finish(study: optuna.Study, state: Running, exit_code: int, goals: list[Obj
         trial.set_user_attr(study_record.INTERRUPTED, True)
         study.tell(trial, state=TrialState.FAIL)
         study.enqueue_trial(trial.params, user_attrs={study_record.RERUN_OF: trial.number})
-    elif state.pruned:
+        return None
+    if state.pruned:
         if all(value is not None for value in values):  # what Katib's service tells: the observed value(s)
             trial.set_user_attr(study_record.KATIB_TOLD, [float(v) for v in cast(list[float], values)])
         study.tell(trial, state=TrialState.PRUNED)
@@ -532,6 +537,7 @@ def _finish(study: optuna.Study, state: Running, exit_code: int, goals: list[Obj
     else:
         done = cast(list[float], values)  # no value is None here: a missing one sets reason above
         study.tell(trial, done if len(goals) > 1 else done[0])
+    return EndedTrial(trial.number, condition, values[0], state.reports, duration)
 
 
 def _observation(observations: dict[str, list[float]]) -> dict[str, dict[str, float]]:
@@ -544,18 +550,6 @@ def _running_trials(running: dict[int, Running]) -> tuple[RunningTrial, ...]:
         RunningTrial(n, s.reports, s.argv, isinstance(s.process, warm.WarmProcess), tuple(s.trial.params.items()))
         for n, s in sorted(running.items())
     )
-
-
-def _ended(state: Running, goals: list[Objective]) -> EndedTrial:
-    """What the face tells of a trial :func:`_finish` just ended."""
-    condition = study_record.SUCCEEDED
-    if state.pruned:
-        condition = study_record.EARLY_STOPPED
-    elif study_record.FAIL_REASON in state.trial.user_attrs:
-        condition = study_record.FAILED
-    value = _observation(state.observations).get(goals[0].metric, {}).get(goals[0].strategy)
-    duration = time.monotonic() - state.started
-    return EndedTrial(state.trial.number, condition, value, state.reports, duration)
 
 
 def _report_epochs(callback: Callable[[Progress], None], running: dict[int, Running], shown: list[Progress]) -> None:
